@@ -29,9 +29,14 @@
 
 pub mod blocking;
 mod buf;
+pub mod config;
+pub mod conformance;
 mod device;
 mod error;
 mod malloc;
+mod psync;
+pub mod spec;
+mod uring;
 
 pub use buf::{IoBuf, IO_BUF_ALIGN};
 pub use device::{
