@@ -44,3 +44,6 @@ pub use device::{
 };
 pub use error::{BdevError, Result};
 pub use malloc::{MallocDevice, MALLOC_QUEUE_DEPTH};
+pub use psync::{FileOptions, PsyncDevice, PSYNC_QUEUE_DEPTH};
+pub use spec::{parse_size, DeviceSpec};
+pub use uring::{uring_unavailable_reason, UringDevice, NO_URING_ENV};
