@@ -3,6 +3,8 @@
 //! Files live under `/var/tmp` (ext4 here, so `O_DIRECT` is really in use) unless a test says
 //! otherwise. Every test runs against both backends where it makes sense.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use oxblob_bdev::{
     blocking, BdevError, BlockDevice, Completion, FileOptions, IoBuf, IoKind, IoOp, PsyncDevice,
     UringDevice,
