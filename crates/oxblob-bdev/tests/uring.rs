@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 const MIB: u64 = 1 << 20;
 
+/// Checks that an error is of the expected kind.
+type ErrCheck = fn(&BdevError) -> bool;
+
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Uring,
@@ -428,7 +431,7 @@ fn invalid_requests_are_rejected_by_kind() {
         let dev = open(b, &path, &create(MIB));
         let size = MIB;
         let mut ch = dev.channel().expect("channel");
-        let cases: Vec<(IoOp, fn(&BdevError) -> bool)> = vec![
+        let cases: Vec<(IoOp, ErrCheck)> = vec![
             (
                 IoOp::Read {
                     offset: size,
