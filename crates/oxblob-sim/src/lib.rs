@@ -35,11 +35,17 @@
 //! - Reconfiguring faults through a [`FaultHandle`] from another thread takes effect for requests
 //!   submitted after the call returns.
 
+pub mod counting;
 pub mod crash;
+pub mod fault;
 pub mod rng;
 mod tokens;
+pub mod transform;
 
+pub use counting::{CountingDevice, IoCounts};
 pub use crash::{CrashDevice, CrashMode};
+pub use fault::{ErrorDevice, Fault, FaultHandle, FaultId};
+pub use transform::TransformDevice;
 
 use oxblob_bdev::{blocking, BdevError, BlockDevice};
 use rand::Rng;
