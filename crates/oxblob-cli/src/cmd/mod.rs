@@ -1,0 +1,34 @@
+//! The command line: one module per subcommand.
+//!
+//! To add a subcommand, write `src/cmd/<name>.rs` with an `Args` struct and a `run` function,
+//! then add one variant to [`Command`] and one arm to [`Command::run`].
+
+use crate::error::CliResult;
+use clap::{Parser, Subcommand};
+
+pub mod bench;
+
+/// oxblob — a user-space storage stack: block devices, blobstore, blob file system.
+#[derive(Parser, Debug)]
+#[command(name = "oxblob", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Measure the performance of a layer (IOPS, bandwidth, latency).
+    Bench(bench::BenchArgs),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub fn run(self) -> CliResult<()> {
+        match self {
+            Command::Bench(args) => bench::run(args),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! How every subcommand names a device: a spec string, or a JSON config plus a bdev name.
+
+use crate::error::{CliError, CliResult};
+use clap::Args;
+use oxblob_bdev::BlockDevice;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Device selection shared by every subcommand that opens a block device.
+///
+/// Either `--dev SPEC` or `--config FILE.json --bdev NAME`.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+#[group(required = true, multiple = true)]
+pub struct DeviceArgs {
+    /// Device spec: `malloc:SIZE` (RAM), `file:PATH` or `uring:PATH` (io_uring, O_DIRECT where
+    /// possible), `psync:PATH` (pread/pwrite), or a bare path.
+    #[arg(long = "dev", value_name = "SPEC", conflicts_with_all = ["config", "bdev"])]
+    pub dev: Option<String>,
+
+    /// SPDK-style JSON bdev config file (use with --bdev).
+    #[arg(long, value_name = "FILE.json", requires = "bdev")]
+    pub config: Option<PathBuf>,
+
+    /// Name of the bdev to open from the --config file.
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub bdev: Option<String>,
+}
+
+impl DeviceArgs {
+    /// A short description of the device for messages: the spec, or `NAME in FILE`.
+    pub fn describe(&self) -> String {
+        match (&self.dev, &self.config, &self.bdev) {
+            (Some(spec), _, _) => format!("'{spec}'"),
+            (None, Some(cfg), Some(name)) => format!("bdev '{name}' of {}", cfg.display()),
+            _ => "(no device given)".to_string(),
+        }
+    }
+
+    /// Opens the device.
+    pub fn open(&self) -> CliResult<Arc<dyn BlockDevice>> {
+        let what = format!("opening device {}", self.describe());
+        match (&self.dev, &self.config, &self.bdev) {
+            (Some(spec), None, None) => {
+                open_spec(spec).map_err(|e| CliError::new(what, e))
+            }
+            (None, Some(cfg), Some(name)) => {
+                let _ = (cfg, name);
+                Err(CliError::new(what, "JSON configs are not supported yet"))
+            }
+            _ => Err(CliError::new(
+                what,
+                "give either --dev SPEC or both --config FILE.json and --bdev NAME",
+            )),
+        }
+    }
+}
+
+/// Interim opener until `oxblob_bdev::spec` lands: `malloc:SIZE` only.
+fn open_spec(spec: &str) -> Result<Arc<dyn BlockDevice>, String> {
+    let Some(size) = spec.strip_prefix("malloc:") else {
+        return Err("only malloc:SIZE is supported yet".into());
+    };
+    let bytes = crate::size::parse_nonzero_size(size)?;
+    let dev = oxblob_bdev::MallocDevice::new("malloc0", 4096, bytes.div_ceil(4096))
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(dev))
+}
