@@ -228,16 +228,23 @@ fn check(dev: &dyn BlockDevice, p: &BenchParams) -> Result<u64, BenchError> {
         )));
     }
     if usize::try_from(p.bs).is_err() {
-        return Err(BenchError::Invalid(format!("block size {} is too large", p.bs)));
+        return Err(BenchError::Invalid(format!(
+            "block size {} is too large",
+            p.bs
+        )));
     }
     if p.qd == 0 {
         return Err(BenchError::Invalid("queue depth must be at least 1".into()));
     }
     if p.threads == 0 {
-        return Err(BenchError::Invalid("thread count must be at least 1".into()));
+        return Err(BenchError::Invalid(
+            "thread count must be at least 1".into(),
+        ));
     }
     if p.duration.is_zero() {
-        return Err(BenchError::Invalid("run time must be greater than zero".into()));
+        return Err(BenchError::Invalid(
+            "run time must be greater than zero".into(),
+        ));
     }
     let span = p.span.unwrap_or(size);
     if span > size {
@@ -253,10 +260,9 @@ fn check(dev: &dyn BlockDevice, p: &BenchParams) -> Result<u64, BenchError> {
             p.span.unwrap_or(size)
         )));
     }
-    let buf_bytes = p
-        .bs
-        .checked_mul(p.qd as u64)
-        .and_then(|b| b.checked_mul(p.threads as u64));
+    let buf_bytes =
+        p.bs.checked_mul(p.qd as u64)
+            .and_then(|b| b.checked_mul(p.threads as u64));
     if buf_bytes.is_none_or(|b| b > 1 << 34) {
         return Err(BenchError::Invalid(format!(
             "bs x qd x threads needs more than 16 GiB of buffers ({} x {} x {})",
@@ -339,7 +345,11 @@ pub fn run(
         ios,
         iops,
         mib_s: iops * p.bs as f64 / f64::from(1u32 << 20),
-        lat_mean_us: if hist.is_empty() { 0.0 } else { hist.mean() / 1000.0 },
+        lat_mean_us: if hist.is_empty() {
+            0.0
+        } else {
+            hist.mean() / 1000.0
+        },
         lat_p50_us: us(hist.value_at_quantile(0.50)),
         lat_p99_us: us(hist.value_at_quantile(0.99)),
         lat_max_us: us(hist.max()),
@@ -416,7 +426,10 @@ fn worker(
         for c in comps.drain(..) {
             let slot = c.token as usize;
             if slot >= qd {
-                failure = Some(BenchError::Protocol(format!("token {} not submitted", c.token)));
+                failure = Some(BenchError::Protocol(format!(
+                    "token {} not submitted",
+                    c.token
+                )));
                 break 'run;
             }
             if let Err(e) = c.result {
@@ -428,10 +441,9 @@ fn worker(
                 hist.saturating_record(lat.as_nanos().min(u128::from(LAT_MAX_NS)) as u64);
                 ios += 1;
             }
-            let buf = c
-                .op
-                .into_buf()
-                .ok_or_else(|| BenchError::Protocol("completion without its buffer".into()))?;
+            let buf =
+                c.op.into_buf()
+                    .ok_or_else(|| BenchError::Protocol("completion without its buffer".into()))?;
             if stop {
                 bufs[slot] = Some(buf);
             } else {
@@ -596,7 +608,10 @@ mod tests {
             buckets[r.below(10) as usize] += 1;
         }
         for n in buckets {
-            assert!((9_000..11_000).contains(&n), "bucket count {n} far from 10000");
+            assert!(
+                (9_000..11_000).contains(&n),
+                "bucket count {n} far from 10000"
+            );
         }
     }
 
@@ -645,13 +660,55 @@ mod tests {
     fn bad_parameters_are_typed_errors() {
         let dev = MallocDevice::new("t", 4096, 16).unwrap();
         let cases: Vec<(BenchParams, &str)> = vec![
-            (BenchParams { bs: 512, ..params(Pattern::Read) }, "multiple"),
-            (BenchParams { qd: 0, ..params(Pattern::Read) }, "queue depth"),
-            (BenchParams { qd: 100_000, ..params(Pattern::Read) }, "channel holds"),
-            (BenchParams { threads: 0, ..params(Pattern::Read) }, "thread"),
-            (BenchParams { span: Some(1 << 30), ..params(Pattern::Read) }, "larger than the device"),
-            (BenchParams { span: Some(100), ..params(Pattern::Read) }, "larger than the span"),
-            (BenchParams { duration: Duration::ZERO, ..params(Pattern::Read) }, "run time"),
+            (
+                BenchParams {
+                    bs: 512,
+                    ..params(Pattern::Read)
+                },
+                "multiple",
+            ),
+            (
+                BenchParams {
+                    qd: 0,
+                    ..params(Pattern::Read)
+                },
+                "queue depth",
+            ),
+            (
+                BenchParams {
+                    qd: 100_000,
+                    ..params(Pattern::Read)
+                },
+                "channel holds",
+            ),
+            (
+                BenchParams {
+                    threads: 0,
+                    ..params(Pattern::Read)
+                },
+                "thread",
+            ),
+            (
+                BenchParams {
+                    span: Some(1 << 30),
+                    ..params(Pattern::Read)
+                },
+                "larger than the device",
+            ),
+            (
+                BenchParams {
+                    span: Some(100),
+                    ..params(Pattern::Read)
+                },
+                "larger than the span",
+            ),
+            (
+                BenchParams {
+                    duration: Duration::ZERO,
+                    ..params(Pattern::Read)
+                },
+                "run time",
+            ),
         ];
         for (p, needle) in cases {
             match run(&dev, &p, &mut |_| {}) {

@@ -41,11 +41,10 @@ impl DeviceArgs {
         let what = format!("opening device {}", self.describe());
         match (&self.dev, &self.config, &self.bdev) {
             (Some(spec), None, None) => {
-                open_spec(spec).map_err(|e| CliError::new(what, e))
+                oxblob_bdev::spec::open(spec).map_err(|e| CliError::new(what, e))
             }
             (None, Some(cfg), Some(name)) => {
-                let _ = (cfg, name);
-                Err(CliError::new(what, "JSON configs are not supported yet"))
+                oxblob_bdev::config::open_from_config(cfg, name).map_err(|e| CliError::new(what, e))
             }
             _ => Err(CliError::new(
                 what,
@@ -53,15 +52,4 @@ impl DeviceArgs {
             )),
         }
     }
-}
-
-/// Interim opener until `oxblob_bdev::spec` lands: `malloc:SIZE` only.
-fn open_spec(spec: &str) -> Result<Arc<dyn BlockDevice>, String> {
-    let Some(size) = spec.strip_prefix("malloc:") else {
-        return Err("only malloc:SIZE is supported yet".into());
-    };
-    let bytes = crate::size::parse_nonzero_size(size)?;
-    let dev = oxblob_bdev::MallocDevice::new("malloc0", 4096, bytes.div_ceil(4096))
-        .map_err(|e| e.to_string())?;
-    Ok(Arc::new(dev))
 }

@@ -10,17 +10,15 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => match e.kind() {
-            ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                // Help and version go to stdout; a failed write (closed pipe) is not an error
-                // worth reporting.
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                eprintln!("oxblob: usage: a subcommand is required\n");
                 let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::SUCCESS
-                };
+                return ExitCode::from(2);
+            }
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                // A failed write of the help text (a closed pipe) is not worth reporting.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
             }
             _ => {
                 let text = e.render().to_string();

@@ -82,7 +82,9 @@ fn parse_secs(text: &str, allow_zero: bool) -> Result<f64, String> {
     } else if allow_zero {
         Err(format!("'{text}': must be between 0 and 86400 seconds"))
     } else {
-        Err(format!("'{text}': must be more than 0 and at most 86400 seconds"))
+        Err(format!(
+            "'{text}': must be more than 0 and at most 86400 seconds"
+        ))
     }
 }
 
@@ -158,14 +160,23 @@ fn progress_bar(p: &BenchParams) -> ProgressBar {
             },
         ));
     }
-    bar.set_prefix(format!("{} bs={} qd={}", p.pattern.name(), format_size(p.bs), p.qd));
+    bar.set_prefix(format!(
+        "{} bs={} qd={}",
+        p.pattern.name(),
+        format_size(p.bs),
+        p.qd
+    ));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
 
 /// The readable report: three labelled lines.
 pub fn human_report(r: &BenchReport, warmup: Duration) -> String {
-    let io = if r.direct_io { "direct I/O" } else { "buffered/RAM" };
+    let io = if r.direct_io {
+        "direct I/O"
+    } else {
+        "buffered/RAM"
+    };
     format!(
         "device   {} ({}, {io}), span {}\n\
          job      {} bs={} qd={} threads={}, {:.2} s measured after {:.2} s warm-up\n\
@@ -228,8 +239,22 @@ mod tests {
     #[test]
     fn bench_bdev_arguments_parse() {
         let cli = crate::cmd::Cli::try_parse_from([
-            "oxblob", "bench", "bdev", "--dev", "malloc:1G", "--rw", "write", "--bs", "128k",
-            "--qd", "8", "--threads", "2", "--span", "64M", "--json",
+            "oxblob",
+            "bench",
+            "bdev",
+            "--dev",
+            "malloc:1G",
+            "--rw",
+            "write",
+            "--bs",
+            "128k",
+            "--qd",
+            "8",
+            "--threads",
+            "2",
+            "--span",
+            "64M",
+            "--json",
         ])
         .unwrap();
         let crate::cmd::Command::Bench(BenchArgs {
@@ -254,7 +279,10 @@ mod tests {
         };
         assert!(parse(&[]).is_err(), "a device is required");
         assert!(parse(&["--dev", "malloc:1M", "--config", "c.json", "--bdev", "x"]).is_err());
-        assert!(parse(&["--config", "c.json"]).is_err(), "--config needs --bdev");
+        assert!(
+            parse(&["--config", "c.json"]).is_err(),
+            "--config needs --bdev"
+        );
         assert!(parse(&["--bdev", "x"]).is_err(), "--bdev needs --config");
         assert!(parse(&["--config", "c.json", "--bdev", "x"]).is_ok());
         assert!(parse(&["--dev", "malloc:1M", "--qd", "0"]).is_err());

@@ -10,7 +10,7 @@ pub mod bench;
 
 /// oxblob — a user-space storage stack: block devices, blobstore, blob file system.
 #[derive(Parser, Debug)]
-#[command(name = "oxblob", version, about, long_about = None, propagate_version = true)]
+#[command(name = "oxblob", version, propagate_version = true)]
 pub struct Cli {
     /// The subcommand to run.
     #[command(subcommand)]
