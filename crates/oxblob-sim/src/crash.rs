@@ -40,6 +40,14 @@
 //! is a pure function of (history, point, seed, mode), so a failure replays from the printed
 //! `(point, seed)` after re-running the same workload.
 //!
+//! ## Cost
+//! Memory: one copy of the device (the base image) plus every payload written since the mark;
+//! call [`CrashDevice::mark`] again to drop history no longer needed. Building an image copies the
+//! base and applies the writes up to the point. Measured by the `crash_image_cost` example
+//! (release build, this 2-core machine): 3000 writes of 1–16 blocks with a flush every 8 writes on
+//! 64 MiB record 101 MiB of payload; an image takes about 45 ms as bytes and 130 ms as a
+//! `MallocDevice`.
+//!
 //! ## Concurrency
 //! `Send + Sync` like every device; channels are per thread and wrap the inner device's channels.
 //! Bookkeeping of completions and flush submissions takes one mutex (this is a test device; the
