@@ -1,0 +1,360 @@
+//! Blob handles: size, thin allocation, xattrs, read-only, sync.
+
+use crate::error::{BsError, Result};
+use crate::md::clusters_of;
+use crate::store::{
+    check_xattr, del_xattr, insert_extent, map_runs, put_xattr, release_runs, BlobEntry, Inner,
+};
+use oxblob_bdev::{blocking, IoBuf};
+use oxblob_format::blob::FLAG_READ_ONLY;
+use oxblob_format::record::Mutation;
+use oxblob_format::Extent;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Longest parent chain followed before the chain is declared corrupt.
+const MAX_CHAIN: usize = 4096;
+
+/// An open blob. `Send + Sync`; share it with `Arc` for I/O from several threads (each with its
+/// own [`BsChannel`](crate::BsChannel)). Metadata changes (resize, xattrs, read-only) are made in
+/// memory and become durable at [`Blob::sync_md`] or [`Blob::close`]. Dropping a handle without
+/// `close` releases it without syncing.
+pub struct Blob {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) id: u64,
+    pub(crate) entry: Arc<BlobEntry>,
+    closed: bool,
+}
+
+impl Blob {
+    pub(crate) fn new(inner: Arc<Inner>, id: u64, entry: Arc<BlobEntry>) -> Self {
+        Blob {
+            inner,
+            id,
+            entry,
+            closed: false,
+        }
+    }
+
+    fn live(&self) -> Result<()> {
+        if self.inner.is_unloaded() {
+            return Err(BsError::Unloaded);
+        }
+        Ok(())
+    }
+
+    /// The blob id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Size in clusters.
+    pub fn num_clusters(&self) -> u64 {
+        self.entry.read().current.num_clusters
+    }
+
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.num_clusters() * self.inner.geo.cluster_size
+    }
+
+    /// Clusters actually allocated to this blob.
+    pub fn allocated_clusters(&self) -> u64 {
+        self.entry.read().current.allocated_clusters()
+    }
+
+    /// The allocated extents (logical, physical, count).
+    pub fn extents(&self) -> Vec<Extent> {
+        self.entry.read().current.extents.clone()
+    }
+
+    /// True for a thin-provisioned blob.
+    pub fn is_thin(&self) -> bool {
+        self.entry.read().current.is_thin()
+    }
+
+    /// True once the blob is read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.entry.read().current.is_read_only()
+    }
+
+    /// Parent blob id (0 for none).
+    pub fn parent(&self) -> u64 {
+        self.entry.read().current.parent
+    }
+
+    /// True when in-memory metadata differs from what is on disk.
+    pub fn is_dirty(&self) -> bool {
+        self.entry.read().dirty
+    }
+
+    /// Resizes to `num_clusters`. Growing a thick blob allocates and zeroes clusters (blocks);
+    /// shrinking releases clusters once the change is durable. In memory until `sync_md`.
+    /// The caller must not have I/O in flight beyond the new size while shrinking.
+    pub fn resize(&self, num_clusters: u64) -> Result<()> {
+        self.live()?;
+        let mut md = self.inner.md_writable()?;
+        let mut st = self.entry.write();
+        if st.current.is_read_only() {
+            return Err(BsError::ReadOnly);
+        }
+        let old = st.current.num_clusters;
+        if num_clusters > old {
+            if !st.current.is_thin() {
+                let runs = self.inner.alloc_zeroed(&mut md, num_clusters - old)?;
+                map_runs(&mut st.current.extents, old, &runs);
+            }
+        } else if num_clusters < old {
+            let mut kept = Vec::new();
+            let mut dropped = Vec::new();
+            for e in &st.current.extents {
+                if e.logical + e.count <= num_clusters {
+                    kept.push(*e);
+                } else if e.logical >= num_clusters {
+                    dropped.extend(e.physical..e.physical + e.count);
+                } else {
+                    let k = num_clusters - e.logical;
+                    kept.push(Extent { count: k, ..*e });
+                    dropped.extend(e.physical + k..e.physical + e.count);
+                }
+            }
+            st.current.extents = kept;
+            // Clusters no durable record names can be reused at once; the others wait.
+            let committed: BTreeSet<u64> = clusters_of(&st.committed).collect();
+            for c in dropped {
+                if !committed.contains(&c) {
+                    md.alloc.release(c);
+                }
+            }
+        }
+        st.current.num_clusters = num_clusters;
+        st.dirty = true;
+        Ok(())
+    }
+
+    /// Writes the blob's metadata to the log if it changed, and flushes; this also makes every
+    /// data write that completed before the call durable. Blocks.
+    pub fn sync_md(&self) -> Result<()> {
+        self.live()?;
+        if self.inner.read_only {
+            return Ok(());
+        }
+        let mut md = self.inner.md_writable()?;
+        let (dirty, rec) = {
+            let st = self.entry.read();
+            (st.dirty, st.current.clone())
+        };
+        if dirty {
+            md.commit_apply(&self.inner, &[Mutation::PutBlob(rec)], true)
+                .map_err(|e| e.error)?;
+        } else {
+            md.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the blob read-only (data and metadata). In memory until `sync_md`.
+    pub fn set_read_only(&self) -> Result<()> {
+        self.live()?;
+        let _md = self.inner.md_writable()?;
+        let mut st = self.entry.write();
+        st.current.flags |= FLAG_READ_ONLY;
+        st.dirty = true;
+        Ok(())
+    }
+
+    fn set_x(&self, name: &str, value: &[u8], internal: bool) -> Result<()> {
+        self.live()?;
+        check_xattr(name, value)?;
+        let _md = self.inner.md_writable()?;
+        let mut st = self.entry.write();
+        if st.current.is_read_only() {
+            return Err(BsError::ReadOnly);
+        }
+        put_xattr(&mut st.current, name, value, internal);
+        st.dirty = true;
+        Ok(())
+    }
+
+    fn remove_x(&self, name: &str, internal: bool) -> Result<bool> {
+        self.live()?;
+        let _md = self.inner.md_writable()?;
+        let mut st = self.entry.write();
+        if st.current.is_read_only() {
+            return Err(BsError::ReadOnly);
+        }
+        let removed = del_xattr(&mut st.current, name, internal);
+        st.dirty |= removed;
+        Ok(removed)
+    }
+
+    fn get_x(&self, name: &str, internal: bool) -> Option<Vec<u8>> {
+        self.entry
+            .read()
+            .current
+            .xattrs
+            .iter()
+            .find(|x| x.internal == internal && x.name == name)
+            .map(|x| x.value.clone())
+    }
+
+    /// Sets a user xattr (name 1..=255 bytes, value ≤ 64 KiB). In memory until `sync_md`.
+    pub fn set_xattr(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.set_x(name, value, false)
+    }
+
+    /// A user xattr's value.
+    pub fn get_xattr(&self, name: &str) -> Option<Vec<u8>> {
+        self.get_x(name, false)
+    }
+
+    /// Removes a user xattr; returns whether it existed. In memory until `sync_md`.
+    pub fn remove_xattr(&self, name: &str) -> Result<bool> {
+        self.remove_x(name, false)
+    }
+
+    /// Names of the user xattrs, sorted.
+    pub fn xattr_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .entry
+            .read()
+            .current
+            .xattrs
+            .iter()
+            .filter(|x| !x.internal)
+            .map(|x| x.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sets an internal xattr (for layers above: not listed by `xattr_names`).
+    pub fn set_internal_xattr(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.set_x(name, value, true)
+    }
+
+    /// An internal xattr's value.
+    pub fn get_internal_xattr(&self, name: &str) -> Option<Vec<u8>> {
+        self.get_x(name, true)
+    }
+
+    /// Removes an internal xattr; returns whether it existed.
+    pub fn remove_internal_xattr(&self, name: &str) -> Result<bool> {
+        self.remove_x(name, true)
+    }
+
+    /// Syncs the metadata if dirty, then releases the handle. On error the handle is still
+    /// released (the blob stays dirty in memory and is written by `unload`).
+    pub fn close(mut self) -> Result<()> {
+        let r = if self.inner.is_unloaded() {
+            Err(BsError::Unloaded)
+        } else if self.is_dirty() || !self.inner.read_only {
+            self.sync_md()
+        } else {
+            Ok(())
+        };
+        self.release();
+        r
+    }
+
+    fn release(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            let mut st = self.entry.write();
+            st.open = st.open.saturating_sub(1);
+        }
+    }
+
+    /// Allocates every unallocated cluster in `first..=last` (`all`) or only those whose parent
+    /// chain has data (`!all`), filling each with the parent's data or zeroes. Blocks: takes
+    /// the md mutex, writes the new clusters and leaves them to be flushed before the record
+    /// that maps them (at the next `sync_md`).
+    pub(crate) fn ensure_allocated(&self, first: u64, last: u64, all: bool) -> Result<()> {
+        let mut md = self.inner.md_writable()?;
+        let mut st = self.entry.write();
+        if st.current.is_read_only() {
+            return Err(BsError::ReadOnly);
+        }
+        let parent = st.current.parent;
+        let mut need: Vec<(u64, Option<u64>)> = Vec::new();
+        for c in first..=last {
+            if st.current.lookup(c).is_none() {
+                let src = if parent != 0 {
+                    resolve(&self.inner, parent, c)?
+                } else {
+                    None
+                };
+                if all || src.is_some() {
+                    need.push((c, src));
+                }
+            }
+        }
+        if need.is_empty() {
+            return Ok(());
+        }
+        let runs = md.alloc.alloc(need.len() as u64)?;
+        let phys: Vec<u64> = runs.iter().flat_map(|&(p, k)| p..p + k).collect();
+        let cs = self.inner.geo.cluster_size;
+        let base = self.inner.geo.data_first_byte;
+        for (&(_, src), &p) in need.iter().zip(&phys) {
+            let res = match src {
+                Some(sp) => usize::try_from(cs)
+                    .map_err(|_| BsError::InvalidArgument("cluster too large".into()))
+                    .and_then(|len| {
+                        let buf = blocking::read(md.ch.as_mut(), base + sp * cs, len)?;
+                        blocking::write(md.ch.as_mut(), base + p * cs, buf)?;
+                        Ok(())
+                    }),
+                None => {
+                    blocking::write_zeroes(md.ch.as_mut(), base + p * cs, cs).map_err(BsError::from)
+                }
+            };
+            if let Err(e) = res {
+                release_runs(&mut md, &runs);
+                return Err(e);
+            }
+        }
+        md.data_unflushed = true;
+        for (&(c, _), &p) in need.iter().zip(&phys) {
+            insert_extent(&mut st.current.extents, c, p, 1);
+        }
+        st.dirty = true;
+        Ok(())
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The physical cluster holding logical cluster `c` of blob `id` or its ancestors, if any.
+pub(crate) fn resolve(inner: &Inner, mut id: u64, c: u64) -> Result<Option<u64>> {
+    for _ in 0..MAX_CHAIN {
+        let e = inner.entry(id)?;
+        let st = e.read();
+        if c >= st.current.num_clusters {
+            return Ok(None);
+        }
+        if let Some(p) = st.current.lookup(c) {
+            return Ok(Some(p));
+        }
+        if st.current.parent == 0 {
+            return Ok(None);
+        }
+        id = st.current.parent;
+    }
+    Err(BsError::corrupt(
+        format!("blob {id:#x}"),
+        "parent chain too long (cycle?)",
+    ))
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn ok<T: Send + Sync>() {}
+    ok::<Blob>();
+    ok::<crate::BlobStore>();
+    let _ = IoBuf::zeroed(0);
+}

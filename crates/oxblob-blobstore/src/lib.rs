@@ -1,0 +1,46 @@
+//! # oxblob-blobstore — blobs on a block device
+//!
+//! This crate owns the blobstore: the md region (a metadata log with checkpoints and two
+//! superblock slots, format in `docs/format.md`), blobs (cluster maps, xattrs, thin
+//! provisioning, read-only), the derived cluster allocation, the data path ([`BsChannel`]),
+//! multi-blob transactions ([`Txn`]) and recovery after a crash. It does **not** own byte
+//! layouts (that is `oxblob-format`), the devices (`oxblob-bdev`), files and directories
+//! (`oxblob-blobfs`) or fsck policy (the CLI; it uses [`inspect`]).
+//!
+//! ## Durability
+//! Durable on return: [`BlobStore::init`], [`BlobStore::create_blob`],
+//! [`BlobStore::delete_blob`], [`BlobStore::set_super_blob`], [`Txn::commit`],
+//! [`Blob::sync_md`], [`Blob::close`], [`BlobStore::unload`]. In memory until the blob's next
+//! `sync_md`/close: [`Blob::resize`], xattr changes, [`Blob::set_read_only`], and thin
+//! allocations made by writes. Data writes are durable after a later `sync_md`/close of any
+//! blob (each is a device flush covering every write completed before it). After a crash the
+//! store reloads to a state where every metadata operation happened entirely or not at all
+//! (`docs/fault-model.md`).
+//!
+//! ## Concurrency contract
+//! - [`BlobStore`] (cheap to clone) and [`Blob`] are `Send + Sync`. Metadata operations from
+//!   any number of threads are serialized on one metadata mutex; each blocks for its device
+//!   I/O (md writes and flushes run on the store's own md channel).
+//! - Data I/O uses one [`BsChannel`] per thread (`Send`, not `Sync`). Submitting translates
+//!   offsets under the blob's own read lock (never a store-wide lock) and never blocks, except a
+//!   write to an unallocated cluster of a thin blob or clone, which takes the metadata mutex to
+//!   allocate and fill the cluster. Completions arrive through [`BsChannel::poll`] in any order.
+//! - Lock order: metadata mutex, then the blob table, then one blob's lock.
+//! - Callers must not shrink a blob while I/O beyond the new size is in flight; deleting needs
+//!   the blob closed. Overlapping concurrent writes to the same bytes give an unspecified mix.
+
+mod alloc;
+mod blob;
+mod error;
+mod io;
+mod md;
+mod store;
+
+pub use blob::Blob;
+pub use error::{BsError, Result};
+pub use io::{BsChannel, BsCompletion, BsRejected};
+pub use oxblob_format::{BlobRecord, Extent};
+pub use store::{
+    bstype, inspect, BlobInfo, BlobStore, CreateOptions, InitOptions, Inspection, LoadOptions,
+    LogEntry, Txn, DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
+};

@@ -1,0 +1,370 @@
+//! The metadata engine: md-region space, the log, checkpoints and the superblock slots. Everything
+//! here runs under the store's metadata mutex.
+
+use crate::alloc::Allocator;
+use crate::error::{BsError, Result};
+use crate::store::{BlobEntry, Inner};
+use oxblob_bdev::{blocking, IoBuf, IoChannel};
+use oxblob_format::record::{self, Mutation, RecordKind};
+use oxblob_format::{BlobRecord, Checkpoint, CheckpointRef, Superblock, MD_PAGE_SIZE};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+pub(crate) const PAGE: u64 = MD_PAGE_SIZE as u64;
+
+/// How a failed commit left the disk.
+pub(crate) struct CommitError {
+    pub(crate) error: BsError,
+    /// The record (or superblock) may have reached the media and may replay after a crash.
+    pub(crate) maybe_written: bool,
+}
+
+impl From<BsError> for CommitError {
+    fn from(error: BsError) -> Self {
+        CommitError {
+            error,
+            maybe_written: false,
+        }
+    }
+}
+
+/// The metadata state guarded by the md mutex.
+pub(crate) struct MdState {
+    pub(crate) ch: Box<dyn IoChannel>,
+    pub(crate) sb: Superblock,
+    pub(crate) slot: u64,
+    /// Segments (indices in the md region) of the current log, in order.
+    pub(crate) log_segments: Vec<u64>,
+    /// Absolute md page where the next record goes.
+    pub(crate) tail_page: u64,
+    /// Absolute end page of the tail segment.
+    pub(crate) seg_end_page: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) log_records: u64,
+    pub(crate) ckpt_segments: Vec<u64>,
+    pub(crate) free_segments: BTreeSet<u64>,
+    /// Segments of a checkpoint whose superblock write failed: a later crash may make that
+    /// superblock current, so they stay untouched until a checkpoint succeeds.
+    pub(crate) held_segments: Vec<u64>,
+    pub(crate) next_blob_id: u64,
+    pub(crate) super_blob: Option<u64>,
+    pub(crate) alloc: Allocator,
+    /// Data-region writes (zeroing, copy-on-write) completed since the last flush.
+    pub(crate) data_unflushed: bool,
+    /// Clusters freed by records written but not yet covered by a flush.
+    pub(crate) pending_free: Vec<u64>,
+    /// Clusters named by a record whose write or flush failed; released after a checkpoint.
+    pub(crate) quarantine: Vec<u64>,
+    /// A record or superblock write failed: checkpoint (new epoch) before logging again.
+    pub(crate) needs_checkpoint: bool,
+}
+
+impl MdState {
+    pub(crate) fn seg_pages(&self) -> u64 {
+        u64::from(self.sb.md_segment_pages)
+    }
+
+    pub(crate) fn seg_start(&self, seg: u64) -> u64 {
+        self.sb.md_first_page + seg * self.seg_pages()
+    }
+
+    pub(crate) fn write_pages(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
+        let mut buf = IoBuf::from_slice(bytes);
+        buf.resize(bytes.len().div_ceil(MD_PAGE_SIZE) * MD_PAGE_SIZE);
+        blocking::write(self.ch.as_mut(), first * PAGE, buf)?;
+        Ok(())
+    }
+
+    /// Flushes the device; afterwards every record written so far is durable, so the clusters
+    /// they freed can be reused.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        blocking::flush(self.ch.as_mut())?;
+        self.data_unflushed = false;
+        for c in std::mem::take(&mut self.pending_free) {
+            self.alloc.release(c);
+        }
+        Ok(())
+    }
+
+    /// Frees clusters named by a committed record: now if it is durable, else after a flush.
+    pub(crate) fn free_clusters(&mut self, clusters: impl IntoIterator<Item = u64>, durable: bool) {
+        if durable {
+            for c in clusters {
+                self.alloc.release(c);
+            }
+        } else {
+            self.pending_free.extend(clusters);
+        }
+    }
+
+    fn write_record(&mut self, kind: RecordKind, payload: &[u8]) -> Result<u64> {
+        let bytes = record::encode_record(
+            self.sb.store_id,
+            self.sb.generation,
+            self.next_seq,
+            kind,
+            payload,
+        )
+        .map_err(|e| BsError::InvalidArgument(e.to_string()))?;
+        let pages = (bytes.len() / MD_PAGE_SIZE) as u64;
+        self.write_pages(self.tail_page, &bytes)?;
+        Ok(pages)
+    }
+
+    /// Commits one transaction: appended to the log, or through a checkpoint when it does not
+    /// fit. With `durable`, the commit is flushed before returning. Returns whether it is durable.
+    fn commit(
+        &mut self,
+        inner: &Inner,
+        muts: &[Mutation],
+        durable: bool,
+    ) -> std::result::Result<bool, CommitError> {
+        if self.needs_checkpoint {
+            self.checkpoint(inner, None)?;
+        }
+        if self.data_unflushed {
+            self.flush()?;
+        }
+        let payload =
+            record::encode_txn(muts).map_err(|e| BsError::InvalidArgument(e.to_string()))?;
+        let pages = record::record_pages(payload.len());
+        if pages + 1 > self.seg_pages() {
+            self.checkpoint(inner, Some(muts))?;
+            return Ok(true);
+        }
+        if self.tail_page + pages + 1 > self.seg_end_page {
+            let Some(seg) = self.free_segments.iter().next().copied() else {
+                self.checkpoint(inner, Some(muts))?;
+                return Ok(true);
+            };
+            let link = record::encode_link(self.seg_start(seg));
+            if let Err(error) = self.write_record(RecordKind::Link, &link) {
+                self.needs_checkpoint = true;
+                return Err(CommitError {
+                    error,
+                    maybe_written: true,
+                });
+            }
+            self.free_segments.remove(&seg);
+            self.log_segments.push(seg);
+            self.tail_page = self.seg_start(seg);
+            self.seg_end_page = self.tail_page + self.seg_pages();
+            self.next_seq += 1;
+        }
+        let result = self.write_record(RecordKind::Txn, &payload).and_then(|p| {
+            if durable {
+                self.flush().map(|()| p)
+            } else {
+                Ok(p)
+            }
+        });
+        match result {
+            Ok(p) => {
+                self.tail_page += p;
+                self.next_seq += 1;
+                self.log_records += 1;
+            }
+            Err(error) => {
+                self.needs_checkpoint = true;
+                return Err(CommitError {
+                    error,
+                    maybe_written: true,
+                });
+            }
+        }
+        Ok(durable)
+    }
+
+    /// Commits `muts`, applies them to the in-memory state, and takes a checkpoint when the log
+    /// has grown past a quarter of the md region.
+    pub(crate) fn commit_apply(
+        &mut self,
+        inner: &Inner,
+        muts: &[Mutation],
+        durable: bool,
+    ) -> std::result::Result<bool, CommitError> {
+        let durable = self.commit(inner, muts, durable)?;
+        apply(self, inner, muts, durable);
+        if self.log_pages_used() * 4 > self.sb.md_page_count {
+            // The commit itself succeeded; a failed checkpoint is retried at the next commit.
+            if self.checkpoint(inner, None).is_err() {
+                self.needs_checkpoint = true;
+            }
+        }
+        Ok(durable)
+    }
+
+    fn log_pages_used(&self) -> u64 {
+        self.log_segments.len() as u64 * self.seg_pages()
+    }
+
+    /// Serializes the committed state (plus `extra`) into a checkpoint.
+    pub(crate) fn build_checkpoint(
+        &self,
+        inner: &Inner,
+        extra: Option<&[Mutation]>,
+    ) -> Result<Checkpoint> {
+        let mut map: BTreeMap<u64, BlobRecord> = inner
+            .blobs_read()
+            .iter()
+            .map(|(&id, e)| (id, e.read().committed.clone()))
+            .collect();
+        let mut next = self.next_blob_id;
+        let mut sup = self.super_blob;
+        for m in extra.unwrap_or(&[]) {
+            match m {
+                Mutation::PutBlob(r) => {
+                    map.insert(r.id, r.clone());
+                }
+                Mutation::DeleteBlob(id) => {
+                    map.remove(id);
+                }
+                Mutation::SetSuperBlob(s) => sup = *s,
+                Mutation::SetNextId(n) => next = next.max(*n),
+            }
+        }
+        Ok(Checkpoint {
+            store_id: self.sb.store_id,
+            next_blob_id: next,
+            super_blob: sup,
+            blobs: map.into_values().collect(),
+        })
+    }
+
+    /// Writes a checkpoint of the committed state (plus `extra`) and switches the superblock
+    /// to it with a fresh log. Durable on success.
+    pub(crate) fn checkpoint(
+        &mut self,
+        inner: &Inner,
+        extra: Option<&[Mutation]>,
+    ) -> std::result::Result<(), CommitError> {
+        let ck = self.build_checkpoint(inner, extra)?;
+        let bytes = ck
+            .encode()
+            .map_err(|e| BsError::corrupt("checkpoint", e.to_string()))?;
+        let pages = (bytes.len() as u64).div_ceil(PAGE).max(1);
+        let nsegs = pages.div_ceil(self.seg_pages());
+        let (run, log_seg) = self.find_space(nsegs).ok_or(BsError::NoMetadataSpace)?;
+        let first_page = self.seg_start(run);
+        self.write_pages(first_page, &bytes)?;
+        self.flush()?;
+        let mut sb = self.sb.clone();
+        sb.generation += 1;
+        sb.checkpoint = CheckpointRef {
+            first_page,
+            page_count: nsegs * self.seg_pages(),
+            len: bytes.len() as u64,
+            crc: oxblob_format::crc32c(&bytes),
+        };
+        sb.log_first_page = self.seg_start(log_seg);
+        sb.log_first_seq = self.next_seq;
+        let page = sb
+            .encode()
+            .map_err(|e| BsError::corrupt("superblock", e.to_string()))?;
+        let other = 1 - self.slot;
+        let res = self.write_pages(other, &page).and_then(|()| self.flush());
+        if let Err(error) = res {
+            self.held_segments.extend(run..run + nsegs);
+            for s in run..run + nsegs {
+                self.free_segments.remove(&s);
+            }
+            self.needs_checkpoint = true;
+            return Err(CommitError {
+                error,
+                maybe_written: true,
+            });
+        }
+        // The new superblock is durable: the old checkpoint and log are free.
+        let old: Vec<u64> = self
+            .ckpt_segments
+            .drain(..)
+            .chain(self.log_segments.drain(..))
+            .chain(self.held_segments.drain(..))
+            .collect();
+        self.free_segments.extend(old);
+        for s in run..run + nsegs {
+            self.free_segments.remove(&s);
+        }
+        self.free_segments.remove(&log_seg);
+        self.ckpt_segments = (run..run + nsegs).collect();
+        self.log_segments = vec![log_seg];
+        self.tail_page = sb.log_first_page;
+        self.seg_end_page = self.tail_page + self.seg_pages();
+        self.log_records = 0;
+        self.sb = sb;
+        self.slot = other;
+        self.needs_checkpoint = false;
+        for c in std::mem::take(&mut self.quarantine) {
+            self.alloc.release(c);
+        }
+        Ok(())
+    }
+
+    /// A run of `n` contiguous free segments and one more free segment outside it.
+    fn find_space(&self, n: u64) -> Option<(u64, u64)> {
+        let total = self.sb.md_page_count / self.seg_pages();
+        let mut start = 0;
+        while start + n <= total {
+            match (start..start + n).find(|s| !self.free_segments.contains(s)) {
+                Some(busy) => start = busy + 1,
+                None => {
+                    let log = self
+                        .free_segments
+                        .iter()
+                        .copied()
+                        .find(|s| !(start..start + n).contains(s))?;
+                    return Some((start, log));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Applies committed mutations to the in-memory state. `durable` says whether the record is
+/// already covered by a flush (freed clusters are released now) or not (after the next flush).
+pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable: bool) {
+    let mut freed: Vec<u64> = Vec::new();
+    {
+        let mut blobs = inner.blobs_write();
+        for m in muts {
+            match m {
+                Mutation::PutBlob(r) => match blobs.get(&r.id) {
+                    Some(e) => {
+                        let mut st = e.write();
+                        let keep: BTreeSet<u64> = clusters_of(r).collect();
+                        let old: BTreeSet<u64> = clusters_of(&st.committed)
+                            .chain(clusters_of(&st.current))
+                            .collect();
+                        freed.extend(old.difference(&keep));
+                        st.committed = r.clone();
+                        st.current = r.clone();
+                        st.dirty = false;
+                    }
+                    None => {
+                        blobs.insert(r.id, Arc::new(BlobEntry::new(r.clone())));
+                    }
+                },
+                Mutation::DeleteBlob(id) => {
+                    if let Some(e) = blobs.remove(id) {
+                        let st = e.read();
+                        let old: BTreeSet<u64> = clusters_of(&st.committed)
+                            .chain(clusters_of(&st.current))
+                            .collect();
+                        freed.extend(old);
+                    }
+                }
+                Mutation::SetSuperBlob(s) => md.super_blob = *s,
+                Mutation::SetNextId(n) => md.next_blob_id = md.next_blob_id.max(*n),
+            }
+        }
+    }
+    md.free_clusters(freed, durable);
+}
+
+/// Every physical cluster a record maps.
+pub(crate) fn clusters_of(r: &BlobRecord) -> impl Iterator<Item = u64> + '_ {
+    r.extents
+        .iter()
+        .flat_map(|e| e.physical..e.physical + e.count)
+}

@@ -1,0 +1,1153 @@
+//! The store: init, load (clean and after a crash), unload, destroy, blob lifecycle,
+//! transactions and the read-only inspector.
+
+use crate::alloc::Allocator;
+use crate::blob::Blob;
+use crate::error::{BsError, Result};
+use crate::md::{clusters_of, MdState, PAGE};
+use oxblob_bdev::{blocking, BlockDevice, IoChannel};
+use oxblob_format::blob::FLAG_THIN;
+use oxblob_format::record::{self, Mutation, RecordHeader, RecordKind};
+use oxblob_format::{
+    BlobRecord, Checkpoint, CheckpointRef, DecodeError, Extent, Superblock, Xattr, FORMAT_VERSION,
+    MAX_CLUSTER_SIZE, MAX_XATTR_NAME, MAX_XATTR_VALUE, MD_PAGE_SIZE, MIN_CLUSTER_SIZE,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Default cluster size (1 MiB).
+pub const DEFAULT_CLUSTER_SIZE: u64 = 1 << 20;
+/// Default md segment size in pages (256 KiB).
+pub const DEFAULT_SEGMENT_PAGES: u32 = 64;
+
+/// Turns a short name into a `bstype` tag (truncated to 16 bytes, zero padded).
+pub fn bstype(name: &str) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    let n = name.len().min(16);
+    t[..n].copy_from_slice(&name.as_bytes()[..n]);
+    t
+}
+
+/// Options of [`BlobStore::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Cluster size in bytes: a power of two, 64 KiB ..= 256 MiB.
+    pub cluster_size: u64,
+    /// Size of the md region in pages; `None` sizes it from the device.
+    pub md_pages: Option<u64>,
+    /// Pages per md segment (at least 2).
+    pub md_segment_pages: u32,
+    /// Application tag stored in the superblock.
+    pub bstype: [u8; 16],
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            cluster_size: DEFAULT_CLUSTER_SIZE,
+            md_pages: None,
+            md_segment_pages: DEFAULT_SEGMENT_PAGES,
+            bstype: [0; 16],
+        }
+    }
+}
+
+/// Options of [`BlobStore::load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Expected application tag; all zeroes accepts any.
+    pub bstype: [u8; 16],
+    /// Load read-only: nothing is written, not even the load-time superblock.
+    pub read_only: bool,
+}
+
+/// Options of [`BlobStore::create_blob`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Initial size in clusters.
+    pub num_clusters: u64,
+    /// Thin provisioned: clusters are allocated on first write.
+    pub thin: bool,
+    /// Initial user xattrs.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// What [`BlobStore::blobs`] reports of each blob, without opening it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Blob id.
+    pub id: u64,
+    /// Size in clusters.
+    pub num_clusters: u64,
+    /// Allocated clusters.
+    pub allocated_clusters: u64,
+    /// `oxblob_format::blob::FLAG_*` bits.
+    pub flags: u64,
+    /// Parent blob id, 0 for none.
+    pub parent: u64,
+    /// User xattrs, sorted by name.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+pub(crate) struct BlobState {
+    /// The in-memory state, what I/O and getters see.
+    pub(crate) current: BlobRecord,
+    /// The state last written to the log (what a crash would recover).
+    pub(crate) committed: BlobRecord,
+    pub(crate) dirty: bool,
+    pub(crate) open: u32,
+}
+
+pub(crate) struct BlobEntry {
+    state: RwLock<BlobState>,
+}
+
+impl BlobEntry {
+    pub(crate) fn new(r: BlobRecord) -> Self {
+        BlobEntry {
+            state: RwLock::new(BlobState {
+                current: r.clone(),
+                committed: r,
+                dirty: false,
+                open: 0,
+            }),
+        }
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, BlobState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, BlobState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Fixed geometry of a loaded store.
+#[derive(Debug, Clone)]
+pub(crate) struct Geometry {
+    pub(crate) cluster_size: u64,
+    pub(crate) io_unit: u64,
+    pub(crate) data_first_byte: u64,
+    pub(crate) total_clusters: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dev: Arc<dyn BlockDevice>,
+    pub(crate) geo: Geometry,
+    md: Mutex<MdState>,
+    blobs: RwLock<HashMap<u64, Arc<BlobEntry>>>,
+    unloaded: AtomicBool,
+    pub(crate) read_only: bool,
+}
+
+impl Inner {
+    /// Lock order: md, then the blob map, then one blob's state.
+    pub(crate) fn md(&self) -> Result<MutexGuard<'_, MdState>> {
+        if self.unloaded.load(Ordering::Acquire) {
+            return Err(BsError::Unloaded);
+        }
+        Ok(self.md.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn md_writable(&self) -> Result<MutexGuard<'_, MdState>> {
+        if self.read_only {
+            return Err(BsError::ReadOnly);
+        }
+        let g = self.md()?;
+        if self.unloaded.load(Ordering::Acquire) {
+            return Err(BsError::Unloaded);
+        }
+        Ok(g)
+    }
+
+    pub(crate) fn blobs_read(&self) -> RwLockReadGuard<'_, HashMap<u64, Arc<BlobEntry>>> {
+        self.blobs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn blobs_write(&self) -> RwLockWriteGuard<'_, HashMap<u64, Arc<BlobEntry>>> {
+        self.blobs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn entry(&self, id: u64) -> Result<Arc<BlobEntry>> {
+        self.blobs_read()
+            .get(&id)
+            .cloned()
+            .ok_or(BsError::NotFound(id))
+    }
+
+    pub(crate) fn is_unloaded(&self) -> bool {
+        self.unloaded.load(Ordering::Acquire)
+    }
+
+    /// Allocates `n` clusters and zeroes them on the md channel. On error nothing stays
+    /// allocated. The zeroes are flushed before any record that maps them (`data_unflushed`).
+    pub(crate) fn alloc_zeroed(&self, md: &mut MdState, n: u64) -> Result<Vec<(u64, u64)>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let runs = md.alloc.alloc(n)?;
+        for &(p, k) in &runs {
+            let off = self.geo.data_first_byte + p * self.geo.cluster_size;
+            if let Err(e) = blocking::write_zeroes(md.ch.as_mut(), off, k * self.geo.cluster_size) {
+                release_runs(md, &runs);
+                return Err(e.into());
+            }
+        }
+        md.data_unflushed = true;
+        Ok(runs)
+    }
+}
+
+pub(crate) fn release_runs(md: &mut MdState, runs: &[(u64, u64)]) {
+    for &(p, k) in runs {
+        for c in p..p + k {
+            md.alloc.release(c);
+        }
+    }
+}
+
+/// Maps logical clusters `first..` onto `runs`, appending extents to `extents` (kept sorted).
+pub(crate) fn map_runs(extents: &mut Vec<Extent>, mut logical: u64, runs: &[(u64, u64)]) {
+    for &(p, k) in runs {
+        insert_extent(extents, logical, p, k);
+        logical += k;
+    }
+}
+
+/// Inserts a mapping for unmapped logical clusters, merging with neighbours.
+pub(crate) fn insert_extent(extents: &mut Vec<Extent>, logical: u64, physical: u64, count: u64) {
+    let i = extents.partition_point(|e| e.logical < logical);
+    extents.insert(
+        i,
+        Extent {
+            logical,
+            physical,
+            count,
+        },
+    );
+    // merge with next
+    if i + 1 < extents.len() {
+        let (a, b) = (extents[i], extents[i + 1]);
+        if a.logical + a.count == b.logical && a.physical + a.count == b.physical {
+            extents[i].count += b.count;
+            extents.remove(i + 1);
+        }
+    }
+    if i > 0 {
+        let (a, b) = (extents[i - 1], extents[i]);
+        if a.logical + a.count == b.logical && a.physical + a.count == b.physical {
+            extents[i - 1].count += b.count;
+            extents.remove(i);
+        }
+    }
+}
+
+/// Validates xattr name and value lengths.
+pub(crate) fn check_xattr(name: &str, value: &[u8]) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_XATTR_NAME {
+        return Err(BsError::InvalidArgument(format!(
+            "xattr name of {} bytes (1..=255)",
+            name.len()
+        )));
+    }
+    if value.len() > MAX_XATTR_VALUE {
+        return Err(BsError::InvalidArgument(format!(
+            "xattr value of {} bytes (max {MAX_XATTR_VALUE})",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Sets (or replaces) an xattr in a record.
+pub(crate) fn put_xattr(r: &mut BlobRecord, name: &str, value: &[u8], internal: bool) {
+    match r
+        .xattrs
+        .iter_mut()
+        .find(|x| x.internal == internal && x.name == name)
+    {
+        Some(x) => x.value = value.to_vec(),
+        None => r.xattrs.push(Xattr {
+            name: name.to_string(),
+            value: value.to_vec(),
+            internal,
+        }),
+    }
+}
+
+/// Removes an xattr from a record; false if absent.
+pub(crate) fn del_xattr(r: &mut BlobRecord, name: &str, internal: bool) -> bool {
+    let before = r.xattrs.len();
+    r.xattrs
+        .retain(|x| !(x.internal == internal && x.name == name));
+    r.xattrs.len() != before
+}
+
+/// A blobstore. Cheap to clone (all clones share one store); `Send + Sync`.
+#[derive(Clone)]
+pub struct BlobStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// One decoded log record, as [`inspect`] reports it.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// Absolute md page of the record's header.
+    pub page: u64,
+    /// The decoded header.
+    pub header: RecordHeader,
+    /// The transaction's mutations (empty for a Link).
+    pub mutations: Vec<Mutation>,
+    /// The Link's target page, for a Link.
+    pub link: Option<u64>,
+}
+
+/// Everything on disk that describes the store, decoded without changing anything.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// Both superblock slots as decoded (or why not).
+    pub slots: [std::result::Result<Superblock, DecodeError>; 2],
+    /// The current slot (0 or 1).
+    pub current_slot: usize,
+    /// The current superblock.
+    pub superblock: Superblock,
+    /// The checkpoint it points to.
+    pub checkpoint: Checkpoint,
+    /// The valid log records, in order.
+    pub log: Vec<LogEntry>,
+    /// Segments (indices in the md region) the log occupies.
+    pub log_segments: Vec<u64>,
+    /// Absolute page where the next record would go.
+    pub tail_page: u64,
+    /// Sequence number the next record would carry.
+    pub next_seq: u64,
+    /// Why the log scan stopped.
+    pub stop_reason: String,
+}
+
+/// Reads and decodes the superblocks, the checkpoint and the log of `dev` without writing
+/// anything. For `fsck`, `dump` and [`BlobStore::load`].
+pub fn inspect(dev: &dyn BlockDevice) -> Result<Inspection> {
+    let mut ch = dev.channel()?;
+    inspect_with(ch.as_mut())
+}
+
+fn inspect_with(ch: &mut dyn IoChannel) -> Result<Inspection> {
+    let mut buf = blocking::read(ch, 0, 2 * MD_PAGE_SIZE)?;
+    let slots = [
+        Superblock::decode(&buf[..MD_PAGE_SIZE]),
+        Superblock::decode(&buf[MD_PAGE_SIZE..]),
+    ];
+    let best = (0..2)
+        .filter_map(|i| slots[i].as_ref().ok().map(|s| (s.generation, i)))
+        .max();
+    let Some((_, slot)) = best else {
+        let magic = buf
+            .chunks(MD_PAGE_SIZE)
+            .any(|p| p[..8] == oxblob_format::superblock::SUPERBLOCK_MAGIC);
+        if !magic {
+            return Err(BsError::NotABlobstore);
+        }
+        let e = slots
+            .iter()
+            .find_map(|s| s.as_ref().err().cloned())
+            .ok_or(BsError::NotABlobstore)?;
+        return Err(BsError::from_decode(e, 0));
+    };
+    buf.resize(0);
+    let sb = match &slots[slot] {
+        Ok(s) => s.clone(),
+        Err(_) => return Err(BsError::NotABlobstore),
+    };
+    let seg = u64::from(sb.md_segment_pages);
+    let c = sb.checkpoint;
+    if (c.first_page - sb.md_first_page) % seg != 0 || c.page_count % seg != 0 {
+        return Err(BsError::corrupt(
+            "superblock",
+            "checkpoint is not segment aligned",
+        ));
+    }
+    let ck_len = usize::try_from(c.len)
+        .map_err(|_| BsError::corrupt("superblock", "checkpoint too large"))?;
+    let ck_buf = blocking::read(
+        ch,
+        c.first_page * PAGE,
+        (ck_len.div_ceil(MD_PAGE_SIZE).max(1)) * MD_PAGE_SIZE,
+    )?;
+    let checkpoint = Checkpoint::decode_checked(&ck_buf[..ck_len], c.crc)
+        .map_err(|e| BsError::from_decode(e, c.first_page))?;
+    if checkpoint.store_id != sb.store_id {
+        return Err(BsError::corrupt(
+            "checkpoint",
+            "store id differs from the superblock's",
+        ));
+    }
+    let ck_segs: BTreeSet<u64> = ((c.first_page - sb.md_first_page) / seg
+        ..(c.first_page - sb.md_first_page + c.page_count) / seg)
+        .collect();
+    let mut log = Vec::new();
+    let mut seg_page = sb.log_first_page;
+    let mut seq = sb.log_first_seq;
+    let mut log_segments = vec![(seg_page - sb.md_first_page) / seg];
+    if ck_segs.contains(&log_segments[0]) {
+        return Err(BsError::corrupt(
+            "superblock",
+            "log starts inside the checkpoint",
+        ));
+    }
+    let seg_bytes = seg as usize * MD_PAGE_SIZE;
+    let (tail_page, stop_reason) = 'outer: loop {
+        let data = blocking::read(ch, seg_page * PAGE, seg_bytes)?;
+        let mut off = 0u64;
+        loop {
+            if off >= seg {
+                break 'outer (seg_page + off, "segment full without a link".to_string());
+            }
+            let at = (off as usize) * MD_PAGE_SIZE;
+            let (h, payload) = match record::decode_record(&data[at..]) {
+                Ok(x) => x,
+                Err(e) => break 'outer (seg_page + off, format!("page {}: {e}", seg_page + off)),
+            };
+            if h.store_id != sb.store_id || h.epoch != sb.generation || h.seq != seq {
+                break 'outer (
+                    seg_page + off,
+                    format!(
+                        "page {}: stale record (epoch {} seq {}, expected epoch {} seq {seq})",
+                        seg_page + off,
+                        h.epoch,
+                        h.seq,
+                        sb.generation
+                    ),
+                );
+            }
+            let page = seg_page + off;
+            seq += 1;
+            match h.kind {
+                RecordKind::Txn => {
+                    let mutations =
+                        record::decode_txn(payload).map_err(|e| BsError::from_decode(e, page))?;
+                    log.push(LogEntry {
+                        page,
+                        header: h,
+                        mutations,
+                        link: None,
+                    });
+                    off += h.pages();
+                }
+                RecordKind::Link => {
+                    let target =
+                        record::decode_link(payload).map_err(|e| BsError::from_decode(e, page))?;
+                    let ok = target >= sb.md_first_page
+                        && target < sb.md_end_page()
+                        && (target - sb.md_first_page) % seg == 0;
+                    let tseg = target.wrapping_sub(sb.md_first_page) / seg;
+                    if !ok || ck_segs.contains(&tseg) || log_segments.contains(&tseg) {
+                        return Err(BsError::corrupt(
+                            format!("log link at md page {page}"),
+                            format!("bad target page {target}"),
+                        ));
+                    }
+                    log.push(LogEntry {
+                        page,
+                        header: h,
+                        mutations: Vec::new(),
+                        link: Some(target),
+                    });
+                    log_segments.push(tseg);
+                    seg_page = target;
+                    continue 'outer;
+                }
+            }
+        }
+    };
+    Ok(Inspection {
+        slots,
+        current_slot: slot,
+        superblock: sb,
+        checkpoint,
+        log,
+        log_segments,
+        tail_page,
+        next_seq: seq,
+        stop_reason,
+    })
+}
+
+impl BlobStore {
+    /// Formats `dev` as a new, empty blobstore. Blocks; durable on return.
+    pub fn init(dev: Arc<dyn BlockDevice>, opts: InitOptions) -> Result<BlobStore> {
+        let info = dev.info().clone();
+        let bs = u64::from(info.block_size);
+        if bs > PAGE || PAGE % bs != 0 {
+            return Err(BsError::InvalidArgument(format!(
+                "device block size {bs} must divide the 4096-byte md page"
+            )));
+        }
+        let cs = opts.cluster_size;
+        if !cs.is_power_of_two() || !(MIN_CLUSTER_SIZE..=MAX_CLUSTER_SIZE).contains(&cs) {
+            return Err(BsError::InvalidArgument(format!(
+                "cluster size {cs} must be a power of two from 64 KiB to 256 MiB"
+            )));
+        }
+        let seg = u64::from(opts.md_segment_pages);
+        if seg < 2 {
+            return Err(BsError::InvalidArgument(
+                "md segments need at least 2 pages".into(),
+            ));
+        }
+        let size = info.size_bytes();
+        let est_clusters = size / cs;
+        let md_pages = opts
+            .md_pages
+            .unwrap_or_else(|| (est_clusters / 8).max(8 * seg))
+            .div_ceil(seg)
+            * seg;
+        if md_pages < 4 * seg {
+            return Err(BsError::InvalidArgument(format!(
+                "md region of {md_pages} pages: at least 4 segments are needed"
+            )));
+        }
+        let md_end = (2 + md_pages)
+            .checked_mul(PAGE)
+            .ok_or_else(|| BsError::InvalidArgument("md region too large".into()))?;
+        let data_first = md_end.div_ceil(cs) * cs;
+        let total = size.saturating_sub(data_first) / cs;
+        if total == 0 {
+            return Err(BsError::DeviceTooSmall(format!(
+                "{size} bytes hold no data cluster after a {md_pages}-page md region"
+            )));
+        }
+        let store_id = random_u64();
+        let ck = Checkpoint {
+            store_id,
+            next_blob_id: 1,
+            super_blob: None,
+            blobs: Vec::new(),
+        };
+        let ck_bytes = ck
+            .encode()
+            .map_err(|e| BsError::corrupt("checkpoint", e.to_string()))?;
+        let sb = Superblock {
+            version: FORMAT_VERSION,
+            compat: 0,
+            ro_compat: 0,
+            incompat: 0,
+            bstype: opts.bstype,
+            store_id,
+            generation: 1,
+            md_page_size: MD_PAGE_SIZE as u32,
+            io_unit: info.block_size,
+            cluster_size: cs,
+            device_size: size,
+            md_first_page: 2,
+            md_page_count: md_pages,
+            md_segment_pages: opts.md_segment_pages,
+            data_first_byte: data_first,
+            data_cluster_count: total,
+            checkpoint: CheckpointRef {
+                first_page: 2,
+                page_count: seg,
+                len: ck_bytes.len() as u64,
+                crc: oxblob_format::crc32c(&ck_bytes),
+            },
+            log_first_page: 2 + seg,
+            log_first_seq: 1,
+        };
+        let sb_page = sb
+            .encode()
+            .map_err(|e| BsError::InvalidArgument(e.to_string()))?;
+        let mut ch = dev.channel()?;
+        let mut ck_page = ck_bytes.clone();
+        ck_page.resize(ck_bytes.len().div_ceil(MD_PAGE_SIZE) * MD_PAGE_SIZE, 0);
+        blocking::write_slice(ch.as_mut(), PAGE, &[0u8; MD_PAGE_SIZE])?;
+        blocking::write_slice(ch.as_mut(), 2 * PAGE, &ck_page)?;
+        // The first log segment must not hold a valid-looking record of an earlier store with
+        // the same id (ids are random, so this only costs one page).
+        blocking::write_slice(ch.as_mut(), (2 + seg) * PAGE, &[0u8; MD_PAGE_SIZE])?;
+        blocking::flush(ch.as_mut())?;
+        blocking::write_slice(ch.as_mut(), 0, &sb_page)?;
+        blocking::flush(ch.as_mut())?;
+        drop(ch);
+        Self::load(
+            dev,
+            LoadOptions {
+                bstype: opts.bstype,
+                read_only: false,
+            },
+        )
+    }
+
+    /// Loads the store on `dev`, clean or after a crash: superblocks, checkpoint, then the log
+    /// (one read per segment). A writable load then starts a new log epoch: it writes a
+    /// checkpoint if the log held records, else only a new superblock (one page + flush).
+    pub fn load(dev: Arc<dyn BlockDevice>, opts: LoadOptions) -> Result<BlobStore> {
+        let mut ch = dev.channel()?;
+        let ins = inspect_with(ch.as_mut())?;
+        let sb = ins.superblock.clone();
+        if sb.unknown_incompat() != 0 {
+            return Err(BsError::UnknownFeature {
+                bits: sb.unknown_incompat(),
+            });
+        }
+        if opts.bstype != [0; 16] && opts.bstype != sb.bstype {
+            return Err(BsError::WrongType {
+                expected: opts.bstype,
+                found: sb.bstype,
+            });
+        }
+        let info = dev.info();
+        if info.size_bytes() < sb.device_size {
+            return Err(BsError::DeviceTooSmall(format!(
+                "device has {} bytes, the store was made on {}",
+                info.size_bytes(),
+                sb.device_size
+            )));
+        }
+        if u64::from(info.block_size) > u64::from(sb.io_unit) || info.block_size > 4096 {
+            return Err(BsError::InvalidArgument(format!(
+                "device block size {} exceeds the store's io unit {}",
+                info.block_size, sb.io_unit
+            )));
+        }
+        let read_only = opts.read_only || sb.unknown_ro_compat() != 0;
+        // Replay.
+        let mut map: BTreeMap<u64, BlobRecord> = BTreeMap::new();
+        for r in ins.checkpoint.blobs.iter() {
+            map.insert(r.id, r.clone());
+        }
+        let mut next_id = ins.checkpoint.next_blob_id;
+        let mut sup = ins.checkpoint.super_blob;
+        let mut log_records = 0u64;
+        for e in &ins.log {
+            if e.link.is_some() {
+                continue;
+            }
+            log_records += 1;
+            for m in &e.mutations {
+                match m {
+                    Mutation::PutBlob(r) => {
+                        map.insert(r.id, r.clone());
+                    }
+                    Mutation::DeleteBlob(id) => {
+                        if map.remove(id).is_none() {
+                            return Err(BsError::corrupt(
+                                format!("log record at md page {}", e.page),
+                                format!("deletes unknown blob {id:#x}"),
+                            ));
+                        }
+                    }
+                    Mutation::SetSuperBlob(s) => sup = *s,
+                    Mutation::SetNextId(n) => next_id = next_id.max(*n),
+                }
+            }
+        }
+        // Derive the allocation and check cross-blob invariants.
+        let mut alloc = Allocator::new(sb.data_cluster_count);
+        for r in map.values() {
+            if r.id >= next_id {
+                return Err(BsError::corrupt(
+                    format!("blob {:#x}", r.id),
+                    "id not below next_blob_id",
+                ));
+            }
+            if r.parent != 0 && !map.contains_key(&r.parent) {
+                return Err(BsError::corrupt(
+                    format!("blob {:#x}", r.id),
+                    format!("parent {:#x} missing", r.parent),
+                ));
+            }
+            for c in clusters_of(r) {
+                if !alloc.claim(c) {
+                    return Err(BsError::corrupt(
+                        format!("blob {:#x}", r.id),
+                        format!("cluster {c} is outside the data region or owned twice"),
+                    ));
+                }
+            }
+        }
+        if let Some(s) = sup {
+            if !map.contains_key(&s) {
+                return Err(BsError::corrupt("super blob", format!("{s:#x} missing")));
+            }
+        }
+        let seg = u64::from(sb.md_segment_pages);
+        let ck_first_seg = (sb.checkpoint.first_page - sb.md_first_page) / seg;
+        let ckpt_segments: Vec<u64> =
+            (ck_first_seg..ck_first_seg + sb.checkpoint.page_count / seg).collect();
+        let total_segs = sb.md_page_count / seg;
+        let free_segments: BTreeSet<u64> = (0..total_segs)
+            .filter(|s| !ckpt_segments.contains(s) && !ins.log_segments.contains(s))
+            .collect();
+        let tail_seg = *ins.log_segments.last().unwrap_or(&0);
+        let geo = Geometry {
+            cluster_size: sb.cluster_size,
+            io_unit: u64::from(info.block_size),
+            data_first_byte: sb.data_first_byte,
+            total_clusters: sb.data_cluster_count,
+        };
+        let md = MdState {
+            ch,
+            slot: ins.current_slot as u64,
+            log_segments: ins.log_segments.clone(),
+            tail_page: ins.tail_page,
+            seg_end_page: sb.md_first_page + (tail_seg + 1) * seg,
+            next_seq: ins.next_seq,
+            log_records,
+            ckpt_segments,
+            free_segments,
+            held_segments: Vec::new(),
+            next_blob_id: next_id,
+            super_blob: sup,
+            alloc,
+            data_unflushed: false,
+            pending_free: Vec::new(),
+            quarantine: Vec::new(),
+            needs_checkpoint: false,
+            sb,
+        };
+        let blobs = map
+            .into_iter()
+            .map(|(id, r)| (id, Arc::new(BlobEntry::new(r))))
+            .collect();
+        let inner = Arc::new(Inner {
+            dev,
+            geo,
+            md: Mutex::new(md),
+            blobs: RwLock::new(blobs),
+            unloaded: AtomicBool::new(false),
+            read_only,
+        });
+        if !read_only {
+            let mut md = inner.md()?;
+            if !ins.log.is_empty() {
+                md.checkpoint(&inner, None).map_err(|e| e.error)?;
+            } else {
+                new_epoch(&mut md)?;
+            }
+        }
+        Ok(BlobStore { inner })
+    }
+
+    /// Syncs every dirty blob, writes a checkpoint (so the next load reads an empty log) and
+    /// flushes. Afterwards every call on this store (and its blobs) returns `Unloaded`.
+    pub fn unload(&self) -> Result<()> {
+        if self.inner.read_only {
+            let _g = self.inner.md()?;
+            self.inner.unloaded.store(true, Ordering::Release);
+            return Ok(());
+        }
+        let mut md = self.inner.md()?;
+        let dirty: Vec<BlobRecord> = self
+            .inner
+            .blobs_read()
+            .values()
+            .filter_map(|e| {
+                let st = e.read();
+                st.dirty.then(|| st.current.clone())
+            })
+            .collect();
+        let muts: Vec<Mutation> = dirty.into_iter().map(Mutation::PutBlob).collect();
+        if !muts.is_empty() {
+            // One checkpoint carries every dirty blob.
+            md.checkpoint(&self.inner, Some(&muts))
+                .map_err(|e| e.error)?;
+            crate::md::apply(&mut md, &self.inner, &muts, true);
+        } else {
+            md.checkpoint(&self.inner, None).map_err(|e| e.error)?;
+        }
+        md.flush()?;
+        self.inner.unloaded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Wipes both superblock slots (the device is no longer a blobstore) and flushes.
+    pub fn destroy(self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(BsError::ReadOnly);
+        }
+        let mut md = self.inner.md()?;
+        blocking::write_slice(md.ch.as_mut(), 0, &[0u8; 2 * MD_PAGE_SIZE])?;
+        md.flush()?;
+        self.inner.unloaded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The device under the store.
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.inner.dev
+    }
+
+    /// True when loaded read-only (by request or because of unknown ro_compat features).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// Clusters in the data region.
+    pub fn total_clusters(&self) -> u64 {
+        self.inner.geo.total_clusters
+    }
+
+    /// Clusters neither owned by a blob nor waiting for the record that freed them to be
+    /// durable.
+    pub fn free_clusters(&self) -> Result<u64> {
+        Ok(self.inner.md()?.alloc.free())
+    }
+
+    /// Cluster size in bytes.
+    pub fn cluster_size(&self) -> u64 {
+        self.inner.geo.cluster_size
+    }
+
+    /// The io unit (device block size): blob data I/O offsets and lengths are multiples of it.
+    pub fn io_unit(&self) -> u64 {
+        self.inner.geo.io_unit
+    }
+
+    /// The current superblock, as last written.
+    pub fn superblock(&self) -> Result<Superblock> {
+        Ok(self.inner.md()?.sb.clone())
+    }
+
+    /// Sets the application's root blob. Durable on return.
+    pub fn set_super_blob(&self, id: Option<u64>) -> Result<()> {
+        let mut md = self.inner.md_writable()?;
+        if let Some(id) = id {
+            self.inner.entry(id)?;
+        }
+        md.commit_apply(&self.inner, &[Mutation::SetSuperBlob(id)], true)
+            .map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The application's root blob.
+    pub fn super_blob(&self) -> Result<Option<u64>> {
+        Ok(self.inner.md()?.super_blob)
+    }
+
+    /// Creates a blob. Thick blobs get their clusters allocated and zeroed. Durable on return;
+    /// blocks for the zeroing, the record and two flushes.
+    pub fn create_blob(&self, opts: CreateOptions) -> Result<u64> {
+        let mut t = self.begin();
+        let id = t.create(opts)?;
+        t.commit()?;
+        Ok(id)
+    }
+
+    /// Opens a blob (no I/O). Each handle counts as one opener until closed or dropped.
+    pub fn open_blob(&self, id: u64) -> Result<Blob> {
+        let _md = self.inner.md()?;
+        let e = self.inner.entry(id)?;
+        e.write().open += 1;
+        Ok(Blob::new(Arc::clone(&self.inner), id, e))
+    }
+
+    /// Deletes a closed blob. Durable on return. Refuses an open blob (`BlobOpen`) and a
+    /// snapshot with clones (`HasClones`).
+    pub fn delete_blob(&self, id: u64) -> Result<()> {
+        let mut t = self.begin();
+        t.delete(id);
+        t.commit()
+    }
+
+    /// Every blob's id, size, flags and user xattrs, without opening anything. Sorted by id.
+    pub fn blobs(&self) -> Result<Vec<BlobInfo>> {
+        let _md = self.inner.md()?;
+        let mut v: Vec<BlobInfo> = self
+            .inner
+            .blobs_read()
+            .iter()
+            .map(|(&id, e)| {
+                let st = e.read();
+                let r = &st.current;
+                let mut xattrs: Vec<(String, Vec<u8>)> = r
+                    .xattrs
+                    .iter()
+                    .filter(|x| !x.internal)
+                    .map(|x| (x.name.clone(), x.value.clone()))
+                    .collect();
+                xattrs.sort();
+                BlobInfo {
+                    id,
+                    num_clusters: r.num_clusters,
+                    allocated_clusters: r.allocated_clusters(),
+                    flags: r.flags,
+                    parent: r.parent,
+                    xattrs,
+                }
+            })
+            .collect();
+        v.sort_by_key(|b| b.id);
+        Ok(v)
+    }
+
+    /// Starts a multi-blob transaction: creates, deletes and xattr changes on several blobs,
+    /// committed as one record by [`Txn::commit`].
+    pub fn begin(&self) -> Txn {
+        Txn {
+            store: self.clone(),
+            ops: Vec::new(),
+            reserved: Vec::new(),
+        }
+    }
+
+    /// Runs `f` on a new transaction and commits it. Returns `f`'s value.
+    pub fn transaction<T>(&self, f: impl FnOnce(&mut Txn) -> Result<T>) -> Result<T> {
+        let mut t = self.begin();
+        let v = f(&mut t)?;
+        t.commit()?;
+        Ok(v)
+    }
+}
+
+/// Writes a new superblock generation that keeps the checkpoint and starts a fresh log (the
+/// writable load of a store whose log is empty).
+fn new_epoch(md: &mut MdState) -> Result<()> {
+    let mut sb = md.sb.clone();
+    sb.generation += 1;
+    sb.log_first_seq = md.next_seq;
+    let page = sb
+        .encode()
+        .map_err(|e| BsError::corrupt("superblock", e.to_string()))?;
+    let other = 1 - md.slot;
+    md.write_pages(other, &page)?;
+    md.flush()?;
+    md.sb = sb;
+    md.slot = other;
+    md.tail_page = md.sb.log_first_page;
+    md.seg_end_page = md.tail_page + md.seg_pages();
+    Ok(())
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    h.write_usize(&h as *const _ as usize);
+    h.finish() | 1
+}
+
+enum TxnOp {
+    Create(u64, CreateOptions),
+    Delete(u64),
+    SetXattr(u64, String, Vec<u8>, bool),
+    RemoveXattr(u64, String, bool),
+    SetSuperBlob(Option<u64>),
+}
+
+/// A multi-blob transaction: every change is committed in one log record (all or nothing) and
+/// is durable when [`Txn::commit`] returns. Nothing happens until then. Validation errors (a
+/// missing blob, an open blob to delete, a read-only blob, no space) abort the whole
+/// transaction with nothing changed.
+pub struct Txn {
+    store: BlobStore,
+    ops: Vec<TxnOp>,
+    reserved: Vec<u64>,
+}
+
+impl Txn {
+    /// Creates a blob in this transaction; its id is reserved now (ids are never reused, so an
+    /// abandoned transaction only skips ids).
+    pub fn create(&mut self, opts: CreateOptions) -> Result<u64> {
+        for (n, v) in &opts.xattrs {
+            check_xattr(n, v)?;
+        }
+        let mut md = self.store.inner.md_writable()?;
+        let id = md.next_blob_id;
+        md.next_blob_id += 1;
+        self.reserved.push(id);
+        self.ops.push(TxnOp::Create(id, opts));
+        Ok(id)
+    }
+
+    /// Deletes a blob (it must be closed and have no clones).
+    pub fn delete(&mut self, id: u64) {
+        self.ops.push(TxnOp::Delete(id));
+    }
+
+    /// Sets a user xattr of a blob.
+    pub fn set_xattr(&mut self, id: u64, name: &str, value: &[u8]) {
+        self.ops
+            .push(TxnOp::SetXattr(id, name.to_string(), value.to_vec(), false));
+    }
+
+    /// Removes a user xattr of a blob (absent is not an error).
+    pub fn remove_xattr(&mut self, id: u64, name: &str) {
+        self.ops
+            .push(TxnOp::RemoveXattr(id, name.to_string(), false));
+    }
+
+    /// Sets an internal xattr (not listed with user xattrs).
+    pub fn set_internal_xattr(&mut self, id: u64, name: &str, value: &[u8]) {
+        self.ops
+            .push(TxnOp::SetXattr(id, name.to_string(), value.to_vec(), true));
+    }
+
+    /// Sets the super blob.
+    pub fn set_super_blob(&mut self, id: Option<u64>) {
+        self.ops.push(TxnOp::SetSuperBlob(id));
+    }
+
+    /// Validates and commits every change as one record, then flushes. Blocks.
+    pub fn commit(self) -> Result<()> {
+        let inner = Arc::clone(&self.store.inner);
+        let mut md = inner.md_writable()?;
+        // Working copies of every touched blob: None = deleted in this transaction.
+        let mut work: BTreeMap<u64, Option<BlobRecord>> = BTreeMap::new();
+        let mut runs_new: Vec<(u64, u64)> = Vec::new();
+        let mut sup: Option<Option<u64>> = None;
+        let result = (|| -> Result<()> {
+            for op in &self.ops {
+                match op {
+                    TxnOp::Create(id, o) => {
+                        let runs = if o.thin {
+                            Vec::new()
+                        } else {
+                            inner.alloc_zeroed(&mut md, o.num_clusters)?
+                        };
+                        runs_new.extend(&runs);
+                        let mut r = BlobRecord {
+                            id: *id,
+                            flags: if o.thin { FLAG_THIN } else { 0 },
+                            num_clusters: o.num_clusters,
+                            ..Default::default()
+                        };
+                        map_runs(&mut r.extents, 0, &runs);
+                        for (n, v) in &o.xattrs {
+                            check_xattr(n, v)?;
+                            put_xattr(&mut r, n, v, false);
+                        }
+                        work.insert(*id, Some(r));
+                    }
+                    TxnOp::Delete(id) => {
+                        load_work(&inner, &mut work, *id)?;
+                        if let Ok(e) = inner.entry(*id) {
+                            if e.read().open > 0 {
+                                return Err(BsError::BlobOpen(*id));
+                            }
+                        }
+                        let has_clone = inner
+                            .blobs_read()
+                            .iter()
+                            .any(|(&cid, e)| cid != *id && e.read().current.parent == *id)
+                            || work
+                                .values()
+                                .flatten()
+                                .any(|r| r.parent == *id && r.id != *id);
+                        if has_clone {
+                            return Err(BsError::HasClones(*id));
+                        }
+                        work.insert(*id, None);
+                        if md.super_blob == Some(*id) && sup.is_none() {
+                            sup = Some(None);
+                        }
+                    }
+                    TxnOp::SetXattr(id, n, v, internal) => {
+                        check_xattr(n, v)?;
+                        let r = load_work(&inner, &mut work, *id)?;
+                        if r.is_read_only() {
+                            return Err(BsError::ReadOnly);
+                        }
+                        put_xattr(r, n, v, *internal);
+                    }
+                    TxnOp::RemoveXattr(id, n, internal) => {
+                        let r = load_work(&inner, &mut work, *id)?;
+                        if r.is_read_only() {
+                            return Err(BsError::ReadOnly);
+                        }
+                        del_xattr(r, n, *internal);
+                    }
+                    TxnOp::SetSuperBlob(s) => {
+                        if let Some(s) = s {
+                            let exists = match work.get(s) {
+                                Some(w) => w.is_some(),
+                                None => inner.entry(*s).is_ok(),
+                            };
+                            if !exists {
+                                return Err(BsError::NotFound(*s));
+                            }
+                        }
+                        sup = Some(*s);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            release_runs(&mut md, &runs_new);
+            return Err(e);
+        }
+        let existing: BTreeSet<u64> = inner.blobs_read().keys().copied().collect();
+        let mut muts = Vec::new();
+        for (id, w) in &work {
+            match w {
+                Some(r) => muts.push(Mutation::PutBlob(r.clone())),
+                None if existing.contains(id) => muts.push(Mutation::DeleteBlob(*id)),
+                None => {
+                    // Created and deleted in the same transaction: nothing to record.
+                }
+            }
+        }
+        // Clusters of blobs created and deleted here are not named by any record.
+        let named: BTreeSet<u64> = muts
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::PutBlob(r) => Some(r),
+                _ => None,
+            })
+            .flat_map(|r| clusters_of(r).collect::<Vec<_>>())
+            .collect();
+        let orphan: Vec<(u64, u64)> = runs_new
+            .iter()
+            .flat_map(|&(p, k)| p..p + k)
+            .filter(|c| !named.contains(c))
+            .map(|c| (c, 1))
+            .collect();
+        if let Some(s) = sup {
+            muts.push(Mutation::SetSuperBlob(s));
+        }
+        if let Some(&max) = self.reserved.iter().max() {
+            muts.push(Mutation::SetNextId(max + 1));
+        }
+        if muts.is_empty() {
+            release_runs(&mut md, &orphan);
+            return Ok(());
+        }
+        match md.commit_apply(&inner, &muts, true) {
+            Ok(_) => {
+                release_runs(&mut md, &orphan);
+                Ok(())
+            }
+            Err(e) => {
+                if e.maybe_written {
+                    // The record may replay after a crash: keep its new clusters unused until
+                    // a checkpoint makes it stale.
+                    let q: Vec<u64> = runs_new.iter().flat_map(|&(p, k)| p..p + k).collect();
+                    md.quarantine.extend(q);
+                } else {
+                    release_runs(&mut md, &runs_new);
+                }
+                Err(e.error)
+            }
+        }
+    }
+}
+
+fn load_work<'a>(
+    inner: &Inner,
+    work: &'a mut BTreeMap<u64, Option<BlobRecord>>,
+    id: u64,
+) -> Result<&'a mut BlobRecord> {
+    if let std::collections::btree_map::Entry::Vacant(v) = work.entry(id) {
+        let e = inner.entry(id)?;
+        let r = e.read().current.clone();
+        v.insert(Some(r));
+    }
+    match work.get_mut(&id) {
+        Some(Some(r)) => Ok(r),
+        _ => Err(BsError::NotFound(id)),
+    }
+}

@@ -1,0 +1,563 @@
+//! Blobstore behaviour on the malloc device: lifecycle, data byte for byte, xattrs, thin
+//! provisioning, transactions, typed errors, reload with and without unload.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use oxblob_bdev::{blocking, BlockDevice, IoBuf};
+use oxblob_blobstore::{BlobStore, BsCompletion, BsError, CreateOptions, InitOptions, LoadOptions};
+use oxblob_format::Superblock;
+use std::sync::Arc;
+
+fn thick(n: u64) -> CreateOptions {
+    CreateOptions {
+        num_clusters: n,
+        ..Default::default()
+    }
+}
+
+fn thin(n: u64) -> CreateOptions {
+    CreateOptions {
+        num_clusters: n,
+        thin: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn init_unload_load_empty() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let total = bs.total_clusters();
+    assert!(total > 200);
+    assert_eq!(bs.free_clusters().unwrap(), total);
+    assert_eq!(bs.cluster_size(), CLUSTER);
+    bs.unload().unwrap();
+    assert!(matches!(bs.free_clusters(), Err(BsError::Unloaded)));
+    let bs = load(&d);
+    assert_eq!(bs.total_clusters(), total);
+    assert!(bs.blobs().unwrap().is_empty());
+    assert_eq!(bs.super_blob().unwrap(), None);
+}
+
+#[test]
+fn data_round_trip_across_clusters_many_in_flight() {
+    for block in [512u32, 4096] {
+        let d = dev(16, block);
+        let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+        let id = bs.create_blob(thick(8)).unwrap();
+        let blob = bs.open_blob(id).unwrap();
+        let mut ch = bs.channel().unwrap();
+        let size = blob.size_bytes() as usize;
+        let image = pattern(u64::from(block), size);
+        // 64 writes of 8 KiB at odd offsets, all in flight at once; some cross clusters.
+        let chunk = 8192usize;
+        for (i, off) in (0..size).step_by(chunk).enumerate() {
+            let buf = IoBuf::from_slice(&image[off..off + chunk]);
+            blob.submit_write(&mut ch, off as u64, buf, i as u64)
+                .unwrap();
+        }
+        let mut done: Vec<BsCompletion> = Vec::new();
+        while ch.in_flight() > 0 {
+            ch.poll(&mut done, 1).unwrap();
+        }
+        assert_eq!(done.len(), size / chunk);
+        assert!(done.iter().all(|c| c.result.is_ok()));
+        // Unaligned-to-cluster reads (cross boundaries), via readv with uneven buffers.
+        let off = CLUSTER - 3 * u64::from(block);
+        let bufs = vec![
+            IoBuf::zeroed(block as usize),
+            IoBuf::zeroed(5 * block as usize),
+        ];
+        blob.submit_readv(&mut ch, off, bufs, 77).unwrap();
+        let mut out = Vec::new();
+        ch.poll(&mut out, 1).unwrap();
+        assert_eq!(out[0].token, 77);
+        let got: Vec<u8> = out
+            .pop()
+            .unwrap()
+            .bufs
+            .iter()
+            .flat_map(|b| b.to_vec())
+            .collect();
+        assert_eq!(got, &image[off as usize..off as usize + 6 * block as usize]);
+        assert_eq!(blob.read(&mut ch, 0, size).unwrap(), image);
+        // A writev straddling three clusters.
+        let off = CLUSTER - u64::from(block);
+        let data = pattern(99, 2 * CLUSTER as usize);
+        let bufs = vec![
+            IoBuf::from_slice(&data[..block as usize]),
+            IoBuf::from_slice(&data[block as usize..]),
+        ];
+        blob.submit_writev(&mut ch, off, bufs, 5).unwrap();
+        let mut out = Vec::new();
+        ch.poll(&mut out, 1).unwrap();
+        assert!(out[0].result.is_ok());
+        assert_eq!(blob.read(&mut ch, off, data.len()).unwrap(), data);
+        blob.close().unwrap();
+        bs.unload().unwrap();
+        let bs = load(&d);
+        let blob = bs.open_blob(id).unwrap();
+        let mut ch = bs.channel().unwrap();
+        let mut expect = image.clone();
+        expect[off as usize..off as usize + data.len()].copy_from_slice(&data);
+        assert_eq!(blob.read(&mut ch, 0, size).unwrap(), expect);
+    }
+}
+
+#[test]
+fn thin_blobs_allocate_on_write_and_read_zeroes() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let free0 = bs.free_clusters().unwrap();
+    // Leave old bytes in the data region: a thick blob written with 0xAA, then deleted.
+    let old = bs.create_blob(thick(4)).unwrap();
+    let b = bs.open_blob(old).unwrap();
+    let mut ch = bs.channel().unwrap();
+    b.write(&mut ch, 0, &vec![0xAA; 4 * CLUSTER as usize])
+        .unwrap();
+    b.close().unwrap();
+    bs.delete_blob(old).unwrap();
+    assert_eq!(bs.free_clusters().unwrap(), free0);
+
+    let id = bs.create_blob(thin(100)).unwrap();
+    assert_eq!(bs.free_clusters().unwrap(), free0);
+    let b = bs.open_blob(id).unwrap();
+    assert_eq!(
+        b.read(&mut ch, 0, 3 * CLUSTER as usize).unwrap(),
+        vec![0; 3 * CLUSTER as usize]
+    );
+    b.write(
+        &mut ch,
+        5 * CLUSTER + 4096,
+        b"hello thin world".repeat(256).as_slice(),
+    )
+    .unwrap();
+    assert_eq!(b.allocated_clusters(), 1);
+    assert_eq!(bs.free_clusters().unwrap(), free0 - 1);
+    // The rest of the newly allocated cluster is zero, not 0xAA.
+    let c = b.read(&mut ch, 5 * CLUSTER, CLUSTER as usize).unwrap();
+    assert!(c[..4096].iter().all(|&x| x == 0));
+    assert_eq!(
+        &c[4096..4096 + 4096],
+        b"hello thin world".repeat(256).as_slice()
+    );
+    assert!(c[8192..].iter().all(|&x| x == 0));
+    assert!(b.is_dirty());
+    b.sync_md().unwrap();
+    assert!(!b.is_dirty());
+    drop(b);
+    // Crash-like reload (no unload): the synced mapping and data survive.
+    drop(bs);
+    let bs = load(&d);
+    let b = bs.open_blob(id).unwrap();
+    let mut ch = bs.channel().unwrap();
+    assert_eq!(b.allocated_clusters(), 1);
+    assert_eq!(
+        &b.read(&mut ch, 5 * CLUSTER + 4096, 4096).unwrap(),
+        b"hello thin world".repeat(256).as_slice()
+    );
+    check_invariants(&bs);
+}
+
+#[test]
+fn xattrs_read_only_and_reload() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let id = bs
+        .create_blob(CreateOptions {
+            num_clusters: 2,
+            thin: false,
+            xattrs: vec![("name".into(), b"a.sst".to_vec())],
+        })
+        .unwrap();
+    let b = bs.open_blob(id).unwrap();
+    assert_eq!(b.get_xattr("name").unwrap(), b"a.sst");
+    b.set_xattr("len", &42u64.to_le_bytes()).unwrap();
+    b.set_xattr("big", &vec![7u8; 65536]).unwrap();
+    b.set_internal_xattr("i1", b"internal").unwrap();
+    assert_eq!(b.xattr_names(), vec!["big", "len", "name"]);
+    assert!(b.remove_xattr("name").unwrap());
+    assert!(!b.remove_xattr("name").unwrap());
+    assert!(matches!(
+        b.set_xattr("", b"x"),
+        Err(BsError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        b.set_xattr(&"n".repeat(256), b"x"),
+        Err(BsError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        b.set_xattr("v", &vec![0; 65537]),
+        Err(BsError::InvalidArgument(_))
+    ));
+    b.set_read_only().unwrap();
+    assert!(matches!(b.set_xattr("x", b"y"), Err(BsError::ReadOnly)));
+    assert!(matches!(b.resize(5), Err(BsError::ReadOnly)));
+    let mut ch = bs.channel().unwrap();
+    assert!(matches!(
+        b.write(&mut ch, 0, &[0; 4096]),
+        Err(BsError::ReadOnly)
+    ));
+    b.close().unwrap();
+    let before = state(&bs);
+    bs.unload().unwrap();
+    let bs = load(&d);
+    assert_eq!(state(&bs), before);
+    let b = bs.open_blob(id).unwrap();
+    assert!(b.is_read_only());
+    assert_eq!(b.get_xattr("big").unwrap(), vec![7u8; 65536]);
+    assert_eq!(b.get_internal_xattr("i1").unwrap(), b"internal");
+    assert_eq!(b.get_xattr("name"), None);
+}
+
+#[test]
+fn resize_grow_shrink_and_deferred_free() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let free0 = bs.free_clusters().unwrap();
+    let id = bs.create_blob(thick(4)).unwrap();
+    let b = bs.open_blob(id).unwrap();
+    b.resize(10).unwrap();
+    assert_eq!(b.allocated_clusters(), 10);
+    assert_eq!(bs.free_clusters().unwrap(), free0 - 10);
+    b.sync_md().unwrap();
+    b.resize(3).unwrap();
+    // Shrunk in memory only: the durable record still names them, so they are not reusable.
+    assert_eq!(bs.free_clusters().unwrap(), free0 - 10);
+    b.sync_md().unwrap();
+    assert_eq!(bs.free_clusters().unwrap(), free0 - 3);
+    // Grow then shrink before any sync: never durable, freed at once.
+    b.resize(6).unwrap();
+    b.resize(3).unwrap();
+    assert_eq!(bs.free_clusters().unwrap(), free0 - 3);
+    b.resize(5).unwrap();
+    drop(b); // not synced: the resize to 5 is lost on a crash
+    drop(bs);
+    let bs = load(&d);
+    let b = bs.open_blob(id).unwrap();
+    assert_eq!(b.num_clusters(), 3);
+    assert_eq!(bs.free_clusters().unwrap(), free0 - 3);
+    check_invariants(&bs);
+}
+
+#[test]
+fn typed_errors() {
+    let d = dev(16, 4096);
+    // Blank device.
+    assert!(matches!(
+        BlobStore::load(Arc::clone(&d), LoadOptions::default()),
+        Err(BsError::NotABlobstore)
+    ));
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    assert!(matches!(bs.open_blob(999), Err(BsError::NotFound(999))));
+    assert!(matches!(bs.delete_blob(999), Err(BsError::NotFound(999))));
+    assert!(matches!(
+        bs.set_super_blob(Some(5)),
+        Err(BsError::NotFound(5))
+    ));
+    let id = bs.create_blob(thick(1)).unwrap();
+    let b = bs.open_blob(id).unwrap();
+    assert!(matches!(bs.delete_blob(id), Err(BsError::BlobOpen(x)) if x == id));
+    let mut ch = bs.channel().unwrap();
+    assert!(matches!(
+        b.read(&mut ch, 1, 4096),
+        Err(BsError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        b.read(&mut ch, 0, 100),
+        Err(BsError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        b.read(&mut ch, CLUSTER - 4096, 8192),
+        Err(BsError::InvalidArgument(_))
+    ));
+    let r = b
+        .submit_write(&mut ch, CLUSTER, IoBuf::zeroed(4096), 1)
+        .unwrap_err();
+    assert!(matches!(r.error, BsError::InvalidArgument(_)));
+    assert_eq!(r.bufs.len(), 1, "the buffer comes back");
+    drop(b);
+    bs.unload().unwrap();
+    // Wrong bstype; an all-zero bstype is a wildcard.
+    assert!(matches!(
+        BlobStore::load(
+            Arc::clone(&d),
+            LoadOptions {
+                bstype: oxblob_blobstore::bstype("OTHER"),
+                read_only: false
+            }
+        ),
+        Err(BsError::WrongType { .. })
+    ));
+    // Bad init options.
+    let d2 = dev(1, 4096);
+    assert!(matches!(
+        BlobStore::init(
+            Arc::clone(&d2),
+            InitOptions {
+                cluster_size: 3 << 16,
+                ..small_opts()
+            }
+        ),
+        Err(BsError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        BlobStore::init(
+            Arc::clone(&d2),
+            InitOptions {
+                md_pages: Some(400),
+                ..small_opts()
+            }
+        ),
+        Err(BsError::DeviceTooSmall(_))
+    ));
+}
+
+fn rewrite_superblocks(d: &Arc<dyn BlockDevice>, f: impl Fn(&mut Superblock)) {
+    let mut ch = d.channel().unwrap();
+    for slot in 0..2u64 {
+        let p = blocking::read(ch.as_mut(), slot * 4096, 4096).unwrap();
+        if let Ok(mut sb) = Superblock::decode(&p) {
+            f(&mut sb);
+            blocking::write_slice(ch.as_mut(), slot * 4096, &sb.encode().unwrap()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn feature_flags_and_damaged_superblocks() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let id = bs.create_blob(thick(1)).unwrap();
+    bs.unload().unwrap();
+    rewrite_superblocks(&d, |sb| sb.compat = 1 << 9);
+    let bs = load(&d);
+    assert!(!bs.is_read_only());
+    bs.unload().unwrap();
+    rewrite_superblocks(&d, |sb| sb.ro_compat = 1 << 3);
+    let bs = load(&d);
+    assert!(bs.is_read_only());
+    assert!(matches!(bs.create_blob(thick(1)), Err(BsError::ReadOnly)));
+    let b = bs.open_blob(id).unwrap();
+    let mut ch = bs.channel().unwrap();
+    assert!(matches!(
+        b.write(&mut ch, 0, &[1; 4096]),
+        Err(BsError::ReadOnly)
+    ));
+    assert_eq!(b.read(&mut ch, 0, 4096).unwrap(), vec![0; 4096]);
+    drop(b);
+    rewrite_superblocks(&d, |sb| {
+        sb.ro_compat = 0;
+        sb.incompat = 1 << 1
+    });
+    assert!(matches!(
+        BlobStore::load(Arc::clone(&d), LoadOptions::default()),
+        Err(BsError::UnknownFeature { bits: 2 })
+    ));
+    rewrite_superblocks(&d, |sb| sb.incompat = 0);
+    // Corrupt the current slot: the other (older) one is used.
+    let ins = oxblob_blobstore::inspect(d.as_ref()).unwrap();
+    let cur = ins.current_slot as u64;
+    oxblob_sim_free_corrupt(&d, cur);
+    let ins2 = oxblob_blobstore::inspect(d.as_ref()).unwrap();
+    assert_eq!(ins2.current_slot as u64, 1 - cur);
+    // Corrupt both: typed checksum error.
+    oxblob_sim_free_corrupt(&d, 1 - cur);
+    assert!(matches!(
+        BlobStore::load(Arc::clone(&d), LoadOptions::default()),
+        Err(BsError::BadChecksum { .. })
+    ));
+}
+
+/// Flips one byte in the middle of superblock slot `slot`.
+fn oxblob_sim_free_corrupt(d: &Arc<dyn BlockDevice>, slot: u64) {
+    let mut ch = d.channel().unwrap();
+    let mut p = blocking::read(ch.as_mut(), slot * 4096, 4096).unwrap();
+    p[100] ^= 0x5a;
+    blocking::write(ch.as_mut(), slot * 4096, p).unwrap();
+}
+
+#[test]
+fn no_space_leaves_everything_intact() {
+    let d = dev(4, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let total = bs.total_clusters();
+    let a = bs.create_blob(thick(total - 2)).unwrap();
+    let t = bs.create_blob(thin(10)).unwrap();
+    let before = state(&bs);
+    assert!(matches!(
+        bs.create_blob(thick(3)),
+        Err(BsError::NoSpace { needed: 3, free: 2 })
+    ));
+    let ba = bs.open_blob(a).unwrap();
+    assert!(matches!(ba.resize(total + 5), Err(BsError::NoSpace { .. })));
+    assert_eq!(ba.num_clusters(), total - 2);
+    let bt = bs.open_blob(t).unwrap();
+    let mut ch = bs.channel().unwrap();
+    bt.write(&mut ch, 0, &[1; 4096]).unwrap();
+    bt.write(&mut ch, CLUSTER, &[2; 4096]).unwrap();
+    assert!(matches!(
+        bt.write(&mut ch, 2 * CLUSTER, &[3; 4096]),
+        Err(BsError::NoSpace { .. })
+    ));
+    // A multi-cluster write needing more than is free allocates nothing.
+    assert!(matches!(
+        bt.write(&mut ch, 3 * CLUSTER, &vec![3; 2 * CLUSTER as usize]),
+        Err(BsError::NoSpace { .. })
+    ));
+    assert_eq!(bt.allocated_clusters(), 2);
+    assert_eq!(bs.free_clusters().unwrap(), 0);
+    assert_eq!(bt.read(&mut ch, CLUSTER, 4096).unwrap(), vec![2; 4096]);
+    drop((ba, bt));
+    let mut after = state(&bs);
+    // Only the two successful thin allocations differ.
+    after.blobs[1].0.allocated_clusters = 0;
+    after.blobs[1].1.clear();
+    assert_eq!(after, before);
+    check_invariants(&bs);
+}
+
+#[test]
+fn many_records_links_and_checkpoints_survive_crash_reload() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let gen0 = bs.superblock().unwrap().generation;
+    let mut ids = Vec::new();
+    for i in 0..120u64 {
+        let id = bs
+            .create_blob(CreateOptions {
+                num_clusters: i % 3,
+                thin: i % 2 == 0,
+                xattrs: vec![("n".into(), pattern(i, (i as usize * 37) % 3000))],
+            })
+            .unwrap();
+        ids.push(id);
+        if i % 4 == 3 {
+            bs.delete_blob(ids[i as usize - 2]).unwrap();
+        }
+    }
+    bs.set_super_blob(Some(ids[0])).unwrap();
+    // 4-page segments and a 64-page md region: the log linked segments and checkpointed.
+    assert!(bs.superblock().unwrap().generation > gen0 + 1);
+    let before = state(&bs);
+    drop(bs); // no unload
+    let bs = load(&d);
+    assert_eq!(state(&bs), before);
+    check_invariants(&bs);
+    let ins = oxblob_blobstore::inspect(d.as_ref()).unwrap();
+    assert!(ins.log.is_empty(), "the load checkpointed the replayed log");
+    // Deleting the super blob clears it.
+    bs.delete_blob(ids[0]).unwrap();
+    assert_eq!(bs.super_blob().unwrap(), None);
+    drop(bs);
+    assert_eq!(load(&d).super_blob().unwrap(), None);
+}
+
+#[test]
+fn oversized_transaction_commits_through_a_checkpoint() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    // Four 64 KiB xattrs: far more than one 4-page segment.
+    let id = bs
+        .transaction(|t| {
+            let id = t.create(thin(1))?;
+            for k in 0..4u64 {
+                t.set_xattr(id, &format!("x{k}"), &pattern(k, 65536));
+            }
+            Ok(id)
+        })
+        .unwrap();
+    drop(bs);
+    let bs = load(&d);
+    let b = bs.open_blob(id).unwrap();
+    for k in 0..4u64 {
+        assert_eq!(b.get_xattr(&format!("x{k}")).unwrap(), pattern(k, 65536));
+    }
+}
+
+#[test]
+fn transaction_is_all_or_nothing() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let dir = bs.create_blob(thin(1)).unwrap();
+    let old = bs.create_blob(thick(2)).unwrap();
+    let free = bs.free_clusters().unwrap();
+    let new = bs
+        .transaction(|t| {
+            let new = t.create(thick(1))?;
+            t.set_xattr(dir, "entry", &new.to_le_bytes());
+            t.delete(old);
+            t.set_super_blob(Some(dir));
+            Ok(new)
+        })
+        .unwrap();
+    assert_eq!(bs.free_clusters().unwrap(), free + 1);
+    assert!(matches!(bs.open_blob(old), Err(BsError::NotFound(_))));
+    // A failing transaction (delete of a missing blob) changes nothing, even its creates.
+    let before = state(&bs);
+    let free = bs.free_clusters().unwrap();
+    let r = bs.transaction(|t| {
+        t.create(thick(3))?;
+        t.set_xattr(dir, "entry", b"changed");
+        t.delete(old);
+        Ok(())
+    });
+    assert!(matches!(r, Err(BsError::NotFound(x)) if x == old));
+    assert_eq!(state(&bs), before);
+    assert_eq!(bs.free_clusters().unwrap(), free);
+    // Deleting an open blob inside a transaction fails the whole transaction.
+    let h = bs.open_blob(new).unwrap();
+    let r = bs.transaction(|t| {
+        t.set_xattr(dir, "entry", b"x");
+        t.delete(new);
+        Ok(())
+    });
+    assert!(matches!(r, Err(BsError::BlobOpen(_))));
+    drop(h);
+    assert_eq!(state(&bs), before);
+    drop(bs);
+    let bs = load(&d);
+    assert_eq!(state(&bs), before);
+    let b = bs.open_blob(dir).unwrap();
+    assert_eq!(b.get_xattr("entry").unwrap(), new.to_le_bytes());
+    assert_eq!(bs.super_blob().unwrap(), Some(dir));
+}
+
+#[test]
+fn clean_load_reads_little_and_writes_one_page() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    for _ in 0..20 {
+        bs.create_blob(thin(3)).unwrap();
+    }
+    bs.unload().unwrap();
+    let ins = oxblob_blobstore::inspect(d.as_ref()).unwrap();
+    assert!(ins.log.is_empty());
+    assert_eq!(ins.checkpoint.blobs.len(), 20);
+    let g = ins.superblock.generation;
+    let bs = load(&d);
+    assert_eq!(bs.superblock().unwrap().generation, g + 1);
+    assert_eq!(
+        bs.superblock().unwrap().checkpoint,
+        ins.superblock.checkpoint
+    );
+}
+
+#[test]
+fn destroy_wipes_the_superblocks() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    bs.create_blob(thick(1)).unwrap();
+    bs.destroy().unwrap();
+    assert!(matches!(
+        BlobStore::load(Arc::clone(&d), LoadOptions::default()),
+        Err(BsError::NotABlobstore)
+    ));
+    // A new store on the same device does not see the old one's log.
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    assert!(bs.blobs().unwrap().is_empty());
+    drop(bs);
+    assert!(load(&d).blobs().unwrap().is_empty());
+}
