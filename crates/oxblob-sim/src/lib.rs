@@ -12,7 +12,7 @@
 //!   kind, operations touching a byte range), re-armable at runtime through a [`FaultHandle`];
 //!   failed writes never reach the inner device, or reach it torn if asked.
 //! - [`TransformDevice`]: stores every block transformed by a per-block key and undoes it on read,
-//!   proving that no layer bypasses the [`BlockDevice`](oxblob_bdev::BlockDevice) trait.
+//!   proving that no layer bypasses the [`BlockDevice`] trait.
 //! - [`CountingDevice`]: counts operations and bytes by kind, resettable.
 //! - [`corrupt_block`]: flips bytes of one block of a device (bit rot in durable data).
 //! - [`rng`]: the one seeded PRNG (`SmallRng::seed_from_u64`) everything random draws from.
