@@ -718,3 +718,39 @@ fn io_errors_from_the_kernel_are_typed() {
         );
     }
 }
+
+#[test]
+fn sqpoll_ring_does_io() {
+    let dir = tmpdir();
+    let path = dir.path().join("sqpoll.img");
+    let opts = FileOptions {
+        sqpoll: true,
+        ..create(4 * MIB)
+    };
+    let dev = match UringDevice::open(&path, &opts) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("skipped: SQPOLL refused here: {e}");
+            return;
+        }
+    };
+    let mut ch = dev.channel().expect("channel");
+    for i in 0..100u64 {
+        ch.submit(
+            i,
+            IoOp::Write {
+                offset: i * 4096,
+                buf: pattern(4096, i, 4),
+            },
+        )
+        .expect("submit");
+    }
+    for c in wait_all(ch.as_mut()) {
+        assert_eq!(c.result, Ok(()));
+    }
+    blocking::flush(ch.as_mut()).expect("flush");
+    for i in 0..100u64 {
+        let got = blocking::read(ch.as_mut(), i * 4096, 4096).expect("read");
+        assert_eq!(got, pattern(4096, i, 4), "block {i}");
+    }
+}
