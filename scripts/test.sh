@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# scripts/test.sh — every check the project has: setup, formatting, lints, the whole test suite.
+#
+# Exits non-zero on the first failure. OXBLOB_FULL=1 in the environment turns on the exhaustive
+# sweeps (crash points, long property runs); it is passed through to the tests as is.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "setup"
+./scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+if [[ ${OXBLOB_FULL:-0} == 1 ]]; then
+    step "tests (OXBLOB_FULL=1: exhaustive sweeps on)"
+else
+    step "tests"
+fi
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+    # nextest does not run doc tests.
+    step "doc tests"
+    cargo test --workspace --doc
+else
+    cargo test --workspace --no-fail-fast
+fi
+
+step "all checks passed"
