@@ -1,0 +1,1084 @@
+//! The mounted file system: mkfs, mount, the namespace (one `RwLock`), and channel pools.
+
+use crate::attr::*;
+use crate::error::{FsError, FsErrorKind, Result};
+use crate::file::{FileHandle, OpenInode};
+use crate::path::{check_name, components};
+use oxblob_bdev::{blocking, BlockDevice, IoChannel};
+use oxblob_blobstore::{
+    bstype, BlobInfo, BlobStore, BsChannel, CreateOptions, InitOptions, LoadOptions, Txn,
+    DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The blobstore type tag of a blobfs image.
+pub const BSTYPE: &str = "BLOBFS";
+/// Default share of the device given to the metadata region: 1/8.
+pub const DEFAULT_MD_FRACTION: u64 = 8;
+/// Channels kept for reuse per pool; more are dropped when returned.
+const POOL_MAX: usize = 64;
+
+/// Options of [`BlobFs::mkfs`].
+#[derive(Debug, Clone)]
+pub struct MkfsOptions {
+    /// Cluster size in bytes (power of two, 64 KiB ..= 256 MiB). Default 1 MiB.
+    pub cluster_size: u64,
+    /// The md region is `device size / md_fraction` (at least the blobstore's minimum).
+    /// Default 8: room for about 100,000 inline 1 KiB files per 4 GiB (`docs/blobfs.md`).
+    pub md_fraction: u64,
+    /// Pages per md segment. Default 64 (256 KiB).
+    pub md_segment_pages: u32,
+}
+
+impl Default for MkfsOptions {
+    fn default() -> Self {
+        MkfsOptions {
+            cluster_size: DEFAULT_CLUSTER_SIZE,
+            md_fraction: DEFAULT_MD_FRACTION,
+            md_segment_pages: DEFAULT_SEGMENT_PAGES,
+        }
+    }
+}
+
+/// Options of [`BlobFs::mount`].
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// Mount read-only: nothing is written (orphans are not reclaimed); every change fails
+    /// with `ReadOnly`.
+    pub read_only: bool,
+}
+
+/// An inode's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+}
+
+/// What [`BlobFs::stat`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Inode number (the blob id; never reused).
+    pub ino: u64,
+    /// File or directory.
+    pub kind: FileType,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Bytes of clusters allocated to the inode (0 for inline files and directories).
+    pub allocated_bytes: u64,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: u64,
+    /// Status-change time, ns since the Unix epoch.
+    pub ctime_ns: u64,
+}
+
+/// One entry of [`BlobFs::readdir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Entry name.
+    pub name: String,
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: FileType,
+}
+
+/// What [`BlobFs::statfs`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatFs {
+    /// Bytes in the data region.
+    pub total_bytes: u64,
+    /// Free bytes in the data region.
+    pub free_bytes: u64,
+    /// Inodes (files and directories, the root included).
+    pub files: u64,
+    /// Cluster size in bytes.
+    pub cluster_size: u64,
+}
+
+/// Flags of [`BlobFs::open`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenFlags {
+    /// Allow reads.
+    pub read: bool,
+    /// Allow writes and truncation.
+    pub write: bool,
+    /// Create the file if it does not exist (needs `write`).
+    pub create: bool,
+    /// With `create`: fail with `Exists` if it exists.
+    pub exclusive: bool,
+    /// Truncate to 0 on open (needs `write`).
+    pub truncate: bool,
+    /// Every write goes to the end of the file.
+    pub append: bool,
+}
+
+impl OpenFlags {
+    /// Read only.
+    pub fn read() -> Self {
+        OpenFlags {
+            read: true,
+            ..Default::default()
+        }
+    }
+
+    /// Read and write an existing file.
+    pub fn read_write() -> Self {
+        OpenFlags {
+            read: true,
+            write: true,
+            ..Default::default()
+        }
+    }
+
+    /// Read and write, creating the file if needed and truncating it (POSIX `creat`).
+    pub fn create_truncate() -> Self {
+        OpenFlags {
+            read: true,
+            write: true,
+            create: true,
+            truncate: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// An inode as the namespace knows it (for an open file, size and times are the open
+/// inode's; these are refreshed at its last close).
+#[derive(Debug, Clone)]
+pub(crate) struct Inode {
+    pub(crate) kind: FileType,
+    /// 0 for the root and for orphans.
+    pub(crate) parent: u64,
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) mtime: u64,
+    pub(crate) ctime: u64,
+}
+
+pub(crate) struct OpenEntry {
+    pub(crate) inode: Arc<OpenInode>,
+    pub(crate) handles: usize,
+}
+
+/// The namespace: every inode, every directory's children, the open files.
+pub(crate) struct Ns {
+    pub(crate) inodes: HashMap<u64, Inode>,
+    pub(crate) dirs: HashMap<u64, HashMap<String, u64>>,
+    pub(crate) open: HashMap<u64, OpenEntry>,
+}
+
+pub(crate) struct FsInner {
+    pub(crate) bs: BlobStore,
+    pub(crate) root: u64,
+    pub(crate) ns: RwLock<Ns>,
+    pub(crate) read_only: bool,
+    pub(crate) unmounted: AtomicBool,
+    pub(crate) cluster_size: u64,
+    pub(crate) io_unit: u64,
+    chans: Mutex<Vec<BsChannel>>,
+    raw: Mutex<Vec<Box<dyn IoChannel>>>,
+}
+
+/// A mounted blobfs. Cheap to clone (clones share the mount); `Send + Sync`. See the crate
+/// documentation for the concurrency contract.
+#[derive(Clone)]
+pub struct BlobFs {
+    pub(crate) inner: Arc<FsInner>,
+}
+
+impl std::fmt::Debug for BlobFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobFs")
+            .field("root", &self.inner.root)
+            .field("cluster_size", &self.inner.cluster_size)
+            .field("read_only", &self.inner.read_only)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FsInner {
+    pub(crate) fn ns_read(&self) -> RwLockReadGuard<'_, Ns> {
+        self.ns.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn ns_write(&self) -> RwLockWriteGuard<'_, Ns> {
+        self.ns.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn live(&self, path: &str) -> Result<()> {
+        if self.unmounted.load(Ordering::Acquire) {
+            return Err(FsError::new(
+                FsErrorKind::Io,
+                path,
+                "file system is unmounted",
+            ));
+        }
+        Ok(())
+    }
+
+    fn writable(&self, path: &str) -> Result<()> {
+        self.live(path)?;
+        if self.read_only {
+            return Err(FsError::new(
+                FsErrorKind::ReadOnly,
+                path,
+                "mounted read-only",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with a blob I/O channel from the pool (taken and returned under a mutex held
+    /// only for the push/pop; the I/O itself runs without it).
+    pub(crate) fn with_channel<T>(
+        &self,
+        path: &str,
+        f: impl FnOnce(&mut BsChannel) -> Result<T>,
+    ) -> Result<T> {
+        let taken = lock(&self.chans).pop();
+        let mut ch = match taken {
+            Some(c) => c,
+            None => self.bs.channel().map_err(|e| FsError::from_bs(e, path))?,
+        };
+        let r = f(&mut ch);
+        let mut pool = lock(&self.chans);
+        if pool.len() < POOL_MAX && ch.in_flight() == 0 {
+            pool.push(ch);
+        }
+        r
+    }
+
+    /// A device flush: every write completed before it is durable on return.
+    pub(crate) fn flush_device(&self, path: &str) -> Result<()> {
+        let taken = lock(&self.raw).pop();
+        let mut ch = match taken {
+            Some(c) => c,
+            None => self
+                .bs
+                .device()
+                .channel()
+                .map_err(|e| FsError::new(FsErrorKind::Io, path, e.to_string()))?,
+        };
+        let r = blocking::flush(ch.as_mut())
+            .map_err(|e| FsError::new(FsErrorKind::Io, path, e.to_string()));
+        let mut pool = lock(&self.raw);
+        if pool.len() < POOL_MAX {
+            pool.push(ch);
+        }
+        r
+    }
+
+    fn commit<T>(
+        &self,
+        path: &str,
+        f: impl FnOnce(&mut Txn) -> oxblob_blobstore::Result<T>,
+    ) -> Result<T> {
+        self.bs
+            .transaction(f)
+            .map_err(|e| FsError::from_bs(e, path))
+    }
+}
+
+impl Ns {
+    /// The inode a path names.
+    fn lookup(&self, root: u64, comps: &[&str], path: &str) -> Result<u64> {
+        let mut cur = root;
+        for (i, c) in comps.iter().enumerate() {
+            let Some(children) = self.dirs.get(&cur) else {
+                let kind = if i == 0 {
+                    FsErrorKind::Corrupt
+                } else {
+                    FsErrorKind::NotADirectory
+                };
+                return Err(FsError::new(
+                    kind,
+                    path,
+                    format!("{:?} is not a directory", comps[..i].join("/")),
+                ));
+            };
+            cur = *children.get(*c).ok_or_else(|| {
+                FsError::new(FsErrorKind::NotFound, path, format!("no entry {c:?}"))
+            })?;
+        }
+        Ok(cur)
+    }
+
+    /// The directory that holds the last component, and that component. The root itself has
+    /// no parent: `InvalidArgument`.
+    fn lookup_parent<'a>(
+        &self,
+        root: u64,
+        comps: &[&'a str],
+        path: &str,
+    ) -> Result<(u64, &'a str)> {
+        let Some((last, dir)) = comps.split_last() else {
+            return Err(FsError::new(
+                FsErrorKind::InvalidArgument,
+                path,
+                "the root directory has no parent entry",
+            ));
+        };
+        let d = self.lookup(root, dir, path)?;
+        if !self.dirs.contains_key(&d) {
+            return Err(FsError::new(
+                FsErrorKind::NotADirectory,
+                path,
+                "parent is not a directory",
+            ));
+        }
+        check_name(last, path)?;
+        Ok((d, last))
+    }
+
+    fn kind(&self, ino: u64) -> FileType {
+        if self.dirs.contains_key(&ino) {
+            FileType::Dir
+        } else {
+            FileType::File
+        }
+    }
+
+    fn child(&self, dir: u64, name: &str) -> Option<u64> {
+        self.dirs.get(&dir).and_then(|c| c.get(name)).copied()
+    }
+
+    fn link(&mut self, dir: u64, name: &str, ino: u64) {
+        if let Some(c) = self.dirs.get_mut(&dir) {
+            c.insert(name.to_string(), ino);
+        }
+    }
+
+    fn unlink_entry(&mut self, dir: u64, name: &str) {
+        if let Some(c) = self.dirs.get_mut(&dir) {
+            c.remove(name);
+        }
+    }
+}
+
+fn entry_xattrs(kind: FileType, parent: u64, name: &str, now: u64) -> Vec<(String, Vec<u8>)> {
+    let t = match kind {
+        FileType::File => TYPE_FILE,
+        FileType::Dir => TYPE_DIR,
+    };
+    let mut v = vec![
+        (X_TYPE.to_string(), vec![t]),
+        (X_MTIME.to_string(), enc_u64(now)),
+        (X_CTIME.to_string(), enc_u64(now)),
+        (X_PARENT.to_string(), enc_u64(parent)),
+        (X_NAME.to_string(), name.as_bytes().to_vec()),
+    ];
+    if kind == FileType::File {
+        v.push((X_SIZE.to_string(), enc_u64(0)));
+    }
+    v
+}
+
+/// Decoded attributes of one blob at mount.
+struct Found {
+    ino: u64,
+    inode: Inode,
+    orphan: bool,
+}
+
+fn decode_info(b: &BlobInfo) -> Result<Found> {
+    let get = |n: &str| {
+        b.xattrs
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_slice())
+    };
+    let corrupt =
+        |d: String| FsError::new(FsErrorKind::Corrupt, "", format!("inode {}: {d}", b.id));
+    let kind = match get(X_TYPE) {
+        Some([TYPE_FILE]) => FileType::File,
+        Some([TYPE_DIR]) => FileType::Dir,
+        other => return Err(corrupt(format!("bad type xattr {other:?}"))),
+    };
+    let u = |n: &str| -> Result<u64> {
+        match get(n) {
+            Some(v) => dec_u64(v, n, b.id),
+            None => Ok(0),
+        }
+    };
+    let name = match get(X_NAME) {
+        Some(v) => {
+            String::from_utf8(v.to_vec()).map_err(|_| corrupt("name is not UTF-8".into()))?
+        }
+        None => String::new(),
+    };
+    let parent = u(X_PARENT)?;
+    Ok(Found {
+        ino: b.id,
+        orphan: get(X_ORPHAN).is_some() || parent == 0,
+        inode: Inode {
+            kind,
+            parent,
+            name,
+            size: u(X_SIZE)?,
+            mtime: u(X_MTIME)?,
+            ctime: u(X_CTIME)?,
+        },
+    })
+}
+
+impl BlobFs {
+    /// Formats `dev` as an empty blobfs: a blobstore of type `BLOBFS` with the md region sized
+    /// by `md_fraction`, and the root directory as its super blob. Blocks; durable on return
+    /// (the store is unloaded cleanly).
+    pub fn mkfs(dev: Arc<dyn BlockDevice>, opts: MkfsOptions) -> Result<()> {
+        if opts.md_fraction == 0 {
+            return Err(FsError::new(
+                FsErrorKind::InvalidArgument,
+                "",
+                "md_fraction must be at least 1",
+            ));
+        }
+        let md_pages = dev.info().size_bytes() / opts.md_fraction / 4096;
+        let min = 4 * u64::from(opts.md_segment_pages);
+        let bs = BlobStore::init(
+            dev,
+            InitOptions {
+                cluster_size: opts.cluster_size,
+                md_pages: Some(md_pages.max(min)),
+                md_segment_pages: opts.md_segment_pages,
+                bstype: bstype(BSTYPE),
+            },
+        )
+        .map_err(|e| FsError::from_bs(e, "/"))?;
+        let now = now_ns();
+        bs.transaction(|t| {
+            let mut x = entry_xattrs(FileType::Dir, 0, "", now);
+            x.retain(|(k, _)| k != X_PARENT && k != X_NAME);
+            let root = t.create(CreateOptions {
+                num_clusters: 0,
+                thin: true,
+                xattrs: x,
+            })?;
+            t.set_super_blob(Some(root));
+            Ok(())
+        })
+        .map_err(|e| FsError::from_bs(e, "/"))?;
+        bs.unload().map_err(|e| FsError::from_bs(e, "/"))
+    }
+
+    /// Mounts the blobfs on `dev`: loads the store (clean or after a crash), builds the
+    /// namespace from every blob's xattrs without opening a blob, and deletes orphans (inodes
+    /// unlinked while open before a crash or unmount) in one transaction. Blocks.
+    pub fn mount(dev: Arc<dyn BlockDevice>, opts: MountOptions) -> Result<BlobFs> {
+        let bs = BlobStore::load(
+            dev,
+            LoadOptions {
+                bstype: bstype(BSTYPE),
+                read_only: opts.read_only,
+            },
+        )
+        .map_err(|e| FsError::from_bs(e, "/"))?;
+        let root = bs
+            .super_blob()
+            .map_err(|e| FsError::from_bs(e, "/"))?
+            .ok_or_else(|| {
+                FsError::new(FsErrorKind::Corrupt, "/", "no root directory (super blob)")
+            })?;
+        let infos = bs.blobs().map_err(|e| FsError::from_bs(e, "/"))?;
+        let mut ns = Ns {
+            inodes: HashMap::with_capacity(infos.len()),
+            dirs: HashMap::new(),
+            open: HashMap::new(),
+        };
+        let mut orphans = Vec::new();
+        let mut found = Vec::with_capacity(infos.len());
+        for b in &infos {
+            let mut f = decode_info(b)?;
+            if b.id == root {
+                if f.inode.kind != FileType::Dir {
+                    return Err(FsError::new(
+                        FsErrorKind::Corrupt,
+                        "/",
+                        "root is not a directory",
+                    ));
+                }
+                f.orphan = false;
+            }
+            if f.orphan {
+                orphans.push(b.id);
+                continue;
+            }
+            if f.inode.kind == FileType::Dir {
+                ns.dirs.insert(b.id, HashMap::new());
+            }
+            found.push(f);
+        }
+        for f in found {
+            if f.ino != root {
+                let Some(children) = ns.dirs.get_mut(&f.inode.parent) else {
+                    return Err(FsError::new(
+                        FsErrorKind::Corrupt,
+                        "",
+                        format!(
+                            "inode {} names parent {}, not a directory",
+                            f.ino, f.inode.parent
+                        ),
+                    ));
+                };
+                if let Some(other) = children.insert(f.inode.name.clone(), f.ino) {
+                    return Err(FsError::new(
+                        FsErrorKind::Corrupt,
+                        "",
+                        format!(
+                            "inodes {other} and {} both named {:?} in directory {}",
+                            f.ino, f.inode.name, f.inode.parent
+                        ),
+                    ));
+                }
+            }
+            ns.inodes.insert(f.ino, f.inode);
+        }
+        if !orphans.is_empty() && !opts.read_only {
+            bs.transaction(|t| {
+                for &o in &orphans {
+                    t.delete(o);
+                }
+                Ok(())
+            })
+            .map_err(|e| FsError::from_bs(e, "/"))?;
+        }
+        Ok(BlobFs {
+            inner: Arc::new(FsInner {
+                cluster_size: bs.cluster_size(),
+                io_unit: bs.io_unit(),
+                read_only: opts.read_only,
+                bs,
+                root,
+                ns: RwLock::new(ns),
+                unmounted: AtomicBool::new(false),
+                chans: Mutex::new(Vec::new()),
+                raw: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Persists every open file (as `fsync`), unloads the store cleanly, and ends the mount:
+    /// every later call, on this `BlobFs` or its open handles, fails with `Io`. Blocks.
+    pub fn unmount(&self) -> Result<()> {
+        self.inner.live("/")?;
+        let mut ns = self.inner.ns_write();
+        let mut first_err = None;
+        for e in ns.open.values() {
+            if let Err(err) = e.inode.shutdown(&self.inner) {
+                first_err.get_or_insert(err);
+            }
+        }
+        ns.open.clear();
+        self.inner.unmounted.store(true, Ordering::Release);
+        lock(&self.inner.chans).clear();
+        lock(&self.inner.raw).clear();
+        if let Err(e) = self.inner.bs.unload() {
+            first_err.get_or_insert(FsError::from_bs(e, "/"));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The blobstore underneath (for tools: fsck, dump).
+    pub fn store(&self) -> &BlobStore {
+        &self.inner.bs
+    }
+
+    /// Creates (or truncates) a file and opens it read-write: `open(path, create_truncate)`.
+    pub fn create(&self, path: &str) -> Result<FileHandle> {
+        self.open(path, OpenFlags::create_truncate())
+    }
+
+    /// Opens a file. Creating is one transaction (durable on return). Errors: `NotFound`,
+    /// `Exists` (create + exclusive), `IsADirectory`, `NotADirectory` (a path component),
+    /// `InvalidArgument` (no access mode, truncate/create without write, the root).
+    pub fn open(&self, path: &str, flags: OpenFlags) -> Result<FileHandle> {
+        let fs = &self.inner;
+        fs.live(path)?;
+        if !flags.read && !flags.write {
+            return Err(FsError::new(
+                FsErrorKind::InvalidArgument,
+                path,
+                "open needs read or write",
+            ));
+        }
+        if (flags.create || flags.truncate || flags.append) && !flags.write {
+            return Err(FsError::new(
+                FsErrorKind::InvalidArgument,
+                path,
+                "create, truncate and append need write",
+            ));
+        }
+        if flags.write {
+            fs.writable(path)?;
+        }
+        let comps = components(path)?;
+        if comps.is_empty() {
+            return Err(FsError::new(
+                FsErrorKind::IsADirectory,
+                path,
+                "the root is a directory",
+            ));
+        }
+        let inode = {
+            let mut ns = fs.ns_write();
+            let (dir, name) = ns.lookup_parent(fs.root, &comps, path)?;
+            let ino = match ns.child(dir, name) {
+                Some(ino) => {
+                    if flags.create && flags.exclusive {
+                        return Err(FsError::new(FsErrorKind::Exists, path, "file exists"));
+                    }
+                    if ns.kind(ino) == FileType::Dir {
+                        return Err(FsError::new(
+                            FsErrorKind::IsADirectory,
+                            path,
+                            "is a directory",
+                        ));
+                    }
+                    ino
+                }
+                None => {
+                    if !flags.create {
+                        return Err(FsError::new(FsErrorKind::NotFound, path, "no such file"));
+                    }
+                    let now = now_ns();
+                    let ino = fs.commit(path, |t| {
+                        t.create(CreateOptions {
+                            num_clusters: 0,
+                            thin: true,
+                            xattrs: entry_xattrs(FileType::File, dir, name, now),
+                        })
+                    })?;
+                    ns.inodes.insert(
+                        ino,
+                        Inode {
+                            kind: FileType::File,
+                            parent: dir,
+                            name: name.to_string(),
+                            size: 0,
+                            mtime: now,
+                            ctime: now,
+                        },
+                    );
+                    ns.link(dir, name, ino);
+                    ino
+                }
+            };
+            if let Some(e) = ns.open.get_mut(&ino) {
+                e.handles += 1;
+                Arc::clone(&e.inode)
+            } else {
+                let meta = ns.inodes.get(&ino).cloned().ok_or_else(|| {
+                    FsError::new(FsErrorKind::Corrupt, path, format!("inode {ino} missing"))
+                })?;
+                let blob = fs
+                    .bs
+                    .open_blob(ino)
+                    .map_err(|e| FsError::from_bs(e, path))?;
+                let oi = Arc::new(OpenInode::new(ino, blob, &meta));
+                ns.open.insert(
+                    ino,
+                    OpenEntry {
+                        inode: Arc::clone(&oi),
+                        handles: 1,
+                    },
+                );
+                oi
+            }
+        };
+        let h = FileHandle::new(Arc::clone(fs), inode, flags, path);
+        if flags.truncate {
+            h.truncate(0)?;
+        }
+        Ok(h)
+    }
+
+    /// Creates a directory (one transaction; durable on return). Errors: `Exists`,
+    /// `NotFound`/`NotADirectory` (parent), `NameTooLong`.
+    pub fn mkdir(&self, path: &str) -> Result<u64> {
+        let fs = &self.inner;
+        fs.writable(path)?;
+        let comps = components(path)?;
+        if comps.is_empty() {
+            return Err(FsError::new(FsErrorKind::Exists, path, "the root exists"));
+        }
+        let mut ns = fs.ns_write();
+        self.mkdir_locked(&mut ns, &comps, path)
+    }
+
+    fn mkdir_locked(&self, ns: &mut Ns, comps: &[&str], path: &str) -> Result<u64> {
+        let fs = &self.inner;
+        let (dir, name) = ns.lookup_parent(fs.root, comps, path)?;
+        if ns.child(dir, name).is_some() {
+            return Err(FsError::new(FsErrorKind::Exists, path, "entry exists"));
+        }
+        let now = now_ns();
+        let ino = fs.commit(path, |t| {
+            t.create(CreateOptions {
+                num_clusters: 0,
+                thin: true,
+                xattrs: entry_xattrs(FileType::Dir, dir, name, now),
+            })
+        })?;
+        ns.inodes.insert(
+            ino,
+            Inode {
+                kind: FileType::Dir,
+                parent: dir,
+                name: name.to_string(),
+                size: 0,
+                mtime: now,
+                ctime: now,
+            },
+        );
+        ns.dirs.insert(ino, HashMap::new());
+        ns.link(dir, name, ino);
+        Ok(ino)
+    }
+
+    /// Creates a directory and every missing ancestor (one transaction per directory created;
+    /// a crash in between leaves a prefix). Existing directories are fine; an existing file on
+    /// the way is `NotADirectory` (or `Exists` when it is the last component).
+    pub fn mkdir_all(&self, path: &str) -> Result<()> {
+        let fs = &self.inner;
+        fs.writable(path)?;
+        let comps = components(path)?;
+        let mut ns = fs.ns_write();
+        let mut cur = fs.root;
+        for i in 0..comps.len() {
+            match ns.child(cur, comps[i]) {
+                Some(ino) if ns.dirs.contains_key(&ino) => cur = ino,
+                Some(_) => {
+                    let kind = if i + 1 == comps.len() {
+                        FsErrorKind::Exists
+                    } else {
+                        FsErrorKind::NotADirectory
+                    };
+                    return Err(FsError::new(
+                        kind,
+                        path,
+                        format!("{:?} is a file", comps[i]),
+                    ));
+                }
+                None => cur = self.mkdir_locked(&mut ns, &comps[..=i], path)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an empty directory (one transaction). Errors: `NotFound`, `NotADirectory`,
+    /// `NotEmpty`, `InvalidArgument` (the root).
+    pub fn rmdir(&self, path: &str) -> Result<()> {
+        let fs = &self.inner;
+        fs.writable(path)?;
+        let comps = components(path)?;
+        let mut ns = fs.ns_write();
+        let (dir, name) = ns.lookup_parent(fs.root, &comps, path)?;
+        let ino = ns
+            .child(dir, name)
+            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, "no such directory"))?;
+        match ns.dirs.get(&ino) {
+            None => {
+                return Err(FsError::new(
+                    FsErrorKind::NotADirectory,
+                    path,
+                    "not a directory",
+                ))
+            }
+            Some(c) if !c.is_empty() => {
+                return Err(FsError::new(
+                    FsErrorKind::NotEmpty,
+                    path,
+                    format!("{} entries", c.len()),
+                ))
+            }
+            Some(_) => {}
+        }
+        fs.commit(path, |t| {
+            t.delete(ino);
+            Ok(())
+        })?;
+        ns.unlink_entry(dir, name);
+        ns.dirs.remove(&ino);
+        ns.inodes.remove(&ino);
+        Ok(())
+    }
+
+    /// Removes a file (one transaction). A file still open becomes an orphan: its handles keep
+    /// working and the last close deletes it (a mount after a crash deletes it too).
+    /// Errors: `NotFound`, `IsADirectory`.
+    pub fn unlink(&self, path: &str) -> Result<()> {
+        let fs = &self.inner;
+        fs.writable(path)?;
+        let comps = components(path)?;
+        let mut ns = fs.ns_write();
+        let (dir, name) = ns.lookup_parent(fs.root, &comps, path)?;
+        let ino = ns
+            .child(dir, name)
+            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, "no such file"))?;
+        if ns.dirs.contains_key(&ino) {
+            return Err(FsError::new(
+                FsErrorKind::IsADirectory,
+                path,
+                "is a directory",
+            ));
+        }
+        let open = ns.open.get(&ino).map(|e| Arc::clone(&e.inode));
+        fs.commit(path, |t| {
+            drop_target(t, ino, open.is_some());
+            Ok(())
+        })?;
+        ns.unlink_entry(dir, name);
+        finish_drop(&mut ns, ino, open);
+        Ok(())
+    }
+
+    /// Renames `from` to `to` in one transaction: sets the moved inode's parent and name, and
+    /// deletes (or orphans, if open) a replaced target. A directory moves with its whole
+    /// subtree (its children name its inode). Errors: `NotFound`, `InvalidArgument` (a
+    /// directory into its own subtree, the root), `IsADirectory` (file over directory),
+    /// `NotADirectory` (directory over file), `NotEmpty` (over a non-empty directory).
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let fs = &self.inner;
+        fs.writable(from)?;
+        let fc = components(from)?;
+        let tc = components(to)?;
+        let mut ns = fs.ns_write();
+        let (sdir, sname) = ns.lookup_parent(fs.root, &fc, from)?;
+        let src = ns
+            .child(sdir, sname)
+            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, from, "no such entry"))?;
+        let (ddir, dname) = ns.lookup_parent(fs.root, &tc, to)?;
+        let skind = ns.kind(src);
+        if skind == FileType::Dir {
+            // Walk up from the destination directory: meeting `src` means a cycle.
+            let mut cur = ddir;
+            loop {
+                if cur == src {
+                    return Err(FsError::new(
+                        FsErrorKind::InvalidArgument,
+                        to,
+                        format!("cannot move {from:?} into its own subtree"),
+                    ));
+                }
+                if cur == fs.root {
+                    break;
+                }
+                cur = ns.inodes.get(&cur).map_or(fs.root, |i| i.parent);
+            }
+        }
+        let target = ns.child(ddir, dname);
+        if target == Some(src) {
+            return Ok(());
+        }
+        if let Some(t) = target {
+            match (skind, ns.kind(t)) {
+                (FileType::File, FileType::Dir) => {
+                    return Err(FsError::new(
+                        FsErrorKind::IsADirectory,
+                        to,
+                        "target is a directory",
+                    ))
+                }
+                (FileType::Dir, FileType::File) => {
+                    return Err(FsError::new(
+                        FsErrorKind::NotADirectory,
+                        to,
+                        "target is a file",
+                    ))
+                }
+                (FileType::Dir, FileType::Dir) => {
+                    if ns.dirs.get(&t).is_some_and(|c| !c.is_empty()) {
+                        return Err(FsError::new(
+                            FsErrorKind::NotEmpty,
+                            to,
+                            "target directory is not empty",
+                        ));
+                    }
+                }
+                (FileType::File, FileType::File) => {}
+            }
+        }
+        let topen = target.and_then(|t| ns.open.get(&t).map(|e| Arc::clone(&e.inode)));
+        let now = now_ns();
+        fs.commit(to, |t| {
+            t.set_xattr(src, X_PARENT, &enc_u64(ddir));
+            t.set_xattr(src, X_NAME, dname.as_bytes());
+            t.set_xattr(src, X_CTIME, &enc_u64(now));
+            if let Some(tino) = target {
+                drop_target(t, tino, topen.is_some());
+            }
+            Ok(())
+        })?;
+        if let Some(tino) = target {
+            ns.unlink_entry(ddir, dname);
+            finish_drop(&mut ns, tino, topen);
+        }
+        ns.unlink_entry(sdir, sname);
+        ns.link(ddir, dname, src);
+        if let Some(i) = ns.inodes.get_mut(&src) {
+            i.parent = ddir;
+            i.name = dname.to_string();
+            i.ctime = now;
+        }
+        if let Some(e) = ns.open.get(&src) {
+            e.inode.set_ctime(now);
+        }
+        Ok(())
+    }
+
+    /// The entries of a directory, sorted by name.
+    pub fn readdir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let fs = &self.inner;
+        fs.live(path)?;
+        let comps = components(path)?;
+        let ns = fs.ns_read();
+        let ino = ns.lookup(fs.root, &comps, path)?;
+        let children = ns
+            .dirs
+            .get(&ino)
+            .ok_or_else(|| FsError::new(FsErrorKind::NotADirectory, path, "not a directory"))?;
+        let mut v: Vec<DirEntry> = children
+            .iter()
+            .map(|(n, &i)| DirEntry {
+                name: n.clone(),
+                ino: i,
+                kind: ns.kind(i),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// Type, size, allocation, times and inode of a path. For an open file, its current
+    /// in-memory size and times (what every handle sees).
+    pub fn stat(&self, path: &str) -> Result<Metadata> {
+        let fs = &self.inner;
+        fs.live(path)?;
+        let comps = components(path)?;
+        let ns = fs.ns_read();
+        let ino = ns.lookup(fs.root, &comps, path)?;
+        let i = ns.inodes.get(&ino).ok_or_else(|| {
+            FsError::new(FsErrorKind::Corrupt, path, format!("inode {ino} missing"))
+        })?;
+        let (size, mtime, ctime) = match ns.open.get(&ino) {
+            Some(e) => e.inode.times_and_size(),
+            None => (i.size, i.mtime, i.ctime),
+        };
+        let allocated_bytes = if i.kind == FileType::File {
+            let b = fs
+                .bs
+                .open_blob(ino)
+                .map_err(|e| FsError::from_bs(e, path))?;
+            b.allocated_clusters() * fs.cluster_size
+        } else {
+            0
+        };
+        Ok(Metadata {
+            ino,
+            kind: i.kind,
+            size: if i.kind == FileType::File { size } else { 0 },
+            allocated_bytes,
+            mtime_ns: mtime,
+            ctime_ns: ctime,
+        })
+    }
+
+    /// Whether a path names an entry. Bad paths are errors; a missing entry or a file used as
+    /// a directory on the way is `Ok(false)`.
+    pub fn exists(&self, path: &str) -> Result<bool> {
+        match self.stat(path) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind, FsErrorKind::NotFound | FsErrorKind::NotADirectory) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Space and inode counts.
+    pub fn statfs(&self) -> Result<StatFs> {
+        let fs = &self.inner;
+        fs.live("/")?;
+        let files = fs.ns_read().inodes.len() as u64;
+        let cs = fs.cluster_size;
+        Ok(StatFs {
+            total_bytes: fs.bs.total_clusters() * cs,
+            free_bytes: fs
+                .bs
+                .free_clusters()
+                .map_err(|e| FsError::from_bs(e, "/"))?
+                * cs,
+            files,
+            cluster_size: cs,
+        })
+    }
+}
+
+/// In a transaction: delete `ino`, or make it an orphan if it is open.
+fn drop_target(t: &mut Txn, ino: u64, open: bool) {
+    if open {
+        t.remove_xattr(ino, X_PARENT);
+        t.remove_xattr(ino, X_NAME);
+        t.set_xattr(ino, X_ORPHAN, &[1]);
+    } else {
+        t.delete(ino);
+    }
+}
+
+/// After the transaction of [`drop_target`]: update the in-memory tables.
+fn finish_drop(ns: &mut Ns, ino: u64, open: Option<Arc<OpenInode>>) {
+    match open {
+        Some(oi) => {
+            oi.mark_orphan();
+            if let Some(i) = ns.inodes.get_mut(&ino) {
+                i.parent = 0;
+                i.name.clear();
+            }
+        }
+        None => {
+            ns.inodes.remove(&ino);
+        }
+    }
+}
+
+/// Called by the last close of an inode: removes it from the open table and deletes it if it
+/// is an orphan. Holds the namespace lock.
+pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
+    let mut ns = fs.ns_write();
+    let Some(e) = ns.open.get_mut(&ino) else {
+        return Ok(()); // unmounted meanwhile
+    };
+    e.handles = e.handles.saturating_sub(1);
+    if e.handles > 0 {
+        return Ok(());
+    }
+    let Some(e) = ns.open.remove(&ino) else {
+        return Ok(());
+    };
+    let (size, mtime, ctime) = e.inode.times_and_size();
+    let orphan = e.inode.is_orphan();
+    e.inode.release_blob();
+    if orphan {
+        ns.inodes.remove(&ino);
+        if !fs.read_only {
+            fs.commit(path, |t| {
+                t.delete(ino);
+                Ok(())
+            })?;
+        }
+    } else if let Some(i) = ns.inodes.get_mut(&ino) {
+        i.size = size;
+        i.mtime = mtime;
+        i.ctime = ctime;
+    }
+    Ok(())
+}
