@@ -32,12 +32,14 @@
 mod alloc;
 mod blob;
 mod error;
+mod fsck;
 mod io;
 mod md;
 mod store;
 
 pub use blob::Blob;
 pub use error::{BsError, Result};
+pub use fsck::{fsck, Finding, FindingKind, FsckCounts, FsckOptions, FsckReport, Severity};
 pub use io::{BsChannel, BsCompletion, BsRejected};
 pub use oxblob_format::{BlobRecord, Extent};
 pub use store::{
