@@ -123,7 +123,10 @@ fn run_bdev(a: BdevBenchArgs) -> CliResult<()> {
             bar.set_position(t.elapsed.as_millis() as u64);
             let dt = (t.elapsed - last.0).as_secs_f64();
             if dt > 0.0 {
-                bar.set_message(format!("{:.0} IOPS", (t.ios - last.1) as f64 / dt));
+                bar.set_message(format!(
+                    "{} IOPS",
+                    human_count((t.ios - last.1) as f64 / dt)
+                ));
             }
             last = (t.elapsed, t.ios);
         });
