@@ -262,7 +262,10 @@ mod tests {
         .unwrap();
         let crate::cmd::Command::Bench(BenchArgs {
             target: BenchTarget::Bdev(a),
-        }) = cli.command;
+        }) = cli.command
+        else {
+            unreachable!("parsed as another command")
+        };
         assert_eq!(a.device.dev.as_deref(), Some("malloc:1G"));
         assert_eq!(a.rw, Pattern::Write);
         assert_eq!(a.bs, 128 * 1024);

@@ -7,6 +7,7 @@ use crate::error::CliResult;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod bs;
 
 /// oxblob — a user-space storage stack: block devices, blobstore, blob file system.
 #[derive(Parser, Debug)]
@@ -22,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Measure the performance of a layer (IOPS, bandwidth, latency).
     Bench(bench::BenchArgs),
+    /// Manage a blobstore image: init, dump, fsck, create, ls, stat, xattr, import, export,
+    /// rm, resize.
+    Bs(bs::BsArgs),
 }
 
 impl Command {
@@ -29,6 +33,7 @@ impl Command {
     pub fn run(self) -> CliResult<()> {
         match self {
             Command::Bench(args) => bench::run(args),
+            Command::Bs(args) => bs::run(args),
         }
     }
 }
