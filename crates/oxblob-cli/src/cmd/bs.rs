@@ -960,8 +960,17 @@ fn import(mut p: Pos, thin: bool) -> CliResult<()> {
             .map_err(|e| CliError::new(&what, format!("reading at byte {off}: {e}")))?;
         let padded = want.div_ceil(io) * io;
         buf[want..padded].fill(0);
-        // A thin blob stays unallocated where the file is all zeroes.
-        if !(thin && buf[..padded].iter().all(|&x| x == 0)) {
+        if thin {
+            // A thin blob stays unallocated where the file is all zeroes, cluster by cluster
+            // (chunks start cluster-aligned or inside one cluster).
+            let piece = (cs as usize).min(CHUNK);
+            for (i, part) in buf[..padded].chunks(piece).enumerate() {
+                if part.iter().any(|&x| x != 0) {
+                    b.write(&mut ch, off + (i * piece) as u64, part)
+                        .map_err(|e| bs_err(&what, e))?;
+                }
+            }
+        } else {
             b.write(&mut ch, off, &buf[..padded])
                 .map_err(|e| bs_err(&what, e))?;
         }
