@@ -12,6 +12,7 @@
 //! the blobstore and blob file system crates.
 
 pub mod bdev_bench;
+pub mod blob_bench;
 pub mod cmd;
 pub mod device_args;
 pub mod error;

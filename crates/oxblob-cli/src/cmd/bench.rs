@@ -23,6 +23,9 @@ pub enum BenchTarget {
     /// Raw block device: keeps QD requests in flight per thread and reports IOPS, MiB/s and
     /// latency (mean, p99), like fio with the io_uring engine.
     Bdev(BdevBenchArgs),
+    /// Blobstore: random I/O through a blob vs the raw device (ratio), metadata operations per
+    /// second (--meta), or load time (--load). Re-initializes the device.
+    Blob(super::bench_blob::BlobBenchArgs),
 }
 
 /// `oxblob bench bdev`.
@@ -88,11 +91,11 @@ fn parse_secs(text: &str, allow_zero: bool) -> Result<f64, String> {
     }
 }
 
-fn parse_seconds(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<f64, String> {
     parse_secs(text, false)
 }
 
-fn parse_warmup(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_warmup(text: &str) -> Result<f64, String> {
     parse_secs(text, true)
 }
 
@@ -100,6 +103,7 @@ fn parse_warmup(text: &str) -> Result<f64, String> {
 pub fn run(args: BenchArgs) -> CliResult<()> {
     match args.target {
         BenchTarget::Bdev(a) => run_bdev(a),
+        BenchTarget::Blob(a) => super::bench_blob::run(a),
     }
 }
 
@@ -204,7 +208,7 @@ pub fn human_report(r: &BenchReport, warmup: Duration) -> String {
     )
 }
 
-fn human_count(v: f64) -> String {
+pub(crate) fn human_count(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2}M", v / 1e6)
     } else if v >= 1e3 {

@@ -7,6 +7,7 @@ use crate::error::CliResult;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod bench_blob;
 pub mod bs;
 
 /// oxblob — a user-space storage stack: block devices, blobstore, blob file system.
