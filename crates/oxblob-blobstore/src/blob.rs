@@ -1,7 +1,7 @@
 //! Blob handles: size, thin allocation, xattrs, read-only, sync.
 
 use crate::error::{BsError, Result};
-use crate::md::clusters_of;
+use crate::md::{clusters_of, MdState};
 use crate::store::{
     check_xattr, del_xattr, insert_extent, map_runs, put_xattr, release_runs, BlobEntry, Inner,
 };
@@ -271,56 +271,68 @@ impl Blob {
     /// that maps them (at the next `sync_md`).
     pub(crate) fn ensure_allocated(&self, first: u64, last: u64, all: bool) -> Result<()> {
         let mut md = self.inner.md_writable()?;
-        let mut st = self.entry.write();
-        if st.current.is_read_only() {
-            return Err(BsError::ReadOnly);
-        }
-        let parent = st.current.parent;
-        let mut need: Vec<(u64, Option<u64>)> = Vec::new();
-        for c in first..=last {
-            if st.current.lookup(c).is_none() {
-                let src = if parent != 0 {
-                    resolve(&self.inner, parent, c)?
-                } else {
-                    None
-                };
-                if all || src.is_some() {
-                    need.push((c, src));
-                }
-            }
-        }
-        if need.is_empty() {
-            return Ok(());
-        }
-        let runs = md.alloc.alloc(need.len() as u64)?;
-        let phys: Vec<u64> = runs.iter().flat_map(|&(p, k)| p..p + k).collect();
-        let cs = self.inner.geo.cluster_size;
-        let base = self.inner.geo.data_first_byte;
-        for (&(_, src), &p) in need.iter().zip(&phys) {
-            let res = match src {
-                Some(sp) => usize::try_from(cs)
-                    .map_err(|_| BsError::InvalidArgument("cluster too large".into()))
-                    .and_then(|len| {
-                        let buf = blocking::read(md.ch.as_mut(), base + sp * cs, len)?;
-                        blocking::write(md.ch.as_mut(), base + p * cs, buf)?;
-                        Ok(())
-                    }),
-                None => {
-                    blocking::write_zeroes(md.ch.as_mut(), base + p * cs, cs).map_err(BsError::from)
-                }
-            };
-            if let Err(e) = res {
-                release_runs(&mut md, &runs);
-                return Err(e);
-            }
-        }
-        md.data_unflushed = true;
-        for (&(c, _), &p) in need.iter().zip(&phys) {
-            insert_extent(&mut st.current.extents, c, p, 1);
-        }
-        st.dirty = true;
-        Ok(())
+        fill_clusters(&self.inner, &mut md, &self.entry, first, last, all)
     }
+}
+
+/// See [`Blob::ensure_allocated`]; the caller holds the md mutex.
+pub(crate) fn fill_clusters(
+    inner: &Inner,
+    md: &mut MdState,
+    entry: &BlobEntry,
+    first: u64,
+    last: u64,
+    all: bool,
+) -> Result<()> {
+    let mut st = entry.write();
+    if st.current.is_read_only() {
+        return Err(BsError::ReadOnly);
+    }
+    let parent = st.current.parent;
+    let mut need: Vec<(u64, Option<u64>)> = Vec::new();
+    for c in first..=last {
+        if st.current.lookup(c).is_none() {
+            let src = if parent != 0 {
+                resolve(inner, parent, c)?
+            } else {
+                None
+            };
+            if all || src.is_some() {
+                need.push((c, src));
+            }
+        }
+    }
+    if need.is_empty() {
+        return Ok(());
+    }
+    let runs = md.alloc.alloc(need.len() as u64)?;
+    let phys: Vec<u64> = runs.iter().flat_map(|&(p, k)| p..p + k).collect();
+    let cs = inner.geo.cluster_size;
+    let base = inner.geo.data_first_byte;
+    for (&(_, src), &p) in need.iter().zip(&phys) {
+        let res = match src {
+            Some(sp) => usize::try_from(cs)
+                .map_err(|_| BsError::InvalidArgument("cluster too large".into()))
+                .and_then(|len| {
+                    let buf = blocking::read(md.ch.as_mut(), base + sp * cs, len)?;
+                    blocking::write(md.ch.as_mut(), base + p * cs, buf)?;
+                    Ok(())
+                }),
+            None => {
+                blocking::write_zeroes(md.ch.as_mut(), base + p * cs, cs).map_err(BsError::from)
+            }
+        };
+        if let Err(e) = res {
+            release_runs(md, &runs);
+            return Err(e);
+        }
+    }
+    md.data_unflushed = true;
+    for (&(c, _), &p) in need.iter().zip(&phys) {
+        insert_extent(&mut st.current.extents, c, p, 1);
+    }
+    st.dirty = true;
+    Ok(())
 }
 
 impl Drop for Blob {

@@ -35,6 +35,7 @@ mod error;
 mod fsck;
 mod io;
 mod md;
+mod snapshot;
 mod store;
 
 pub use blob::Blob;

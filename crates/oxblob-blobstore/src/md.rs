@@ -323,35 +323,36 @@ impl MdState {
 
 /// Applies committed mutations to the in-memory state. `durable` says whether the record is
 /// already covered by a flush (freed clusters are released now) or not (after the next flush).
+///
+/// Frees are computed over the whole transaction: a cluster is freed when some touched blob
+/// held it before and no blob of the transaction holds it after (a snapshot or a merge moves
+/// clusters between blobs in one record; they must not be freed).
 pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable: bool) {
-    let mut freed: Vec<u64> = Vec::new();
+    let mut old: BTreeSet<u64> = BTreeSet::new();
+    let mut new: BTreeSet<u64> = BTreeSet::new();
     {
         let mut blobs = inner.blobs_write();
         for m in muts {
             match m {
-                Mutation::PutBlob(r) => match blobs.get(&r.id) {
-                    Some(e) => {
-                        let mut st = e.write();
-                        let keep: BTreeSet<u64> = clusters_of(r).collect();
-                        let old: BTreeSet<u64> = clusters_of(&st.committed)
-                            .chain(clusters_of(&st.current))
-                            .collect();
-                        freed.extend(old.difference(&keep));
-                        st.committed = r.clone();
-                        st.current = r.clone();
-                        st.dirty = false;
+                Mutation::PutBlob(r) => {
+                    new.extend(clusters_of(r));
+                    match blobs.get(&r.id) {
+                        Some(e) => {
+                            let mut st = e.write();
+                            old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
+                            st.committed = r.clone();
+                            st.current = r.clone();
+                            st.dirty = false;
+                        }
+                        None => {
+                            blobs.insert(r.id, Arc::new(BlobEntry::new(r.clone())));
+                        }
                     }
-                    None => {
-                        blobs.insert(r.id, Arc::new(BlobEntry::new(r.clone())));
-                    }
-                },
+                }
                 Mutation::DeleteBlob(id) => {
                     if let Some(e) = blobs.remove(id) {
                         let st = e.read();
-                        let old: BTreeSet<u64> = clusters_of(&st.committed)
-                            .chain(clusters_of(&st.current))
-                            .collect();
-                        freed.extend(old);
+                        old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
                     }
                 }
                 Mutation::SetSuperBlob(s) => md.super_blob = *s,
@@ -359,6 +360,7 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
             }
         }
     }
+    let freed: Vec<u64> = old.difference(&new).copied().collect();
     md.free_clusters(freed, durable);
 }
 

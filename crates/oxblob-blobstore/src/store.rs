@@ -843,9 +843,13 @@ impl BlobStore {
         Ok(Blob::new(Arc::clone(&self.inner), id, e))
     }
 
-    /// Deletes a closed blob. Durable on return. Refuses an open blob (`BlobOpen`) and a
-    /// snapshot with clones (`HasClones`).
+    /// Deletes a closed blob. Durable on return. Refuses an open blob (`BlobOpen`). A
+    /// snapshot with exactly one clone is merged into it (the clone takes the clusters it lacks
+    /// and the snapshot's parent, in the same record); with more clones: `HasClones`.
     pub fn delete_blob(&self, id: u64) -> Result<()> {
+        if self.delete_merging(id)? {
+            return Ok(());
+        }
         let mut t = self.begin();
         t.delete(id);
         t.commit()
