@@ -386,10 +386,10 @@ impl OpenInode {
             let cs = fs.cluster_size;
             let need = new.div_ceil(cs);
             if new < size {
-                // Zero the tail of the last partial cluster, then free the clusters beyond.
-                fs.with_channel(path, |ch| {
-                    Self::zero_from(fs, blob, ch, new, need * cs, path)
-                })?;
+                // Free the clusters beyond. The tail of the last cluster is not zeroed now:
+                // that would change bytes the durable (old) size still covers before the
+                // record is written, so a crash could show neither the old nor the new file.
+                // Every extension zeroes from the old size instead (`docs/blobfs.md`).
                 if need < blob.num_clusters() {
                     blob.resize(need).map_err(bs)?;
                 }

@@ -1,0 +1,260 @@
+//! Crash sweeps (`docs/fault-model.md`): every namespace and data operation runs on a
+//! `CrashDevice` after a durable setup; for every history point of the operation, images a
+//! power cut would leave (unflushed writes dropped, kept, or seeded drop/reorder/tear) are
+//! mounted and checked: the mount succeeds, the whole tree (names, types, file contents byte
+//! for byte) equals the state before or after the operation — after, once the operation
+//! returned — no inode leaks (every blob is a reachable inode: orphans were reclaimed), and
+//! the recovered file system takes a new operation and remounts.
+//!
+//! Default: every point with DropAll, KeepAll and random seeds (at least 2 per point and 64
+//! per operation). `OXBLOB_FULL=1`: at least 1,000 random images per operation. Failures print (op, point, mode, seed); `OXBLOB_SEED` shifts the seeds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use oxblob_bdev::BlockDevice;
+use oxblob_blobfs::{BlobFs, MountOptions, OpenFlags};
+use oxblob_sim::{CrashDevice, CrashMode};
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+type Tree = BTreeMap<String, Option<Vec<u8>>>;
+
+fn write_file(fs: &BlobFs, path: &str, data: &[u8]) {
+    let h = fs.create(path).unwrap();
+    h.write_at(0, data).unwrap();
+    h.close().unwrap();
+}
+
+/// The durable starting tree: directories, an inline file, files in clusters.
+fn setup(fs: &BlobFs) {
+    fs.mkdir_all("/d1").unwrap();
+    fs.mkdir_all("/d2/sub").unwrap();
+    fs.mkdir("/d3").unwrap();
+    write_file(fs, "/d1/f", &pattern(1, 150_000));
+    write_file(fs, "/d1/s", &pattern(2, 1000));
+    write_file(fs, "/d2/x", &pattern(3, 70_000));
+    write_file(fs, "/d2/sub/y", b"why");
+}
+
+/// The modes and seeds tried at each of `points` history points: at least 60 random
+/// variants per operation by default (short histories get more seeds per point), at least
+/// 1,000 with `OXBLOB_FULL=1`.
+fn variants(points: usize) -> Vec<(CrashMode, u64)> {
+    let base = oxblob_sim::rng::seed_from_env(0xB10B_F500);
+    let full = std::env::var("OXBLOB_FULL").is_ok_and(|v| v == "1");
+    let budget: usize = if full { 1000 } else { 64 };
+    let random = budget.div_ceil(points.max(1)).max(2) as u64;
+    let mut v = vec![(CrashMode::DropAll, 0), (CrashMode::KeepAll, 0)];
+    v.extend((0..random).map(|s| (CrashMode::Random, base.wrapping_add(s))));
+    v
+}
+
+fn check_image(img: Arc<dyn BlockDevice>, before: &Tree, after: &Tree, done: bool, reuse: bool) {
+    let fs = BlobFs::mount(Arc::clone(&img), MountOptions::default()).unwrap();
+    let got = snapshot(&fs);
+    if done {
+        assert_eq!(&got, after, "completed operation not durable");
+    } else {
+        assert!(
+            &got == before || &got == after,
+            "state is neither before nor after:\n got {:?}\n before {:?}\n after {:?}",
+            summary(&got),
+            summary(before),
+            summary(after)
+        );
+    }
+    // No leaked inode: every blob is a reachable inode (orphans were reclaimed).
+    let blobs = fs.store().blobs().unwrap().len();
+    assert_eq!(blobs, got.len() + 1, "blobs vs inodes (root included)");
+    assert_eq!(fs.statfs().unwrap().files as usize, blobs);
+    if !reuse {
+        return;
+    }
+    // The recovered file system keeps working and remounts.
+    write_file(&fs, "/post-crash", b"alive");
+    fs.unmount().unwrap();
+    let fs = BlobFs::mount(img, MountOptions::default()).unwrap();
+    let h = fs.open("/post-crash", OpenFlags::read()).unwrap();
+    assert_eq!(h.read_vec(0, 10).unwrap(), b"alive");
+}
+
+fn summary(t: &Tree) -> Vec<(String, Option<usize>)> {
+    t.iter()
+        .map(|(k, v)| (k.clone(), v.as_ref().map(|d| d.len())))
+        .collect()
+}
+
+/// Runs `op` after the setup on a crash device and checks every crash image.
+fn sweep(name: &str, op: impl FnOnce(&BlobFs)) {
+    let malloc = dev(8, 4096);
+    let crash = CrashDevice::new(malloc).unwrap();
+    let cdev: Arc<dyn BlockDevice> = crash.clone();
+    BlobFs::mkfs(Arc::clone(&cdev), small_mkfs()).unwrap();
+    let fs = BlobFs::mount(Arc::clone(&cdev), MountOptions::default()).unwrap();
+    setup(&fs);
+    let before = snapshot(&fs);
+    crash.mark();
+    op(&fs);
+    let after = snapshot(&fs);
+    assert_ne!(before, after, "{name}: the operation changed nothing");
+    let end = crash.history_len();
+    let mut checked = 0;
+    for point in 0..=end {
+        for (mode, seed) in variants(end + 1) {
+            let img = crash.image_at(point, seed, mode).unwrap();
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                check_image(
+                    img,
+                    &before,
+                    &after,
+                    point == end && mode == CrashMode::DropAll,
+                    mode != CrashMode::Random,
+                )
+            }));
+            if let Err(e) = r {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("op {name}: crash point {point}/{end} mode {mode:?} seed {seed:#x}: {msg}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+}
+
+#[test]
+fn crash_create() {
+    sweep("create", |fs| {
+        fs.create("/d1/new").unwrap().close().unwrap()
+    });
+}
+
+#[test]
+fn crash_append_fsync_in_clusters() {
+    sweep("append+fsync", |fs| {
+        let h = fs.open("/d1/f", OpenFlags::read_write()).unwrap();
+        h.append(&pattern(9, 100_000)).unwrap();
+        h.fsync().unwrap();
+        h.close().unwrap();
+    });
+}
+
+/// The append stays inside an allocated cluster: no allocation, so only the file system's
+/// own flush orders the data before the size record.
+#[test]
+fn crash_append_fsync_within_cluster() {
+    sweep("append+fsync within cluster", |fs| {
+        let h = fs.open("/d1/f", OpenFlags::read_write()).unwrap();
+        h.append(&pattern(12, 20_000)).unwrap();
+        h.fsync().unwrap();
+        h.close().unwrap();
+    });
+}
+
+#[test]
+fn crash_write_fsync_inline_to_clusters() {
+    sweep("inline->clusters", |fs| {
+        let h = fs.open("/d1/s", OpenFlags::read_write()).unwrap();
+        h.write_at(900, &pattern(10, 5000)).unwrap();
+        h.fsync().unwrap();
+        h.close().unwrap();
+    });
+}
+
+#[test]
+fn crash_write_fsync_inline() {
+    sweep("inline write", |fs| {
+        let h = fs.open("/d1/s", OpenFlags::read_write()).unwrap();
+        h.write_at(10, b"changed in place").unwrap();
+        h.fsync().unwrap();
+        h.close().unwrap();
+    });
+}
+
+#[test]
+fn crash_truncate_shrink() {
+    sweep("truncate shrink", |fs| {
+        let h = fs.open("/d1/f", OpenFlags::read_write()).unwrap();
+        h.truncate(70_000).unwrap();
+        h.fsync().unwrap();
+        h.close().unwrap();
+    });
+}
+
+#[test]
+fn crash_truncate_grow() {
+    sweep("truncate grow", |fs| {
+        let h = fs.open("/d2/x", OpenFlags::read_write()).unwrap();
+        h.truncate(200_001).unwrap();
+        h.fsync().unwrap();
+        h.close().unwrap();
+    });
+}
+
+#[test]
+fn crash_unlink() {
+    sweep("unlink", |fs| fs.unlink("/d2/x").unwrap());
+}
+
+#[test]
+fn crash_unlink_while_open() {
+    sweep("unlink while open", |fs| {
+        let h = fs.open("/d1/f", OpenFlags::read_write()).unwrap();
+        fs.unlink("/d1/f").unwrap();
+        h.write_at(0, b"still mine").unwrap();
+        assert_eq!(h.read_vec(0, 10).unwrap(), b"still mine");
+        h.close().unwrap();
+    });
+}
+
+#[test]
+fn crash_mkdir() {
+    sweep("mkdir", |fs| {
+        fs.mkdir("/d2/sub/new").unwrap();
+    });
+}
+
+#[test]
+fn crash_rmdir() {
+    sweep("rmdir", |fs| fs.rmdir("/d3").unwrap());
+}
+
+#[test]
+fn crash_rename_file() {
+    sweep("rename file", |fs| fs.rename("/d1/f", "/d2/g").unwrap());
+}
+
+#[test]
+fn crash_rename_directory() {
+    sweep("rename dir", |fs| {
+        fs.rename("/d1", "/d2/sub/moved").unwrap()
+    });
+}
+
+#[test]
+fn crash_rename_replacing_file() {
+    sweep("rename over file", |fs| {
+        fs.rename("/d2/x", "/d1/s").unwrap()
+    });
+}
+
+#[test]
+fn crash_rename_replacing_open_file() {
+    sweep("rename over open file", |fs| {
+        let h = fs.open("/d1/s", OpenFlags::read()).unwrap();
+        fs.rename("/d2/x", "/d1/s").unwrap();
+        assert_eq!(h.read_vec(0, 1000).unwrap(), pattern(2, 1000));
+        h.close().unwrap();
+    });
+}
+
+#[test]
+fn crash_rename_replacing_directory() {
+    sweep("rename over dir", |fs| fs.rename("/d2/sub", "/d3").unwrap());
+}
