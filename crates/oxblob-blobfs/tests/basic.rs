@@ -1,7 +1,7 @@
 //! Namespace operations and every error kind, file data byte for byte at random offsets,
 //! truncate, unlink while open, inline files, remount with and without unmount.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::*;

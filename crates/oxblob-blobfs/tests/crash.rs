@@ -9,7 +9,7 @@
 //! Default: every point with DropAll, KeepAll and random seeds (at least 2 per point and 64
 //! per operation). `OXBLOB_FULL=1`: at least 1,000 random images per operation. Failures print (op, point, mode, seed); `OXBLOB_SEED` shifts the seeds.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::*;
