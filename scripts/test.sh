@@ -17,6 +17,12 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest does not run doc tests; run them first so the suite's summary comes last.
+    step "doc tests"
+    cargo test --workspace --doc
+fi
+
 if [[ ${OXBLOB_FULL:-0} == 1 ]]; then
     step "tests (OXBLOB_FULL=1: exhaustive sweeps on)"
 else
@@ -24,9 +30,6 @@ else
 fi
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
-    # nextest does not run doc tests.
-    step "doc tests"
-    cargo test --workspace --doc
 else
     cargo test --workspace --no-fail-fast
 fi
