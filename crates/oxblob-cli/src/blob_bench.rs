@@ -183,7 +183,7 @@ pub struct QdParams {
 }
 
 /// Runs `p` on `t` (one thread). `progress` is bumped with the completions seen.
-pub fn run_qd(t: &mut dyn QdTarget, p: &QdParams, progress: &AtomicU64) -> R<QdResult> {
+pub fn run_qd_measured(t: &mut dyn QdTarget, p: &QdParams, progress: &AtomicU64) -> R<Measured> {
     let slots = p.span / p.bs;
     if slots == 0 || p.qd == 0 {
         return Err(BlobBenchError::Invalid(format!(
@@ -269,22 +269,61 @@ pub fn run_qd(t: &mut dyn QdTarget, p: &QdParams, progress: &AtomicU64) -> R<QdR
     if let Some(e) = failure {
         return Err(e);
     }
-    let secs = stop_at.saturating_duration_since(start).as_secs_f64();
-    let iops = if secs > 0.0 { ios as f64 / secs } else { 0.0 };
-    let us = |ns: u64| ns as f64 / 1000.0;
-    Ok(QdResult {
+    Ok(Measured {
         ios,
-        seconds: secs,
-        iops,
-        mib_s: iops * p.bs as f64 / f64::from(1u32 << 20),
-        lat_mean_us: if hist.is_empty() {
-            0.0
-        } else {
-            hist.mean() / 1000.0
-        },
-        lat_p50_us: us(hist.value_at_quantile(0.5)),
-        lat_p99_us: us(hist.value_at_quantile(0.99)),
+        seconds: stop_at.saturating_duration_since(start).as_secs_f64(),
+        hist,
     })
+}
+
+/// Raw figures of one or more runs, merged before they are summarized.
+pub struct Measured {
+    /// Requests completed in the measured windows.
+    pub ios: u64,
+    /// Total length of the measured windows.
+    pub seconds: f64,
+    /// Latencies, nanoseconds.
+    pub hist: Histogram<u64>,
+}
+
+impl Measured {
+    /// Adds another run.
+    pub fn merge(&mut self, o: &Measured) -> R<()> {
+        self.ios += o.ios;
+        self.seconds += o.seconds;
+        self.hist
+            .add(&o.hist)
+            .map_err(|e| BlobBenchError::Invalid(format!("merging histograms: {e}")))
+    }
+
+    /// The summary for requests of `bs` bytes.
+    pub fn result(&self, bs: u64) -> QdResult {
+        let secs = self.seconds;
+        let iops = if secs > 0.0 {
+            self.ios as f64 / secs
+        } else {
+            0.0
+        };
+        let us = |ns: u64| ns as f64 / 1000.0;
+        QdResult {
+            ios: self.ios,
+            seconds: secs,
+            iops,
+            mib_s: iops * bs as f64 / f64::from(1u32 << 20),
+            lat_mean_us: if self.hist.is_empty() {
+                0.0
+            } else {
+                self.hist.mean() / 1000.0
+            },
+            lat_p50_us: us(self.hist.value_at_quantile(0.5)),
+            lat_p99_us: us(self.hist.value_at_quantile(0.99)),
+        }
+    }
+}
+
+/// Runs `p` on `t` and summarizes.
+pub fn run_qd(t: &mut dyn QdTarget, p: &QdParams, progress: &AtomicU64) -> R<QdResult> {
+    Ok(run_qd_measured(t, p, progress)?.result(p.bs))
 }
 
 /// What `oxblob bench blob` (data path) runs.
@@ -296,6 +335,9 @@ pub struct DataParams {
     pub cluster_size: u64,
     /// Fraction of the free clusters the blob takes.
     pub fill: f64,
+    /// Alternating rounds (blob then raw, raw then blob, ...); each run lasts the full
+    /// duration and the figures are summed over the rounds.
+    pub rounds: u32,
 }
 
 /// The data-path report.
@@ -313,6 +355,8 @@ pub struct DataReport {
     pub bs: u64,
     /// Queue depth.
     pub qd: usize,
+    /// Alternating rounds run.
+    pub rounds: u32,
     /// Cluster size.
     pub cluster_size: u64,
     /// Blob size in bytes (the span of both runs).
@@ -393,23 +437,40 @@ pub fn run_data(
     let prefill_seconds = t0.elapsed().as_secs_f64();
     let mut q = p.qd.clone();
     q.span = span;
-    let counter = AtomicU64::new(0);
-    let blob_r = with_ticks(&counter, &|c| tick(Phase::Blob, c), || {
-        let mut t = BlobTarget::new(&bs, bs.open_blob(id)?)?;
-        run_qd(&mut t, &q, &counter)
-    })?;
-    let raw_r = if extents.len() == 1 {
-        let counter = AtomicU64::new(0);
-        with_ticks(&counter, &|c| tick(Phase::Raw, c), || {
-            let mut t = RawTarget::new(dev.as_ref(), base)?;
-            run_qd(&mut t, &q, &counter)
-        })?
-    } else {
+    if extents.len() != 1 {
         return Err(BlobBenchError::Invalid(format!(
             "the blob has {} extents; the raw comparison needs one contiguous range",
             extents.len()
         )));
+    }
+    let mut blob_m: Option<Measured> = None;
+    let mut raw_m: Option<Measured> = None;
+    let counter = AtomicU64::new(0);
+    for round in 0..p.rounds.max(1) {
+        // Alternate the order so neither side always runs on a warmer (or more tired) device.
+        for blob_turn in [round % 2 == 0, round % 2 == 1] {
+            let m = if blob_turn {
+                with_ticks(&counter, &|c| tick(Phase::Blob, c), || {
+                    let mut t = BlobTarget::new(&bs, bs.open_blob(id)?)?;
+                    run_qd_measured(&mut t, &q, &counter)
+                })?
+            } else {
+                with_ticks(&counter, &|c| tick(Phase::Raw, c), || {
+                    let mut t = RawTarget::new(dev.as_ref(), base)?;
+                    run_qd_measured(&mut t, &q, &counter)
+                })?
+            };
+            let slot = if blob_turn { &mut blob_m } else { &mut raw_m };
+            match slot {
+                Some(acc) => acc.merge(&m)?,
+                None => *slot = Some(m),
+            }
+        }
+    }
+    let (Some(blob_m), Some(raw_m)) = (blob_m, raw_m) else {
+        return Err(BlobBenchError::Invalid("no round ran".into()));
     };
+    let (blob_r, raw_r) = (blob_m.result(q.bs), raw_m.result(q.bs));
     drop(blob);
     bs.unload()?;
     let ratio = if raw_r.iops > 0.0 {
@@ -424,6 +485,7 @@ pub fn run_data(
         rw: p.qd.pattern,
         bs: p.qd.bs,
         qd: p.qd.qd,
+        rounds: p.rounds.max(1),
         cluster_size: bs.cluster_size(),
         span,
         blob_extents: extents.len(),
@@ -854,6 +916,7 @@ mod tests {
             },
             cluster_size: 1 << 20,
             fill: 0.9,
+            rounds: 2,
         };
         let r = run_data(malloc(64), &p, &|_, _| {}).unwrap();
         assert_eq!(r.blob_extents, 1);

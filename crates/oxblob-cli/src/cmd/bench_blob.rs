@@ -50,6 +50,11 @@ pub struct BlobBenchArgs {
     #[arg(long, value_name = "F", default_value_t = 0.9, value_parser = parse_fill)]
     pub fill: f64,
 
+    /// Alternating blob/raw rounds; each run lasts --seconds, figures are summed.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+
     /// Seed of the offset generator.
     #[arg(long, default_value_t = 0x0b10_b5ee_d000_0002)]
     pub seed: u64,
@@ -155,6 +160,7 @@ pub fn run(a: BlobBenchArgs) -> CliResult<()> {
         },
         cluster_size: a.cluster_size,
         fill: a.fill,
+        rounds: a.rounds,
     };
     let pb = bar(100, "prefill");
     let r = blob_bench::run_data(dev, &p, &|phase, n| {
@@ -196,7 +202,7 @@ fn line(name: &str, q: &QdResult) -> String {
 pub fn data_text(r: &DataReport) -> String {
     format!(
         "device {} ({}, {}), cluster {}, blob of {} in {} extent(s), prefill {:.1} s\n\
-         job    {} bs={} qd={} one thread\n{}\n{}\nratio  blob/raw = {:.3}",
+         job    {} bs={} qd={} one thread, {} alternating rounds\n{}\n{}\nratio  blob/raw = {:.3}",
         r.device,
         r.backend,
         if r.direct_io {
@@ -211,6 +217,7 @@ pub fn data_text(r: &DataReport) -> String {
         r.rw.name(),
         format_size(r.bs),
         r.qd,
+        r.rounds,
         line("blob", &r.blob),
         line("raw", &r.raw),
         r.ratio
