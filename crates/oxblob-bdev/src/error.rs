@@ -77,6 +77,12 @@ pub enum BdevError {
         /// Why it failed.
         message: String,
     },
+    /// The image is already open (locked) by another process or another open in this one.
+    #[error("{path} is in use: another oxblob process (or mount) has it open")]
+    InUse {
+        /// The image's path.
+        path: String,
+    },
     /// A device spec string or a JSON bdev config could not be understood.
     #[error("{0}")]
     Config(String),

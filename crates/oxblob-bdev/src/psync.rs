@@ -54,6 +54,10 @@ pub struct FileOptions {
     pub sqpoll: bool,
     /// For the automatic `file:` backend: skip io_uring and use psync (default `false`).
     pub force_psync: bool,
+    /// Take an exclusive advisory lock (`flock`) on the file for as long as the device is open
+    /// (default `true`), so a second process — or a second open in this one — gets
+    /// [`BdevError::InUse`] instead of two writers silently corrupting one image.
+    pub lock: bool,
 }
 
 impl Default for FileOptions {
@@ -66,6 +70,7 @@ impl Default for FileOptions {
             queue_depth: 256,
             sqpoll: false,
             force_psync: false,
+            lock: true,
         }
     }
 }
@@ -203,6 +208,18 @@ pub(crate) fn open_backing(
         }
         None => open_rw(path, false).map_err(|e| open_err(path, &e))?,
     };
+
+    if opts.lock {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(BdevError::InUse {
+                    path: path.display().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(path, &e)),
+        }
+    }
 
     let (dev_bs, size) = if is_blockdev {
         blockdev_geometry(&file).map_err(|e| open_err(path, &e))?

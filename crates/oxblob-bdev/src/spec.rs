@@ -18,6 +18,7 @@
 //! | `create` | files        | create the file if missing and grow it to the size |
 //! | `qd`     | uring, file  | ring entries per channel (128..=32768)             |
 //! | `sqpoll` | uring, file  | boolean: kernel submission polling                 |
+//! | `lock`   | uring, file, psync | boolean: exclusive `flock` on the image (default 1) |
 //!
 //! For example `file:/x.img?direct=0&bs=512&create=4GiB&name=Foo`. Sizes take an optional
 //! binary suffix, case-insensitive: `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB`,
@@ -71,6 +72,8 @@ pub struct SpecOptions {
     pub queue_depth: Option<u32>,
     /// `sqpoll=`: kernel submission polling.
     pub sqpoll: Option<bool>,
+    /// `lock=`: take an exclusive lock on the image (default on).
+    pub lock: Option<bool>,
 }
 
 impl SpecOptions {
@@ -94,6 +97,9 @@ impl SpecOptions {
         }
         if let Some(v) = self.sqpoll {
             o.sqpoll = v;
+        }
+        if let Some(v) = self.lock {
+            o.lock = v;
         }
         o
     }
@@ -256,13 +262,18 @@ fn parse_options(spec: &str, text: &str, malloc: bool) -> Result<SpecOptions, Bd
                 dup(o.sqpoll.is_some())?;
                 o.sqpoll = Some(parse_bool(spec, key, value)?);
             }
+            "lock" => {
+                file_only()?;
+                dup(o.lock.is_some())?;
+                o.lock = Some(parse_bool(spec, key, value)?);
+            }
             _ => {
                 return Err(config_err(format!(
                     "unknown option '{key}' in '{spec}' (expected {})",
                     if malloc {
                         "bs, name"
                     } else {
-                        "bs, name, direct, create, qd, sqpoll"
+                        "bs, name, direct, create, qd, sqpoll, lock"
                     }
                 )))
             }
@@ -337,6 +348,9 @@ fn write_options(f: &mut fmt::Formatter<'_>, o: &SpecOptions) -> fmt::Result {
     }
     if let Some(v) = o.queue_depth {
         parts.push(format!("qd={v}"));
+    }
+    if let Some(v) = o.lock {
+        parts.push(format!("lock={}", u8::from(v)));
     }
     if let Some(v) = o.sqpoll {
         parts.push(format!("sqpoll={}", u8::from(v)));

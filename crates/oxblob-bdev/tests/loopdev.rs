@@ -180,6 +180,11 @@ fn loop_device_with_4k_sectors() {
         )),
         Ok(()) => panic!("misaligned read accepted"),
     }
+    // While the device is open, a second open is refused: the image is locked.
+    let r = spec::open(&format!("uring:{}", lo.0.display()));
+    assert!(matches!(r, Err(BdevError::InUse { .. })));
+    drop(ch);
+    drop(dev);
     // Asking for a size larger than the device is an error for block devices.
     let r = spec::open(&format!("uring:{}?create=8MiB", lo.0.display()));
     assert!(matches!(r, Err(BdevError::Open { .. })));

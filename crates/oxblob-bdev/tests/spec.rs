@@ -90,6 +90,7 @@ fn spec_forms_parse_and_round_trip() {
                 create_size: Some(4 << 30),
                 queue_depth: Some(512),
                 sqpoll: Some(true),
+                lock: None,
             }
         }
     );
@@ -243,6 +244,7 @@ fn force_psync_option_selects_psync_for_file_specs() {
     };
     let dev = spec::open_with(&format!("file:{}", p.display()), &opts).unwrap();
     assert_eq!(dev.info().backend, "psync");
+    drop(dev);
     // uring: is explicit and ignores force_psync.
     let dev = spec::open_with(&format!("uring:{}", p.display()), &opts).unwrap();
     assert_eq!(dev.info().backend, "uring");
@@ -258,17 +260,20 @@ fn child_with_no_uring_env() {
         "run me in the child only"
     );
     let p = PathBuf::from(std::env::var("OXBLOB_TEST_PATH").unwrap());
-    let dev = spec::open(&format!("file:{}", p.display())).unwrap();
-    assert_eq!(dev.info().backend, "psync");
-    // Second open: the notice is printed only once.
     let dev2 = spec::open(&format!("{}", p.display())).unwrap();
     assert_eq!(dev2.info().backend, "psync");
+    drop(dev2);
+    // Second open: the notice is printed only once.
+    let dev = spec::open(&format!("file:{}", p.display())).unwrap();
+    assert_eq!(dev.info().backend, "psync");
     let mut ch = dev.channel().unwrap();
     blocking::write_slice(ch.as_mut(), 0, &[9u8; 4096]).unwrap();
     assert_eq!(
         blocking::read(ch.as_mut(), 0, 4096).unwrap().to_vec(),
         vec![9u8; 4096]
     );
+    drop(ch);
+    drop(dev);
     match spec::open(&format!("uring:{}", p.display())) {
         Err(BdevError::Open { message, .. }) => {
             assert!(message.contains("io_uring unavailable"), "{message}")
@@ -330,6 +335,7 @@ fn direct_io_on_ext4_and_tmpfs_matches_the_kernel() {
     for kind in ["uring", "psync"] {
         let dev = spec::open(&format!("{kind}:{}", p.display())).unwrap();
         assert!(dev.info().caps.direct_io, "{kind} on ext4");
+        drop(dev);
         let dev = spec::open(&format!("{kind}:{}?direct=0", p.display())).unwrap();
         assert!(!dev.info().caps.direct_io, "{kind} direct=0");
     }

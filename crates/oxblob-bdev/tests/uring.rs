@@ -95,6 +95,7 @@ fn geometry_and_caps_of_a_created_file() {
         // /var/tmp is ext4 here: O_DIRECT must have been accepted.
         assert!(info.caps.direct_io, "{b:?}: O_DIRECT not in use on ext4");
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 8 * MIB);
+        drop(dev);
 
         // 512-byte blocks when asked, direct=false honoured.
         let opts = FileOptions {
