@@ -126,6 +126,23 @@ fn blockdev_geometry(file: &File) -> io::Result<(u32, u64)> {
     Ok((ssz, size))
 }
 
+/// Takes an exclusive, non-blocking `flock(2)` on `file`; `Ok(false)` when another open file
+/// description holds it. The lock goes away when the file is closed.
+#[allow(unsafe_code)]
+fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: plain system call on a descriptor owned by `file`; no pointers are passed.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 /// `fallocate(2)` on `file`.
 #[allow(unsafe_code)]
 pub(crate) fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
@@ -210,14 +227,14 @@ pub(crate) fn open_backing(
     };
 
     if opts.lock {
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
+        match try_lock_exclusive(&file) {
+            Ok(true) => {}
+            Ok(false) => {
                 return Err(BdevError::InUse {
                     path: path.display().to_string(),
                 })
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(path, &e)),
+            Err(e) => return Err(open_err(path, &e)),
         }
     }
 
