@@ -36,6 +36,8 @@ done
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "OXBLOB_BENCH_ROUNDS must be a whole number > 0"
 SIZE_BYTES=$(numfmt --from=iec "${SIZE%B}" 2>/dev/null) || die "OXBLOB_BENCH_SIZE '$SIZE' is not a size"
 (( SIZE_BYTES >= 1048576 )) || die "OXBLOB_BENCH_SIZE must be at least 1M"
+# The test file is overwritten and (unless kept) deleted: never point this at a device node.
+[[ ! -e $FILE || -f $FILE ]] || die "$FILE exists and is not a regular file; refusing to overwrite it"
 
 echo "== building oxblob (release)"
 (cd "$ROOT" && cargo build --release -p oxblob-cli --quiet)

@@ -29,7 +29,10 @@ run cargo build --release -p oxblob-cli
 run "$OXBLOB" --version
 
 step "Create the image file $IMAGE (1 GiB)"
-if [[ -f $IMAGE && $(stat -c %s "$IMAGE") -eq $IMAGE_SIZE ]]; then
+if [[ -e $IMAGE && ! -f $IMAGE ]]; then
+    echo "demo: $IMAGE exists and is not a regular file; refusing to use it" >&2
+    exit 1
+elif [[ -f $IMAGE && $(stat -c %s "$IMAGE") -eq $IMAGE_SIZE ]]; then
     echo "exists, $IMAGE_SIZE bytes: kept"
 else
     mkdir -p "$(dirname "$IMAGE")"
