@@ -12,8 +12,10 @@ use std::sync::Arc;
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 #[group(required = true, multiple = true)]
 pub struct DeviceArgs {
-    /// Device spec: `malloc:SIZE` (RAM), `file:PATH` or `uring:PATH` (io_uring, O_DIRECT where
-    /// possible), `psync:PATH` (pread/pwrite), or a bare path.
+    /// Device spec: `malloc:SIZE` (RAM), `file:PATH` (io_uring with O_DIRECT where possible,
+    /// pread/pwrite where io_uring is unavailable), `uring:PATH` (io_uring only), `psync:PATH`
+    /// (pread/pwrite only), or a bare path (same as `file:`). Options follow `?`, joined by `&`:
+    /// bs, name, direct, create, qd, sqpoll (e.g. `file:/var/tmp/x.img?create=1GiB`).
     #[arg(long = "dev", value_name = "SPEC", conflicts_with_all = ["config", "bdev"])]
     pub dev: Option<String>,
 

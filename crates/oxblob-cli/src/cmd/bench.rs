@@ -21,12 +21,19 @@ pub struct BenchArgs {
 #[derive(Subcommand, Debug)]
 pub enum BenchTarget {
     /// Raw block device: keeps QD requests in flight per thread and reports IOPS, MiB/s and
-    /// latency (mean, p99), like fio with the io_uring engine.
+    /// latency (mean, p99), like fio with the io_uring engine. Write patterns overwrite the
+    /// device's contents.
+    #[command(after_help = BDEV_EXAMPLES)]
     Bdev(BdevBenchArgs),
     /// Blobstore: random I/O through a blob vs the raw device (ratio), metadata operations per
     /// second (--meta), or load time (--load). Re-initializes the device.
     Blob(super::bench_blob::BlobBenchArgs),
 }
+
+const BDEV_EXAMPLES: &str = "Examples:
+  oxblob bench bdev --dev malloc:1GiB
+  oxblob bench bdev --dev file:/var/tmp/disk.img --rw randwrite --bs 4k --qd 32 --seconds 10
+  oxblob bench bdev --config bdevs.json --bdev Disk0 --rw read --bs 128k --qd 8 --json";
 
 /// `oxblob bench bdev`.
 #[derive(Args, Debug)]
