@@ -1,7 +1,12 @@
 //! Blobstore behaviour on the malloc device: lifecycle, data byte for byte, xattrs, thin
 //! provisioning, transactions, typed errors, reload with and without unload.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 mod common;
 use common::*;

@@ -2,7 +2,12 @@
 //! runs metadata operations; afterwards every byte and every record is checked, live and after
 //! a reload.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 mod common;
 use common::*;

@@ -2,7 +2,12 @@
 //! unchanged, the store keeps working, and a reload finds the state before or after the
 //! operation (never a mix), with no cluster owned twice or leaked.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 mod common;
 use common::*;
