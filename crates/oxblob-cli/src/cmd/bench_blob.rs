@@ -239,6 +239,10 @@ pub fn meta_text(r: &MetaReport) -> String {
     t
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
 /// The readable load-time report.
 pub fn load_text(r: &LoadReport) -> String {
     let mut t = format!(
@@ -259,13 +263,13 @@ pub fn load_text(r: &LoadReport) -> String {
              reads {} ({})  writes {} ({})  flushes {}",
             s.state,
             s.millis,
-            format_size(s.checkpoint_bytes),
+            mib(s.checkpoint_bytes),
             s.log_records,
             s.log_segments,
             s.io.reads,
-            format_size(s.io.read_bytes),
+            mib(s.io.read_bytes),
             s.io.writes,
-            format_size(s.io.write_bytes),
+            mib(s.io.write_bytes),
             s.io.flushes
         );
     }
