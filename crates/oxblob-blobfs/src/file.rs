@@ -86,6 +86,13 @@ impl OpenInode {
         self.write_lock().meta_dirty = true;
     }
 
+    /// Sets modification and change times (`BlobFs::set_times`); persisted like a write's.
+    pub(crate) fn set_times(&self, mtime: u64, ctime: u64) {
+        self.mtime.store(mtime, Ordering::Release);
+        self.ctime.store(ctime, Ordering::Release);
+        self.write_lock().meta_dirty = true;
+    }
+
     pub(crate) fn mark_orphan(&self) {
         self.orphan.store(true, Ordering::Release);
     }

@@ -225,7 +225,7 @@ impl FsInner {
         Ok(())
     }
 
-    fn writable(&self, path: &str) -> Result<()> {
+    pub(crate) fn writable(&self, path: &str) -> Result<()> {
         self.live(path)?;
         if self.read_only {
             return Err(FsError::new(
@@ -277,7 +277,7 @@ impl FsInner {
         r
     }
 
-    fn commit<T>(
+    pub(crate) fn commit<T>(
         &self,
         path: &str,
         f: impl FnOnce(&mut Txn) -> oxblob_blobstore::Result<T>,
@@ -288,9 +288,45 @@ impl FsInner {
     }
 }
 
+/// Where a namespace operation acts: a path's components, resolved under the namespace
+/// lock, or a directory inode and a name in it (the inode-level API of `ino.rs`). Both forms
+/// go through [`Ns::resolve`], so every operation has one implementation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Loc<'a> {
+    /// The components of an absolute path (from [`components`]).
+    Path(&'a [&'a str]),
+    /// A name in the directory with this inode number.
+    At(u64, &'a str),
+}
+
 impl Ns {
+    /// The directory and the entry name a [`Loc`] names. Errors: as `lookup_parent` for a
+    /// path; for `At`, `NotFound` (no such inode), `NotADirectory`, and the name checks.
+    pub(crate) fn resolve<'a>(
+        &self,
+        root: u64,
+        loc: Loc<'a>,
+        path: &str,
+    ) -> Result<(u64, &'a str)> {
+        match loc {
+            Loc::Path(comps) => self.lookup_parent(root, comps, path),
+            Loc::At(dir, name) => {
+                if !self.dirs.contains_key(&dir) {
+                    let kind = if self.inodes.contains_key(&dir) {
+                        FsErrorKind::NotADirectory
+                    } else {
+                        FsErrorKind::NotFound
+                    };
+                    return Err(FsError::new(kind, path, format!("directory inode {dir}")));
+                }
+                check_name(name, path)?;
+                Ok((dir, name))
+            }
+        }
+    }
+
     /// The inode a path names.
-    fn lookup(&self, root: u64, comps: &[&str], path: &str) -> Result<u64> {
+    pub(crate) fn lookup(&self, root: u64, comps: &[&str], path: &str) -> Result<u64> {
         let mut cur = root;
         for (i, c) in comps.iter().enumerate() {
             let Some(children) = self.dirs.get(&cur) else {
@@ -314,7 +350,7 @@ impl Ns {
 
     /// The directory that holds the last component, and that component. The root itself has
     /// no parent: `InvalidArgument`.
-    fn lookup_parent<'a>(
+    pub(crate) fn lookup_parent<'a>(
         &self,
         root: u64,
         comps: &[&'a str],
@@ -339,7 +375,7 @@ impl Ns {
         Ok((d, last))
     }
 
-    fn kind(&self, ino: u64) -> FileType {
+    pub(crate) fn kind(&self, ino: u64) -> FileType {
         if self.dirs.contains_key(&ino) {
             FileType::Dir
         } else {
@@ -347,7 +383,7 @@ impl Ns {
         }
     }
 
-    fn child(&self, dir: u64, name: &str) -> Option<u64> {
+    pub(crate) fn child(&self, dir: u64, name: &str) -> Option<u64> {
         self.dirs.get(&dir).and_then(|c| c.get(name)).copied()
     }
 
@@ -601,6 +637,20 @@ impl BlobFs {
     /// `Exists` (create + exclusive), `IsADirectory`, `NotADirectory` (a path component),
     /// `InvalidArgument` (no access mode, truncate/create without write, the root).
     pub fn open(&self, path: &str, flags: OpenFlags) -> Result<FileHandle> {
+        self.inner.live(path)?;
+        let comps = components(path)?;
+        if comps.is_empty() {
+            return Err(FsError::new(
+                FsErrorKind::IsADirectory,
+                path,
+                "the root is a directory",
+            ));
+        }
+        self.open_in(Loc::Path(&comps), flags, path)
+    }
+
+    /// [`BlobFs::open`] of the entry `loc` names (`path` is for messages and the handle).
+    pub(crate) fn open_in(&self, loc: Loc<'_>, flags: OpenFlags, path: &str) -> Result<FileHandle> {
         let fs = &self.inner;
         fs.live(path)?;
         if !flags.read && !flags.write {
@@ -620,17 +670,9 @@ impl BlobFs {
         if flags.write {
             fs.writable(path)?;
         }
-        let comps = components(path)?;
-        if comps.is_empty() {
-            return Err(FsError::new(
-                FsErrorKind::IsADirectory,
-                path,
-                "the root is a directory",
-            ));
-        }
         let inode = {
             let mut ns = fs.ns_write();
-            let (dir, name) = ns.lookup_parent(fs.root, &comps, path)?;
+            let (dir, name) = ns.resolve(fs.root, loc, path)?;
             let ino = match ns.child(dir, name) {
                 Some(ino) => {
                     if flags.create && flags.exclusive {
@@ -711,12 +753,13 @@ impl BlobFs {
             return Err(FsError::new(FsErrorKind::Exists, path, "the root exists"));
         }
         let mut ns = fs.ns_write();
-        self.mkdir_locked(&mut ns, &comps, path)
+        self.mkdir_locked(&mut ns, Loc::Path(&comps), path)
     }
 
-    fn mkdir_locked(&self, ns: &mut Ns, comps: &[&str], path: &str) -> Result<u64> {
+    /// [`BlobFs::mkdir`] of the entry `loc` names, under the namespace lock.
+    pub(crate) fn mkdir_locked(&self, ns: &mut Ns, loc: Loc<'_>, path: &str) -> Result<u64> {
         let fs = &self.inner;
-        let (dir, name) = ns.lookup_parent(fs.root, comps, path)?;
+        let (dir, name) = ns.resolve(fs.root, loc, path)?;
         if ns.child(dir, name).is_some() {
             return Err(FsError::new(FsErrorKind::Exists, path, "entry exists"));
         }
@@ -768,7 +811,7 @@ impl BlobFs {
                         format!("{:?} is a file", comps[i]),
                     ));
                 }
-                None => cur = self.mkdir_locked(&mut ns, &comps[..=i], path)?,
+                None => cur = self.mkdir_locked(&mut ns, Loc::Path(&comps[..=i]), path)?,
             }
         }
         Ok(())
@@ -777,11 +820,16 @@ impl BlobFs {
     /// Removes an empty directory (one transaction). Errors: `NotFound`, `NotADirectory`,
     /// `NotEmpty`, `InvalidArgument` (the root).
     pub fn rmdir(&self, path: &str) -> Result<()> {
+        let comps = components(path)?;
+        self.rmdir_in(Loc::Path(&comps), path)
+    }
+
+    /// [`BlobFs::rmdir`] of the entry `loc` names.
+    pub(crate) fn rmdir_in(&self, loc: Loc<'_>, path: &str) -> Result<()> {
         let fs = &self.inner;
         fs.writable(path)?;
-        let comps = components(path)?;
         let mut ns = fs.ns_write();
-        let (dir, name) = ns.lookup_parent(fs.root, &comps, path)?;
+        let (dir, name) = ns.resolve(fs.root, loc, path)?;
         let ino = ns
             .child(dir, name)
             .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, "no such directory"))?;
@@ -816,11 +864,16 @@ impl BlobFs {
     /// working and the last close deletes it (a mount after a crash deletes it too).
     /// Errors: `NotFound`, `IsADirectory`.
     pub fn unlink(&self, path: &str) -> Result<()> {
+        let comps = components(path)?;
+        self.unlink_in(Loc::Path(&comps), path)
+    }
+
+    /// [`BlobFs::unlink`] of the entry `loc` names.
+    pub(crate) fn unlink_in(&self, loc: Loc<'_>, path: &str) -> Result<()> {
         let fs = &self.inner;
         fs.writable(path)?;
-        let comps = components(path)?;
         let mut ns = fs.ns_write();
-        let (dir, name) = ns.lookup_parent(fs.root, &comps, path)?;
+        let (dir, name) = ns.resolve(fs.root, loc, path)?;
         let ino = ns
             .child(dir, name)
             .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, "no such file"))?;
@@ -847,16 +900,29 @@ impl BlobFs {
     /// directory into its own subtree, the root), `IsADirectory` (file over directory),
     /// `NotADirectory` (directory over file), `NotEmpty` (over a non-empty directory).
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let fs = &self.inner;
-        fs.writable(from)?;
         let fc = components(from)?;
         let tc = components(to)?;
+        self.rename_in(Loc::Path(&fc), from, Loc::Path(&tc), to, false)
+    }
+
+    /// [`BlobFs::rename`] between the entries `src` and `dst` name. With `noreplace`, an
+    /// existing target is `Exists` (`RENAME_NOREPLACE`), checked under the namespace lock.
+    pub(crate) fn rename_in(
+        &self,
+        src_loc: Loc<'_>,
+        from: &str,
+        dst_loc: Loc<'_>,
+        to: &str,
+        noreplace: bool,
+    ) -> Result<()> {
+        let fs = &self.inner;
+        fs.writable(from)?;
         let mut ns = fs.ns_write();
-        let (sdir, sname) = ns.lookup_parent(fs.root, &fc, from)?;
+        let (sdir, sname) = ns.resolve(fs.root, src_loc, from)?;
         let src = ns
             .child(sdir, sname)
             .ok_or_else(|| FsError::new(FsErrorKind::NotFound, from, "no such entry"))?;
-        let (ddir, dname) = ns.lookup_parent(fs.root, &tc, to)?;
+        let (ddir, dname) = ns.resolve(fs.root, dst_loc, to)?;
         let skind = ns.kind(src);
         if skind == FileType::Dir {
             // Walk up from the destination directory: meeting `src` means a cycle.
@@ -876,6 +942,9 @@ impl BlobFs {
             }
         }
         let target = ns.child(ddir, dname);
+        if noreplace && target.is_some() {
+            return Err(FsError::new(FsErrorKind::Exists, to, "target exists"));
+        }
         if target == Some(src) {
             return Ok(());
         }
@@ -942,6 +1011,11 @@ impl BlobFs {
         let comps = components(path)?;
         let ns = fs.ns_read();
         let ino = ns.lookup(fs.root, &comps, path)?;
+        Self::readdir_of(&ns, ino, path)
+    }
+
+    /// The entries of directory `ino`, sorted by name.
+    pub(crate) fn readdir_of(ns: &Ns, ino: u64, path: &str) -> Result<Vec<DirEntry>> {
         let children = ns
             .dirs
             .get(&ino)
@@ -966,9 +1040,16 @@ impl BlobFs {
         let comps = components(path)?;
         let ns = fs.ns_read();
         let ino = ns.lookup(fs.root, &comps, path)?;
-        let i = ns.inodes.get(&ino).ok_or_else(|| {
-            FsError::new(FsErrorKind::Corrupt, path, format!("inode {ino} missing"))
-        })?;
+        self.stat_of(&ns, ino, path)
+    }
+
+    /// [`BlobFs::stat`] of inode `ino`: `NotFound` if there is none.
+    pub(crate) fn stat_of(&self, ns: &Ns, ino: u64, path: &str) -> Result<Metadata> {
+        let fs = &self.inner;
+        let i = ns
+            .inodes
+            .get(&ino)
+            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, format!("no inode {ino}")))?;
         let (size, mtime, ctime) = match ns.open.get(&ino) {
             Some(e) => e.inode.times_and_size(),
             None => (i.size, i.mtime, i.ctime),
