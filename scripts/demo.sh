@@ -16,7 +16,7 @@ IMAGE=${OXBLOB_IMAGE:-$ROOT/oxblob.img}
 IMAGE_SIZE=$((1024 * 1024 * 1024))
 SECONDS_EACH=${OXBLOB_DEMO_SECONDS:-3}
 OXBLOB=$ROOT/target/release/oxblob
-STEPS=5
+STEPS=$(grep -c '^step "' "${BASH_SOURCE[0]}") # to add a step, just write another `step "..."`
 n=0
 step() { n=$((n + 1)); printf '\n==[%d/%d]== %s\n' "$n" "$STEPS" "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
