@@ -322,3 +322,43 @@ fn config_and_bdev_in_place_of_image() {
     ]));
     assert_eq!(st["num_clusters"], 1);
 }
+
+#[test]
+fn snapshot_and_clone_share_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let data = pattern(200_000, 3);
+    let src = dir.path().join("in.bin");
+    std::fs::write(&src, &data).unwrap();
+    let id = ok(&["bs", "import", &img, src.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let e = fails(&["bs", "clone", &img, &id]);
+    assert!(e.contains("not read-only"), "{e}");
+    let snap = ok(&["bs", "snapshot", &img, &id]).trim().to_string();
+    let clone = ok(&["bs", "clone", &img, &snap]).trim().to_string();
+    assert_ne!(snap, id);
+    assert_ne!(clone, snap);
+    let ls = json(&ok(&["bs", "ls", &img, "--json"]));
+    let by_id = |x: &str| {
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"].as_u64().map(|v| v.to_string()).as_deref() == Some(x))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id(&snap)["read_only"], true);
+    assert_eq!(by_id(&id)["parent"].to_string(), snap);
+    assert_eq!(by_id(&clone)["parent"].to_string(), snap);
+    assert_eq!(by_id(&id)["allocated_clusters"], 0);
+    // The original (now a clone of the snapshot) still reads its bytes.
+    let out = dir.path().join("out.bin");
+    ok(&["bs", "export", &img, &id, out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data);
+    let e = fails(&["bs", "rm", &img, &snap]);
+    assert!(e.contains(&format!("blob {snap} has clones")), "{e}");
+    let r = json(&ok(&["bs", "fsck", &img, "--json"]));
+    assert_eq!(r["clean"], true);
+    assert_eq!(r["counts"]["blobs"], 3);
+}

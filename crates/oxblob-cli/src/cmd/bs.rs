@@ -1,4 +1,5 @@
-//! `oxblob bs <command> IMAGE [ARGS]`: blobstore management, like SPDK's blobcli.
+//! `oxblob bs <command> IMAGE [ARGS]`: blobstore management, like SPDK's blobcli (init, dump,
+//! fsck, create, ls, stat, xattr, import, export, rm, resize, snapshot, clone).
 //!
 //! IMAGE is a device spec string or a path (`disk.img`, `file:/x.img`, `malloc:64M`), or
 //! `--config FILE.json --bdev NAME` in its place. Read-only commands (`dump`, `fsck` without
@@ -175,6 +176,25 @@ pub enum BsCommand {
         #[arg(value_name = "IMAGE ID")]
         args: Vec<String>,
     },
+    /// Snapshot a blob: a new read-only blob takes its clusters, the blob becomes a thin clone
+    /// of it. Prints the snapshot's id.
+    Snapshot {
+        /// --config FILE --bdev NAME, in place of IMAGE.
+        #[command(flatten)]
+        image: Image,
+        /// IMAGE ID.
+        #[arg(value_name = "IMAGE ID")]
+        args: Vec<String>,
+    },
+    /// Create a thin clone of a read-only blob (a snapshot). Prints the clone's id.
+    Clone {
+        /// --config FILE --bdev NAME, in place of IMAGE.
+        #[command(flatten)]
+        image: Image,
+        /// IMAGE ID.
+        #[arg(value_name = "IMAGE ID")]
+        args: Vec<String>,
+    },
     /// Resize a blob (clusters, or bytes with a suffix).
     Resize {
         /// --config FILE --bdev NAME, in place of IMAGE.
@@ -324,6 +344,10 @@ fn bs_err(what: &str, e: BsError) -> CliError {
         BsError::NotFound(id) => format!("blob {id} not found"),
         BsError::BlobOpen(id) => format!("blob {id} is open"),
         BsError::HasClones(id) => format!("blob {id} has clones"),
+        BsError::ReadOnly => "the blob is read-only".to_string(),
+        BsError::InvalidArgument(m) if m.contains("not read-only") => {
+            "the blob is not read-only (snapshot it first, then clone the snapshot)".to_string()
+        }
         BsError::NotABlobstore => {
             "it is not an oxblob blobstore (no superblock magic in either slot)".to_string()
         }
@@ -431,6 +455,10 @@ pub fn run(a: BsArgs) -> CliResult<()> {
             export(Pos::new("export", image, args, &["ID", "FILE"])?)
         }
         BsCommand::Rm { image, args } => rm(Pos::new("rm", image, args, &["ID"])?),
+        BsCommand::Snapshot { image, args } => {
+            derive(Pos::new("snapshot", image, args, &["ID"])?, true)
+        }
+        BsCommand::Clone { image, args } => derive(Pos::new("clone", image, args, &["ID"])?, false),
         BsCommand::Resize { image, args } => {
             resize(Pos::new("resize", image, args, &["ID", "SIZE"])?)
         }
@@ -1028,6 +1056,21 @@ fn rm(mut p: Pos) -> CliResult<()> {
     let bs = p.load(&what, false)?;
     bs.delete_blob(id).map_err(|e| bs_err(&what, e))?;
     bs.unload().map_err(|e| bs_err(&what, e))
+}
+
+/// `snapshot ID` (true) or `clone ID` (false): prints the new blob's id.
+fn derive(mut p: Pos, snapshot: bool) -> CliResult<()> {
+    let id = p.id()?;
+    let what = format!("bs {} {id}", if snapshot { "snapshot" } else { "clone" });
+    let bs = p.load(&what, false)?;
+    let new = if snapshot {
+        bs.snapshot(id)
+    } else {
+        bs.create_clone(id)
+    }
+    .map_err(|e| bs_err(&what, e))?;
+    bs.unload().map_err(|e| bs_err(&what, e))?;
+    out(&new.to_string())
 }
 
 fn resize(mut p: Pos) -> CliResult<()> {

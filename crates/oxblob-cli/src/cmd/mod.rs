@@ -25,7 +25,7 @@ pub enum Command {
     /// Measure the performance of a layer (IOPS, bandwidth, latency).
     Bench(bench::BenchArgs),
     /// Manage a blobstore image: init, dump, fsck, create, ls, stat, xattr, import, export,
-    /// rm, resize.
+    /// rm, resize, snapshot, clone.
     Bs(bs::BsArgs),
 }
 
