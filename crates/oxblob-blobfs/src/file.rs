@@ -176,12 +176,15 @@ impl OpenInode {
                 } else {
                     Vec::new()
                 };
-                // Copy the overlap of [at, stop) with [offset, end).
+                // Copy the overlap of [at, stop) with [offset, end); past `got`, zeroes.
                 let (s, e) = (at.max(offset), stop.min(end));
-                for p in s..e {
-                    let src = (p - at) as usize;
-                    buf[(p - offset) as usize] = got.get(src).copied().unwrap_or(0);
+                let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
+                let from = (s - at) as usize;
+                let avail = got.len().saturating_sub(from).min(dst.len());
+                if avail > 0 {
+                    dst[..avail].copy_from_slice(&got[from..from + avail]);
                 }
+                dst[avail..].fill(0);
                 at = stop;
             }
             Ok(())
