@@ -51,6 +51,7 @@ mod attr;
 mod error;
 mod file;
 mod fs;
+mod fsck;
 mod ino;
 mod path;
 
@@ -61,5 +62,6 @@ pub use fs::{
     BlobFs, DirEntry, FileType, Metadata, MkfsOptions, MountOptions, OpenFlags, StatFs, BSTYPE,
     DEFAULT_MD_FRACTION,
 };
+pub use fsck::{fsck, FsckOptions, FsckReport, NsFinding, NsFindingKind, LOST_FOUND};
 pub use ino::RenameFlags;
 pub use path::{components, NAME_MAX};

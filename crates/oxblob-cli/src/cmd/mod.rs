@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod bench_blob;
 pub mod bs;
+pub mod fs;
 
 /// oxblob — a user-space storage stack: block devices, blobstore, blob file system.
 #[derive(Parser, Debug)]
@@ -27,6 +28,10 @@ pub enum Command {
     /// Manage a blobstore image: init, dump, fsck, create, ls, stat, xattr, import, export,
     /// rm, resize, snapshot, clone.
     Bs(bs::BsArgs),
+    /// The file-system commands: mkfs, fsck, ls, tree, mkdir, cp, cat, rm, mv, stat, df,
+    /// shell.
+    #[command(flatten)]
+    Fs(fs::FsCommand),
 }
 
 impl Command {
@@ -35,6 +40,7 @@ impl Command {
         match self {
             Command::Bench(args) => bench::run(args),
             Command::Bs(args) => bs::run(args),
+            Command::Fs(c) => fs::run(c),
         }
     }
 }
