@@ -1,0 +1,425 @@
+//! Process-wide mounts, the lock table, and the file objects the C++ `FileSystem` drives.
+//!
+//! One image is mounted once per process: every `FileSystem` made from a URI naming the same
+//! image shares the mount, counted by [`MountRef`]s. The last reference unmounts (persisting
+//! every open file and unloading the blobstore cleanly, which also releases the image's
+//! `flock`). Mounts still referenced when the process exits are unmounted by an `atexit`
+//! handler.
+//!
+//! Writable files buffer appends in memory (see [`WFile`]): data reaches blobfs every
+//! [`WRITE_CHUNK`] bytes and on `sync`, `fsync`, `truncate` and `close`. Like blobfs itself,
+//! this makes only synced data durable, against a process crash as against a power cut.
+
+use crate::uri::{Device, Uri};
+use oxblob_blobfs::{BlobFs, FileHandle, FsError, MkfsOptions, MountOptions};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+
+/// Buffered appends are written to blobfs once this many bytes are pending.
+pub const WRITE_CHUNK: usize = 1 << 20;
+
+/// An error crossing the C ABI: an errno and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// Linux errno (`ENOENT`, `ENOSPC`, `EBUSY`, `EINVAL`, `EIO`, ...).
+    pub errno: i32,
+    /// Human-readable message, naming the path or image.
+    pub message: String,
+}
+
+impl Error {
+    /// A new error.
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
+        Error {
+            errno,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<FsError> for Error {
+    fn from(e: FsError) -> Self {
+        Error::new(e.errno(), e.to_string())
+    }
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A mounted image.
+#[derive(Debug)]
+pub struct Mount {
+    key: String,
+    fs: BlobFs,
+    /// Paths locked with `LockFile`.
+    locks: Mutex<HashSet<String>>,
+}
+
+struct Entry {
+    mount: Arc<Mount>,
+    refs: usize,
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Entry>> {
+    static REG: std::sync::OnceLock<Mutex<HashMap<String, Entry>>> = std::sync::OnceLock::new();
+    REG.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+extern "C" fn unmount_all_at_exit() {
+    let all: Vec<Arc<Mount>> = lock(registry()).drain().map(|(_, e)| e.mount).collect();
+    for m in all {
+        // Best effort: the process is ending; an error here has nobody to report to.
+        let _ = m.fs.unmount();
+    }
+}
+
+fn register_exit_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(crate::ffi::register_atexit(unmount_all_at_exit));
+}
+
+/// Maps a device open error to an errno and message.
+fn bdev_error(uri: &str, e: oxblob_bdev::BdevError) -> Error {
+    use oxblob_bdev::BdevError as B;
+    let errno = match &e {
+        B::InUse { .. } => libc::EBUSY,
+        B::Config(_) => libc::EINVAL,
+        B::Open { message, .. } if message.contains("No such file") => libc::ENOENT,
+        _ => libc::EIO,
+    };
+    Error::new(errno, format!("cannot open the image of {uri}: {e}"))
+}
+
+/// A counted reference to a process-wide mount. Dropping the last one unmounts.
+#[derive(Debug)]
+pub struct MountRef {
+    mount: Arc<Mount>,
+}
+
+impl MountRef {
+    /// Mounts the image `uri` names (formatting it first with `mkfs=1` if it does not exist),
+    /// or shares the mount already made in this process.
+    pub fn mount(uri: &str) -> Result<MountRef> {
+        let u = Uri::parse(uri).map_err(|e| Error::new(libc::EINVAL, e.to_string()))?;
+        let (key, exists) = match &u.device {
+            Device::File { path, .. } => match std::fs::canonicalize(path) {
+                Ok(p) => (p.display().to_string(), true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !u.mkfs {
+                        return Err(Error::new(
+                            libc::ENOENT,
+                            format!(
+                                "image {} does not exist (create it with `?mkfs:1&size:4GiB` in \
+                                 the URI, or `oxblob mkfs`)",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    (path.display().to_string(), false)
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                        format!("image {}: {e}", path.display()),
+                    ))
+                }
+            },
+            Device::Malloc { .. } => (uri.to_string(), false),
+        };
+        let mut reg = lock(registry());
+        if let Some(e) = reg.get_mut(&key) {
+            e.refs += 1;
+            return Ok(MountRef {
+                mount: Arc::clone(&e.mount),
+            });
+        }
+        let spec = u.device_spec();
+        let fs = if exists {
+            let dev = oxblob_bdev::spec::open(&spec).map_err(|e| bdev_error(uri, e))?;
+            BlobFs::mount(dev, MountOptions::default()).map_err(|e| {
+                Error::new(
+                    e.errno(),
+                    format!("cannot mount {key} (is it a blobfs image?): {e}"),
+                )
+            })?
+        } else {
+            let opts = oxblob_bdev::FileOptions {
+                create_size: matches!(u.device, Device::File { .. }).then_some(u.size),
+                ..Default::default()
+            };
+            let dev = oxblob_bdev::spec::open_with(&spec, &opts).map_err(|e| bdev_error(uri, e))?;
+            let mut mo = MkfsOptions::default();
+            if let Some(c) = u.cluster_size {
+                mo.cluster_size = c;
+            }
+            BlobFs::mkfs(Arc::clone(&dev), mo)
+                .map_err(|e| Error::new(e.errno(), format!("mkfs of {key} failed: {e}")))?;
+            BlobFs::mount(dev, MountOptions::default())
+                .map_err(|e| Error::new(e.errno(), format!("cannot mount {key}: {e}")))?
+        };
+        let mount = Arc::new(Mount {
+            key: key.clone(),
+            fs,
+            locks: Mutex::new(HashSet::new()),
+        });
+        reg.insert(
+            key,
+            Entry {
+                mount: Arc::clone(&mount),
+                refs: 1,
+            },
+        );
+        drop(reg);
+        register_exit_hook();
+        Ok(MountRef { mount })
+    }
+
+    /// The mounted file system.
+    pub fn fs(&self) -> &BlobFs {
+        &self.mount.fs
+    }
+
+    /// The registry key: the image's canonical path (or the URI of a RAM device).
+    pub fn key(&self) -> &str {
+        &self.mount.key
+    }
+
+    /// Releases this reference; the last one unmounts, and its result is returned.
+    pub fn release(self) -> Result<()> {
+        let mut reg = lock(registry());
+        let last = match reg.get_mut(&self.mount.key) {
+            Some(e) if Arc::ptr_eq(&e.mount, &self.mount) => {
+                e.refs = e.refs.saturating_sub(1);
+                e.refs == 0
+            }
+            _ => false, // already unmounted at exit
+        };
+        if !last {
+            return Ok(());
+        }
+        reg.remove(&self.mount.key);
+        drop(reg);
+        self.mount.fs.unmount().map_err(Error::from)
+    }
+
+    /// Takes the lock named `path`: fails with `EBUSY` ("lock held") if it is held.
+    pub fn lock_file(&self, path: &str) -> Result<()> {
+        let mut held = lock(&self.mount.locks);
+        if held.contains(path) {
+            return Err(Error::new(
+                libc::EBUSY,
+                format!(
+                    "lock held: {path} is locked by another user of this image in this process"
+                ),
+            ));
+        }
+        // RocksDB expects the lock file to exist afterwards.
+        if !self.fs().exists(path)? {
+            let h = self.fs().open(
+                path,
+                oxblob_blobfs::OpenFlags {
+                    write: true,
+                    create: true,
+                    ..Default::default()
+                },
+            )?;
+            h.close()?;
+        }
+        held.insert(path.to_string());
+        Ok(())
+    }
+
+    /// Releases the lock named `path`.
+    pub fn unlock_file(&self, path: &str) -> Result<()> {
+        if lock(&self.mount.locks).remove(path) {
+            Ok(())
+        } else {
+            Err(Error::new(libc::ENOLCK, format!("{path} is not locked")))
+        }
+    }
+}
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read an existing file.
+    Read,
+    /// Create or truncate, then write (append).
+    Truncate,
+    /// Open or create without truncating; appends go to the end.
+    Append,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// File offset where `buf` starts.
+    base: u64,
+    buf: Vec<u8>,
+}
+
+/// An open file: a blobfs handle and, for writers, a buffer of appended bytes not yet
+/// written to blobfs.
+#[derive(Debug)]
+pub struct WFile {
+    h: Option<FileHandle>,
+    pending: Mutex<Pending>,
+    writable: bool,
+}
+
+fn closed() -> Error {
+    Error::new(libc::EBADF, "file is closed")
+}
+
+impl WFile {
+    /// Opens `path` on the mount.
+    pub fn open(m: &MountRef, path: &str, mode: OpenMode) -> Result<WFile> {
+        use oxblob_blobfs::OpenFlags;
+        let flags = match mode {
+            OpenMode::Read => OpenFlags::read(),
+            OpenMode::Truncate => OpenFlags::create_truncate(),
+            OpenMode::Append => OpenFlags {
+                read: true,
+                write: true,
+                create: true,
+                ..Default::default()
+            },
+        };
+        let h = m.fs().open(path, flags)?;
+        let base = h.len();
+        Ok(WFile {
+            h: Some(h),
+            pending: Mutex::new(Pending {
+                base,
+                buf: Vec::new(),
+            }),
+            writable: mode != OpenMode::Read,
+        })
+    }
+
+    fn handle(&self) -> Result<&FileHandle> {
+        self.h.as_ref().ok_or_else(closed)
+    }
+
+    /// Writes the whole buffer (with `all`), or its prefix up to an io-unit boundary when at
+    /// least [`WRITE_CHUNK`] bytes are pending.
+    fn drain(&self, p: &mut Pending, all: bool) -> Result<()> {
+        if p.buf.is_empty() {
+            return Ok(());
+        }
+        let h = self.handle()?;
+        let n = if all {
+            p.buf.len()
+        } else {
+            if p.buf.len() < WRITE_CHUNK {
+                return Ok(());
+            }
+            let end = (p.base + p.buf.len() as u64) / 4096 * 4096;
+            usize::try_from(end.saturating_sub(p.base)).unwrap_or(p.buf.len())
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        h.write_at(p.base, &p.buf[..n])?;
+        p.buf.drain(..n);
+        p.base += n as u64;
+        Ok(())
+    }
+
+    /// Size including buffered bytes.
+    pub fn size(&self) -> u64 {
+        if !self.writable {
+            return self.h.as_ref().map_or(0, |h| h.len());
+        }
+        let p = lock(&self.pending);
+        let on_fs = self.h.as_ref().map_or(0, |h| h.len());
+        on_fs.max(p.base + p.buf.len() as u64)
+    }
+
+    /// Reads at `offset` into `buf`; returns the bytes read (0 at the end). Sees buffered
+    /// appends of this handle.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if self.writable {
+            // Rare (RocksDB reads files it is writing only through other handles): make the
+            // buffer visible first. Readers never take this lock.
+            let mut p = lock(&self.pending);
+            self.drain(&mut p, true)?;
+        }
+        let h = self.handle()?;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = h.read_at(offset + done as u64, &mut buf[done..])?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Appends `data` at the end of the file.
+    pub fn append(&self, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::new(libc::EBADF, "file is opened read-only"));
+        }
+        let mut p = lock(&self.pending);
+        p.buf.extend_from_slice(data);
+        self.drain(&mut p, false)
+    }
+
+    /// Writes `data` at `offset` (after writing buffered appends).
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let mut p = lock(&self.pending);
+        self.drain(&mut p, true)?;
+        self.handle()?.write_at(offset, data)?;
+        p.base = self.handle()?.len();
+        Ok(())
+    }
+
+    /// Writes buffered appends to blobfs (not durable yet).
+    pub fn flush(&self) -> Result<()> {
+        let mut p = lock(&self.pending);
+        self.drain(&mut p, true)
+    }
+
+    /// Writes buffered appends and makes the file durable (data, size, times).
+    pub fn sync(&self) -> Result<()> {
+        let mut p = lock(&self.pending);
+        self.drain(&mut p, true)?;
+        if self.writable {
+            self.handle()?.fsync()?;
+        }
+        Ok(())
+    }
+
+    /// Sets the size (after writing buffered appends).
+    pub fn truncate(&self, size: u64) -> Result<()> {
+        let mut p = lock(&self.pending);
+        self.drain(&mut p, true)?;
+        self.handle()?.truncate(size)?;
+        p.base = size;
+        Ok(())
+    }
+
+    /// Writes buffered appends, persists (for writers) and closes. Idempotent.
+    pub fn close(&mut self) -> Result<()> {
+        let r = {
+            let mut p = lock(&self.pending);
+            self.drain(&mut p, true)
+        };
+        let r2 = match self.h.take() {
+            Some(h) => h.close().map_err(Error::from),
+            None => Ok(()),
+        };
+        r.and(r2)
+    }
+}
+
+impl Drop for WFile {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
