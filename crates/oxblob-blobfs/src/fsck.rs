@@ -633,7 +633,11 @@ pub fn fsck(dev: &Arc<dyn BlockDevice>, opts: FsckOptions) -> Result<FsckReport>
             match fix {
                 Fix::Remove => {
                     t.delete(ino);
-                    repairs.push(format!("removed {kind} {ino} {was:?}"));
+                    if was.is_empty() {
+                        repairs.push(format!("removed orphan {kind} {ino}"));
+                    } else {
+                        repairs.push(format!("removed {kind} {ino} {was:?}"));
+                    }
                 }
                 Fix::LostFound => {
                     let mut name = format!("#{ino}");

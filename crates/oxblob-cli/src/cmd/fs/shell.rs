@@ -242,7 +242,9 @@ impl<'a> Session<'a> {
                 let rec = p.flags.iter().any(|&c| c == 'r' || c == 'R');
                 for a in &p.args {
                     let path = self.path("cannot remove", a)?;
-                    if self.cwd == path || self.cwd.starts_with(&format!("{path}/")) {
+                    if path != "/"
+                        && (self.cwd == path || self.cwd.starts_with(&format!("{path}/")))
+                    {
                         return Err(CliError::new(
                             format!("cannot remove '{path}'"),
                             "Invalid argument (it holds the current directory; cd out first)",
