@@ -1,0 +1,147 @@
+//! Mount points: the checks before mounting, `/proc/self/mountinfo`, and unmounting.
+
+use crate::MountError;
+use std::path::{Path, PathBuf};
+
+/// One line of `/proc/self/mountinfo` (the fields oxblob needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+    /// File-system type, e.g. `fuse.oxblob`.
+    pub fstype: String,
+    /// The source, e.g. the image path.
+    pub source: String,
+}
+
+fn bad(path: &Path, why: impl Into<String>) -> MountError {
+    MountError::MountPoint {
+        path: path.display().to_string(),
+        why: why.into(),
+    }
+}
+
+/// Checks that `path` can be a mount point: it exists, is a directory, is empty, and is not
+/// already a mount point.
+pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    let md = std::fs::metadata(path).map_err(|e| bad(path, e.to_string()))?;
+    if !md.is_dir() {
+        return Err(bad(path, "not a directory"));
+    }
+    let mut rd = std::fs::read_dir(path).map_err(|e| bad(path, e.to_string()))?;
+    if rd.next().is_some() {
+        return Err(bad(path, "directory is not empty"));
+    }
+    if let Some(m) = find_mount(path) {
+        return Err(bad(
+            path,
+            format!("already a mount point ({} from {})", m.fstype, m.source),
+        ));
+    }
+    Ok(())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
+            if let Ok(v) = u8::try_from(v) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every mount of this process's mount namespace.
+pub fn mounts() -> Vec<MountEntry> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mountpoint = pre.split(' ').nth(4)?;
+            let mut post = post.split(' ');
+            let fstype = post.next()?;
+            let source = post.next().unwrap_or("");
+            Some(MountEntry {
+                mountpoint: PathBuf::from(unescape(mountpoint)),
+                fstype: unescape(fstype),
+                source: unescape(source),
+            })
+        })
+        .collect()
+}
+
+/// The mount whose mount point is `path` (canonicalized), if any (the last one, which is
+/// the visible one).
+pub fn find_mount(path: &Path) -> Option<MountEntry> {
+    let p = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    mounts().into_iter().rev().find(|m| m.mountpoint == p)
+}
+
+/// Whether `path` is an oxblob FUSE mount point.
+pub fn is_mounted(path: &Path) -> bool {
+    find_mount(path).is_some_and(|m| m.fstype == "fuse.oxblob" || m.fstype == "fuse")
+}
+
+/// Unmounts `path` with `umount2`; if it is busy, detaches it lazily (the kernel finishes
+/// the unmount when its last open file is closed). Needs root (or use `fusermount3 -u`).
+pub fn unmount_path(path: &Path) -> std::io::Result<()> {
+    use rustix::mount::{unmount, UnmountFlags};
+    match unmount(path, UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::BUSY => {
+            unmount(path, UnmountFlags::DETACH).map_err(std::io::Error::from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo_octal() {
+        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape(r"/x\134y"), r"/x\y");
+        assert_eq!(unescape(r"/plain"), "/plain");
+        assert_eq!(unescape(r"/end\04"), r"/end\04");
+    }
+
+    #[test]
+    fn rejects_bad_mountpoints_by_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("missing");
+        assert!(check_mountpoint(&missing).is_err());
+        let file = d.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let e = check_mountpoint(&file).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        let e = check_mountpoint(d.path()).unwrap_err().to_string();
+        assert!(e.contains("not empty"), "{e}");
+        let empty = d.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        check_mountpoint(&empty).unwrap();
+        let e = check_mountpoint(Path::new("/proc"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not empty") || e.contains("mount point"), "{e}");
+    }
+}
