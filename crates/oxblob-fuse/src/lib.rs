@@ -55,7 +55,10 @@ mod adapter;
 mod mountpoint;
 
 pub use adapter::OxFuse;
-pub use mountpoint::{check_mountpoint, find_mount, is_mounted, unmount_path, MountEntry};
+pub use mountpoint::{
+    check_mountpoint, find_mount, image_file, is_mounted, mounts, unmount_now, unmount_path,
+    wait_image_released, MountEntry,
+};
 
 use oxblob_blobfs::{BlobFs, FsError};
 use std::path::{Path, PathBuf};

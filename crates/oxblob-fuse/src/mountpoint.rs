@@ -112,6 +112,46 @@ pub fn unmount_path(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Unmounts `path` with `umount2`, failing with `EBUSY` while files are open there (as
+/// `umount` does). Needs root (or use `fusermount3 -u`).
+pub fn unmount_now(path: &Path) -> std::io::Result<()> {
+    rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()).map_err(Into::into)
+}
+
+/// The image file behind a mount source that names one (`file:`, `psync:`, `uring:` or a bare
+/// path, options after `?` dropped), if it exists.
+pub fn image_file(source: &str) -> Option<PathBuf> {
+    let s = ["file:", "psync:", "uring:"]
+        .iter()
+        .find_map(|p| source.strip_prefix(p))
+        .unwrap_or(source);
+    let s = s.split('?').next().unwrap_or(s);
+    let p = PathBuf::from(s);
+    p.is_file().then_some(p)
+}
+
+/// Waits until no process holds the image lock (`flock`) on `image` any more, i.e. the
+/// daemon serving it has unmounted blobfs and exited. Returns false on timeout.
+pub fn wait_image_released(image: &Path, timeout: std::time::Duration) -> std::io::Result<bool> {
+    use rustix::fs::{flock, FlockOperation};
+    let f = std::fs::File::open(image)?;
+    let start = std::time::Instant::now();
+    loop {
+        match flock(&f, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => {
+                flock(&f, FlockOperation::Unlock)?;
+                return Ok(true);
+            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {}
+            Err(e) => return Err(e.into()),
+        }
+        if start.elapsed() >= timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_blob;
 pub mod bs;
 pub mod fs;
+pub mod mount;
 
 /// oxblob — a user-space storage stack: block devices, blobstore, blob file system.
 #[derive(Parser, Debug)]
@@ -32,6 +33,11 @@ pub enum Command {
     /// shell.
     #[command(flatten)]
     Fs(fs::FsCommand),
+    /// Mount an image as a directory tree through FUSE (in the background unless
+    /// --foreground).
+    Mount(mount::MountArgs),
+    /// Unmount an oxblob FUSE mount and wait until the image is released.
+    Umount(mount::UmountArgs),
 }
 
 impl Command {
@@ -41,6 +47,8 @@ impl Command {
             Command::Bench(args) => bench::run(args),
             Command::Bs(args) => bs::run(args),
             Command::Fs(c) => fs::run(c),
+            Command::Mount(a) => mount::run_mount(a),
+            Command::Umount(a) => mount::run_umount(a),
         }
     }
 }
