@@ -93,6 +93,7 @@ impl Blob {
     /// The caller must not have I/O in flight beyond the new size while shrinking.
     pub fn resize(&self, num_clusters: u64) -> Result<()> {
         self.live()?;
+        crate::store::check_blob_size(num_clusters, self.inner.geo.cluster_size)?;
         let mut md = self.inner.md_writable()?;
         let mut st = self.entry.write();
         if st.current.is_read_only() {

@@ -470,6 +470,17 @@ fn check(dev: &dyn BlockDevice) -> Result<Checked> {
     let ins = match inspect(dev) {
         Ok(ins) => ins,
         Err(BsError::Io(e)) => return Err(BsError::Io(e)),
+        Err(BsError::DeviceTooSmall(_)) => {
+            // Nothing past the superblock is read from a device smaller than the store.
+            if let Some(sb) = slots
+                .iter()
+                .filter_map(|s| s.as_ref().ok())
+                .max_by_key(|s| s.generation)
+            {
+                check_superblock(dev, sb, f);
+            }
+            return Ok(out);
+        }
         Err(e) => {
             classify_inspect_error(ch.as_mut(), &slots, e, f)?;
             return Ok(out);

@@ -277,6 +277,16 @@ pub(crate) fn put_xattr(r: &mut BlobRecord, name: &str, value: &[u8], internal: 
     }
 }
 
+/// A blob's size in bytes must fit in a `u64` (thin blobs may exceed the device).
+pub(crate) fn check_blob_size(num_clusters: u64, cluster_size: u64) -> Result<()> {
+    match num_clusters.checked_mul(cluster_size) {
+        Some(_) => Ok(()),
+        None => Err(BsError::InvalidArgument(format!(
+            "{num_clusters} clusters of {cluster_size} bytes overflow a 64-bit size"
+        ))),
+    }
+}
+
 /// Removes an xattr from a record; false if absent.
 pub(crate) fn del_xattr(r: &mut BlobRecord, name: &str, internal: bool) -> bool {
     let before = r.xattrs.len();
@@ -331,10 +341,15 @@ pub struct Inspection {
 /// anything. For `fsck`, `dump` and [`BlobStore::load`].
 pub fn inspect(dev: &dyn BlockDevice) -> Result<Inspection> {
     let mut ch = dev.channel()?;
-    inspect_with(ch.as_mut())
+    inspect_with(ch.as_mut(), dev.info().size_bytes())
 }
 
-fn inspect_with(ch: &mut dyn IoChannel) -> Result<Inspection> {
+/// Generations, sequence numbers and blob ids above this cannot be reached by a real store
+/// (2^62 operations); a superblock, checkpoint or log claiming one is corrupt. The headroom
+/// keeps every `+ 1` on them from overflowing.
+pub(crate) const COUNTER_LIMIT: u64 = 1 << 62;
+
+fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
     let mut buf = blocking::read(ch, 0, 2 * MD_PAGE_SIZE)?;
     let slots = [
         Superblock::decode(&buf[..MD_PAGE_SIZE]),
@@ -361,6 +376,23 @@ fn inspect_with(ch: &mut dyn IoChannel) -> Result<Inspection> {
         Ok(s) => s.clone(),
         Err(_) => return Err(BsError::NotABlobstore),
     };
+    // Before reading anything the superblock points to: every range it names lies inside
+    // `device_size` (validated), so this also bounds the reads' buffers by the real device.
+    if dev_size < sb.device_size {
+        return Err(BsError::DeviceTooSmall(format!(
+            "device has {dev_size} bytes, the store was made on {}",
+            sb.device_size
+        )));
+    }
+    if sb.generation > COUNTER_LIMIT || sb.log_first_seq > COUNTER_LIMIT {
+        return Err(BsError::corrupt(
+            "superblock",
+            format!(
+                "generation {} or log_first_seq {} beyond {COUNTER_LIMIT}",
+                sb.generation, sb.log_first_seq
+            ),
+        ));
+    }
     let seg = u64::from(sb.md_segment_pages);
     let c = sb.checkpoint;
     if (c.first_page - sb.md_first_page) % seg != 0 || c.page_count % seg != 0 {
@@ -584,7 +616,7 @@ impl BlobStore {
     /// checkpoint if the log held records, else only a new superblock (one page + flush).
     pub fn load(dev: Arc<dyn BlockDevice>, opts: LoadOptions) -> Result<BlobStore> {
         let mut ch = dev.channel()?;
-        let ins = inspect_with(ch.as_mut())?;
+        let ins = inspect_with(ch.as_mut(), dev.info().size_bytes())?;
         let sb = ins.superblock.clone();
         if sb.unknown_incompat() != 0 {
             return Err(BsError::UnknownFeature {
@@ -643,9 +675,21 @@ impl BlobStore {
                 }
             }
         }
+        if next_id > COUNTER_LIMIT {
+            return Err(BsError::corrupt(
+                "checkpoint or log",
+                format!("next_blob_id {next_id} beyond {COUNTER_LIMIT}"),
+            ));
+        }
         // Derive the allocation and check cross-blob invariants.
         let mut alloc = Allocator::new(sb.data_cluster_count);
         for r in map.values() {
+            if check_blob_size(r.num_clusters, sb.cluster_size).is_err() {
+                return Err(BsError::corrupt(
+                    format!("blob {:#x}", r.id),
+                    format!("{} clusters overflow a 64-bit size", r.num_clusters),
+                ));
+            }
             if r.id >= next_id {
                 return Err(BsError::corrupt(
                     format!("blob {:#x}", r.id),
@@ -959,6 +1003,7 @@ impl Txn {
         for (n, v) in &opts.xattrs {
             check_xattr(n, v)?;
         }
+        check_blob_size(opts.num_clusters, self.store.inner.geo.cluster_size)?;
         let mut md = self.store.inner.md_writable()?;
         let id = md.next_blob_id;
         md.next_blob_id += 1;
