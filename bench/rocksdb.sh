@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# bench/rocksdb.sh — stock db_bench on oxblob (the RocksDB FileSystem plugin, via LD_PRELOAD
+# and --fs_uri) against db_bench on ext4 directly, with SPDK's RocksDB workloads.
+#
+# Workloads, in order, on each file system (each DB is reused by the next workload):
+#   fillseq          fresh DB, N keys in order
+#   fillrandom       fresh DB, N keys in random order
+#   overwrite        N random overwrites of the existing DB
+#   overwrite-sync   N/100 random overwrites with --sync=1 (a WAL fsync per write)
+#   readrandom       N/4 random reads
+#   readwhilewriting 1 reader + 1 writer for a fixed --duration
+# Keys are 16 bytes (--key_size=16), values 1000 bytes (--value_size=1000), Snappy off (no
+# CPU spent compressing), --histogram=1 for P99. Both sides get identical db_bench flags.
+#
+# Two modes:
+#   buffered  ext4: the page cache.  oxblob: image opened with direct=0, so the image goes
+#             through the same host page cache (blobfs has no cache of its own yet).
+#   direct    ext4: --use_direct_reads --use_direct_io_for_flush_and_compaction.
+#             oxblob: the same flags (RocksDB's files in the plugin never report direct I/O,
+#             so RocksDB keeps its buffered code path) and the image opened with O_DIRECT
+#             (direct=1): every blobfs read and write goes to the disk.
+# Memory budget: --cache_size (block cache) is the same for both sides in both modes
+# (OXBLOB_RDB_CACHE, default 64 MiB); in buffered mode both also use the host page cache.
+#
+# ext4 and oxblob runs alternate workload by workload (the order flips every workload). The
+# oxblob image is a sparse file on the same disk, under the same directory as the ext4 DB.
+#
+# Environment (all optional):
+#   OXBLOB_RDB_NUM       keys (default 500000; about 0.5 GB of values)
+#   OXBLOB_RDB_DURATION  seconds of readwhilewriting (default 20)
+#   OXBLOB_RDB_CACHE     block cache bytes (default 67108864)
+#   OXBLOB_RDB_MODES     "buffered direct" (default both)
+#   OXBLOB_RDB_DIR       scratch directory on the disk under test (default /var/tmp/oxblob-rdb)
+#   OXBLOB_RDB_OUT       output prefix (default bench/out/rocksdb -> .json, .svg)
+# Exits non-zero only when something fails to run, never because of a ratio.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NUM=${OXBLOB_RDB_NUM:-500000}
+DURATION=${OXBLOB_RDB_DURATION:-20}
+CACHE=${OXBLOB_RDB_CACHE:-67108864}
+MODES=${OXBLOB_RDB_MODES:-buffered direct}
+DIR=${OXBLOB_RDB_DIR:-/var/tmp/oxblob-rdb}
+OUT=${OXBLOB_RDB_OUT:-$ROOT/bench/out/rocksdb}
+
+die() { echo "rocksdb.sh: $*" >&2; exit 1; }
+for tool in db_bench python3 cargo; do
+    command -v "$tool" >/dev/null || die "'$tool' not found (run scripts/setup.sh)"
+done
+[[ $NUM =~ ^[0-9]+$ && $NUM -ge 1000 ]] || die "OXBLOB_RDB_NUM must be a whole number >= 1000"
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 ]] || die "OXBLOB_RDB_DURATION must be seconds > 0"
+[[ ! -e $DIR || -d $DIR ]] || die "$DIR exists and is not a directory"
+
+echo "== building liboxblob_rocksdb.so (release)"
+(cd "$ROOT" && cargo build --release -p oxblob-rocksdb --quiet)
+SO=$ROOT/target/release/liboxblob_rocksdb.so
+[[ -f $SO ]] || die "build produced no $SO"
+
+mkdir -p "$DIR" "$(dirname "$OUT")"
+RAW=$(mktemp -d "${TMPDIR:-/tmp}/oxblob-rdb.XXXXXX")
+cleanup() { rm -rf "$RAW" "$DIR/ext4-db" "$DIR/oxblob.img"; }
+trap cleanup EXIT
+
+# Image: room for the data, compaction's temporary copies and the md region.
+IMG_GIB=$(( (NUM * 1100 * 3) / (1 << 30) + 2 ))
+SYNC_N=$(( NUM / 100 > 1000 ? NUM / 100 : 1000 ))
+READS=$(( NUM / 4 ))
+COMMON=(--key_size=16 --value_size=1000 --compression_type=none --cache_size="$CACHE"
+        --histogram=1 --threads=1 --statistics=0 --seed=42)
+
+# run FS MODE WORKLOAD: one db_bench process; output to $RAW/FS-MODE-WORKLOAD.txt
+run() {
+    local fs=$1 mode=$2 w=$3 args=()
+    case $w in
+        fillseq) args=(--benchmarks=fillseq --num="$NUM" --use_existing_db=0) ;;
+        fillrandom) args=(--benchmarks=fillrandom --num="$NUM" --use_existing_db=0) ;;
+        overwrite) args=(--benchmarks=overwrite --num="$NUM" --use_existing_db=1) ;;
+        overwrite-sync) args=(--benchmarks=overwrite --num="$NUM" --writes="$SYNC_N" --sync=1 --use_existing_db=1) ;;
+        readrandom) args=(--benchmarks=readrandom --num="$NUM" --reads="$READS" --use_existing_db=1) ;;
+        readwhilewriting) args=(--benchmarks=readwhilewriting --num="$NUM" --duration="$DURATION" --use_existing_db=1) ;;
+    esac
+    if [[ $mode == direct ]]; then
+        args+=(--use_direct_reads=1 --use_direct_io_for_flush_and_compaction=1)
+    fi
+    local direct=0 out=$RAW/$fs-$mode-$w.txt
+    [[ $mode == direct ]] && direct=1
+    echo "   $fs $mode $w"
+    if [[ $fs == ext4 ]]; then
+        db_bench "${COMMON[@]}" "${args[@]}" --db="$DIR/ext4-db" >"$out" 2>&1 \
+            || { cat "$out" >&2; die "db_bench on ext4 failed ($w, $mode)"; }
+    else
+        LD_PRELOAD=$SO db_bench "${COMMON[@]}" "${args[@]}" \
+            --fs_uri="oxblob://$DIR/oxblob.img?mkfs=1&size=${IMG_GIB}GiB&direct=$direct" \
+            --db=/db >"$out" 2>&1 \
+            || { cat "$out" >&2; die "db_bench on oxblob failed ($w, $mode)"; }
+    fi
+}
+
+WORKLOADS=(fillseq fillrandom overwrite overwrite-sync readrandom readwhilewriting)
+START=$(date +%s)
+for mode in $MODES; do
+    [[ $mode == buffered || $mode == direct ]] || die "unknown mode '$mode'"
+    echo "== $mode mode: $NUM keys x 1000 B, cache $CACHE B, image ${IMG_GIB} GiB (sparse)"
+    rm -rf "$DIR/ext4-db"; rm -f "$DIR/oxblob.img"
+    i=0
+    for w in "${WORKLOADS[@]}"; do
+        if (( i % 2 == 0 )); then order=(ext4 oxblob); else order=(oxblob ext4); fi
+        for fs in "${order[@]}"; do
+            sync; run "$fs" "$mode" "$w"
+        done
+        i=$((i + 1))
+    done
+done
+echo "== done in $(( $(date +%s) - START )) s"
+
+python3 - "$RAW" "$OUT" "$NUM" "$CACHE" "$DURATION" "$MODES" <<'PY'
+import json, re, sys, os, html
+raw, out, num, cache, duration, modes = sys.argv[1:7]
+modes = modes.split()
+workloads = ["fillseq", "fillrandom", "overwrite", "overwrite-sync", "readrandom",
+             "readwhilewriting"]
+bench_name = {"overwrite-sync": "overwrite"}
+
+def parse(path, w):
+    text = open(path).read()
+    name = bench_name.get(w, w)
+    m = re.search(r"^%s\s*:\s*([\d.]+) micros/op (\d+) ops/sec" % re.escape(name), text, re.M)
+    if not m:
+        raise SystemExit("no result for %s in %s" % (w, path))
+    rest = text[m.end():]
+    p = re.search(r"P99: ([\d.]+)", rest)
+    return {"micros_per_op": float(m.group(1)), "ops_per_sec": int(m.group(2)),
+            "p99_us": float(p.group(1)) if p else None}
+
+rows = []
+for mode in modes:
+    for w in workloads:
+        e = parse(os.path.join(raw, "ext4-%s-%s.txt" % (mode, w)), w)
+        o = parse(os.path.join(raw, "oxblob-%s-%s.txt" % (mode, w)), w)
+        rows.append({"mode": mode, "workload": w, "ext4": e, "oxblob": o,
+                     "ratio_ops": o["ops_per_sec"] / e["ops_per_sec"] if e["ops_per_sec"] else None,
+                     "ratio_p99": (o["p99_us"] / e["p99_us"]) if e["p99_us"] and o["p99_us"] else None})
+
+hdr = "%-9s %-17s %12s %12s %7s %11s %11s %7s" % ("mode", "workload", "ext4 ops/s",
+      "oxblob ops/s", "ratio", "ext4 P99us", "oxb P99us", "P99 x")
+print(hdr); print("-" * len(hdr))
+for r in rows:
+    f = lambda v, fmt: (fmt % v) if v is not None else "-"
+    print("%-9s %-17s %12d %12d %7s %11s %11s %7s" % (r["mode"], r["workload"],
+          r["ext4"]["ops_per_sec"], r["oxblob"]["ops_per_sec"], f(r["ratio_ops"], "%.2f"),
+          f(r["ext4"]["p99_us"], "%.1f"), f(r["oxblob"]["p99_us"], "%.1f"),
+          f(r["ratio_p99"], "%.2f")))
+print("(ratio = oxblob/ext4 ops/s, higher is better for oxblob; P99 x = oxblob/ext4 P99 latency,"
+      " lower is better)")
+
+doc = {"num": int(num), "key_size": 16, "value_size": 1000, "cache_size": int(cache),
+       "readwhilewriting_seconds": int(duration), "results": rows}
+with open(out + ".json", "w") as fh:
+    json.dump(doc, fh, indent=2)
+
+# SVG: one group of bars per (mode, workload), log-scale ops/s.
+import math
+W, H, left, top, bottom = 1000, 420, 70, 40, 120
+n = len(rows)
+gw = (W - left - 20) / max(n, 1)
+mx = max(max(r["ext4"]["ops_per_sec"], r["oxblob"]["ops_per_sec"]) for r in rows)
+lo, hi = 1.0, math.log10(mx) + 0.2
+def y(v):
+    v = max(v, 10)
+    return top + (H - top - bottom) * (1 - (math.log10(v) - lo) / (hi - lo))
+s = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
+     '<rect width="100%" height="100%" fill="white"/>',
+     '<text x="%d" y="20" font-size="14">db_bench ops/s (log scale): ext4 vs oxblob, %s keys x 1000 B, cache %d MiB</text>' % (left, num, int(cache) >> 20)]
+for e in range(1, int(hi) + 1):
+    yy = y(10 ** e)
+    s.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, W - 20, yy, yy))
+    s.append('<text x="%d" y="%.1f" text-anchor="end">1e%d</text>' % (left - 5, yy + 4, e))
+for i, r in enumerate(rows):
+    x0 = left + i * gw + gw * 0.15
+    bw = gw * 0.35
+    for j, (k, col) in enumerate((("ext4", "#888"), ("oxblob", "#c60"))):
+        v = r[k]["ops_per_sec"]
+        yy = y(v)
+        s.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s %s: %d ops/s</title></rect>'
+                 % (x0 + j * bw, yy, bw, H - bottom - yy, col, r["mode"], r["workload"], k, v))
+    if r["ratio_ops"] is not None:
+        s.append('<text x="%.1f" y="%.1f" text-anchor="middle">%.2f</text>' % (x0 + bw, y(max(r["ext4"]["ops_per_sec"], r["oxblob"]["ops_per_sec"])) - 4, r["ratio_ops"]))
+    cx = x0 + bw
+    s.append('<text transform="translate(%.1f,%d) rotate(50)">%s</text>' % (cx - 4, H - bottom + 12, html.escape(r["mode"] + " " + r["workload"])))
+s.append('<rect x="%d" y="%d" width="10" height="10" fill="#888"/><text x="%d" y="%d">ext4</text>' % (W - 160, 12, W - 146, 21))
+s.append('<rect x="%d" y="%d" width="10" height="10" fill="#c60"/><text x="%d" y="%d">oxblob (label: ratio)</text>' % (W - 110, 12, W - 96, 21))
+s.append("</svg>")
+with open(out + ".svg", "w") as fh:
+    fh.write("\n".join(s))
+print("wrote %s.json and %s.svg" % (out, out))
+PY
