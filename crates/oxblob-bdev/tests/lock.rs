@@ -1,7 +1,10 @@
 //! An image is opened by one device at a time: a second open gets `BdevError::InUse`, whatever
 //! the backend, until the first device is dropped. `lock=0` turns the lock off.
 
-#![allow(clippy::unwrap_used, reason = "test helpers fail the test on setup errors")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on setup errors"
+)]
 
 use oxblob_bdev::{spec, BdevError};
 
