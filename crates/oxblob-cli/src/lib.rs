@@ -16,4 +16,5 @@ pub mod blob_bench;
 pub mod cmd;
 pub mod device_args;
 pub mod error;
+pub mod meta_bench;
 pub mod size;

@@ -28,6 +28,13 @@ pub enum BenchTarget {
     /// Blobstore: random I/O through a blob vs the raw device (ratio), metadata operations per
     /// second (--meta), or load time (--load). Re-initializes the device.
     Blob(super::bench_blob::BlobBenchArgs),
+    /// File system metadata: create, stat, readdir, rename and delete per second with N files
+    /// (flat and in 1,000 directories), and mount time clean and after a crash. Re-formats
+    /// the device.
+    Meta(super::fs::bench::MetaBenchArgs),
+    /// File system data: sequential and random I/O on a blobfs file vs the raw device range
+    /// (ratio). Re-formats the device.
+    Fs(super::fs::bench::FsBenchArgs),
 }
 
 const BDEV_EXAMPLES: &str = "Examples:
@@ -111,6 +118,8 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
     match args.target {
         BenchTarget::Bdev(a) => run_bdev(a),
         BenchTarget::Blob(a) => super::bench_blob::run(a),
+        BenchTarget::Meta(a) => super::fs::bench::run_meta(a),
+        BenchTarget::Fs(a) => super::fs::bench::run_fs(a),
     }
 }
 

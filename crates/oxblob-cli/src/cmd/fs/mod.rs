@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 
+pub mod bench;
 pub mod cat;
 pub mod cp;
 pub mod df;

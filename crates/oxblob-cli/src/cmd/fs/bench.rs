@@ -1,0 +1,329 @@
+//! `oxblob bench meta` and `oxblob bench fs`: the file system's metadata and data paths.
+//! Engines in [`crate::meta_bench`]. Both re-format the device.
+
+use crate::device_args::DeviceArgs;
+use crate::error::{CliError, CliResult};
+use crate::meta_bench::{self, FsParams, Layout, MetaParams, MetaResult};
+use crate::size::{format_size, parse_nonzero_size};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use oxblob_bdev::BlockDevice;
+use oxblob_blobfs::MkfsOptions;
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The device of a benchmark: IMAGE, `--dev SPEC`, or `--config FILE --bdev NAME`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchDevice {
+    /// Image path or device spec (its contents are destroyed).
+    #[arg(value_name = "IMAGE", conflicts_with_all = ["dev", "config"])]
+    pub image: Option<String>,
+    /// Device spec in place of IMAGE (e.g. `malloc:4GiB`, `file:/var/tmp/b.img?create=8GiB`).
+    #[arg(long, value_name = "SPEC", conflicts_with = "config")]
+    pub dev: Option<String>,
+    /// SPDK-style JSON bdev config file (with --bdev).
+    #[arg(long, value_name = "FILE.json", requires = "bdev")]
+    pub config: Option<PathBuf>,
+    /// Name of the bdev in the --config file.
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub bdev: Option<String>,
+}
+
+impl BenchDevice {
+    fn open(&self) -> CliResult<Arc<dyn BlockDevice>> {
+        let d = DeviceArgs {
+            dev: self.image.clone().or_else(|| self.dev.clone()),
+            config: self.config.clone(),
+            bdev: self.bdev.clone(),
+        };
+        if d.dev.is_none() && d.config.is_none() {
+            return Err(CliError::new(
+                "usage",
+                "give IMAGE, --dev SPEC, or --config FILE.json --bdev NAME",
+            ));
+        }
+        d.open()
+    }
+}
+
+const META_EXAMPLES: &str = "Examples:
+  oxblob bench meta --dev malloc:2GiB --files 10000,100000
+  oxblob bench meta --dev malloc:6GiB --md-fraction 2 --files 1000000 --layout tree
+  oxblob bench meta /var/tmp/meta.img --files 10000 --json";
+
+/// `oxblob bench meta`.
+#[derive(Args, Debug)]
+#[command(after_help = META_EXAMPLES)]
+pub struct MetaBenchArgs {
+    /// The device (re-formatted for every run).
+    #[command(flatten)]
+    pub device: BenchDevice,
+    /// File counts, comma separated.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "10000,100000",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub files: Vec<u64>,
+    /// Layouts: flat (one directory) or tree (1,000 directories); repeat or comma-separate.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "flat,tree")]
+    pub layout: Vec<Layout>,
+    /// Random stats and renames measured per run (at most the file count).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub sample: u64,
+    /// Metadata region as 1/N of the device (millions of files need a large one).
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub md_fraction: u64,
+    /// Cluster size.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_nonzero_size)]
+    pub cluster_size: u64,
+    /// Seed of the random choices.
+    #[arg(long, default_value_t = 0x0b10_bf5e_ed00_0003)]
+    pub seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn bar() -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(1);
+        b.set_style(
+            ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    })
+}
+
+fn k(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Runs `oxblob bench meta`.
+pub fn run_meta(a: MetaBenchArgs) -> CliResult<()> {
+    let dev = a.device.open()?;
+    let pb = bar();
+    let mut results: Vec<MetaResult> = Vec::new();
+    for &layout in &a.layout {
+        for &n in &a.files {
+            let p = MetaParams {
+                files: n,
+                layout,
+                sample: a.sample,
+                mkfs: MkfsOptions {
+                    cluster_size: a.cluster_size,
+                    md_fraction: a.md_fraction,
+                    ..Default::default()
+                },
+                seed: a.seed,
+            };
+            let label = format!("{n} {layout:?}").to_lowercase();
+            let mut tick = |phase: &str, done: u64, total: u64| {
+                if let Some(b) = &pb {
+                    b.set_message(format!("{label} {phase}"));
+                    b.set_length(total.max(1));
+                    b.set_position(done);
+                }
+            };
+            let r = meta_bench::run_meta(&dev, &p, &mut tick)
+                .map_err(|e| CliError::new(format!("bench meta ({n} files, {label})"), e))?;
+            results.push(r);
+        }
+    }
+    if let Some(b) = pb {
+        b.finish_and_clear();
+    }
+    // Scaling: each rate at the largest count over the same rate at the smallest, per layout.
+    let mut scaling = Vec::new();
+    for &layout in &a.layout {
+        let rs: Vec<&MetaResult> = results.iter().filter(|r| r.layout == layout).collect();
+        let (Some(lo), Some(hi)) = (
+            rs.iter().min_by_key(|r| r.files),
+            rs.iter().max_by_key(|r| r.files),
+        ) else {
+            continue;
+        };
+        if lo.files == hi.files {
+            continue;
+        }
+        let f = |h: f64, l: f64| h / l.max(1e-9);
+        scaling.push(json!({
+            "layout": layout,
+            "from_files": lo.files,
+            "to_files": hi.files,
+            "create": f(hi.create_ops, lo.create_ops),
+            "stat": f(hi.stat_ops, lo.stat_ops),
+            "readdir": f(hi.readdir_entries, lo.readdir_entries),
+            "rename": f(hi.rename_ops, lo.rename_ops),
+            "delete": f(hi.delete_ops, lo.delete_ops),
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    let w = |out: &mut std::io::StdoutLock, s: String| {
+        writeln!(out, "{s}").map_err(|e| CliError::new("writing the output", e))
+    };
+    if a.json {
+        let v = json!({ "results": results, "scaling": scaling, "md_fraction": a.md_fraction });
+        return w(&mut out, super::to_json(&v)?);
+    }
+    w(
+        &mut out,
+        format!(
+            "{:>9} {:>6} {:>9} {:>9} {:>11} {:>9} {:>9} {:>11} {:>11}",
+            "files",
+            "layout",
+            "create/s",
+            "stat/s",
+            "readdir e/s",
+            "rename/s",
+            "delete/s",
+            "mount clean",
+            "mount crash"
+        ),
+    )?;
+    for r in &results {
+        w(
+            &mut out,
+            format!(
+                "{:>9} {:>6} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9.1}ms {:>9.1}ms",
+                r.files,
+                format!("{:?}", r.layout).to_lowercase(),
+                k(r.create_ops),
+                k(r.stat_ops),
+                k(r.readdir_entries),
+                k(r.rename_ops),
+                k(r.delete_ops),
+                r.mount_clean_ms,
+                r.mount_crash_ms
+            ),
+        )?;
+    }
+    for s in &scaling {
+        w(
+            &mut out,
+            format!(
+                "scaling {} {} -> {} files (1.00 = flat; target >= 0.50): create {:.2}  stat {:.2}  readdir {:.2}  rename {:.2}  delete {:.2}",
+                s["layout"].as_str().unwrap_or(""),
+                s["from_files"],
+                s["to_files"],
+                s["create"].as_f64().unwrap_or(0.0),
+                s["stat"].as_f64().unwrap_or(0.0),
+                s["readdir"].as_f64().unwrap_or(0.0),
+                s["rename"].as_f64().unwrap_or(0.0),
+                s["delete"].as_f64().unwrap_or(0.0),
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// `oxblob bench fs`.
+#[derive(Args, Debug)]
+pub struct FsBenchArgs {
+    /// The device (re-formatted).
+    #[command(flatten)]
+    pub device: BenchDevice,
+    /// File size (and size of the raw range).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_nonzero_size)]
+    pub size: u64,
+    /// Request size of the sequential patterns.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_nonzero_size)]
+    pub seq_bs: u64,
+    /// Request size of the random patterns.
+    #[arg(long, value_name = "SIZE", default_value = "4KiB", value_parser = parse_nonzero_size)]
+    pub rand_bs: u64,
+    /// Seconds per random pattern.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Cluster size.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_nonzero_size)]
+    pub cluster_size: u64,
+    /// Seed of the random offsets.
+    #[arg(long, default_value_t = 0x0b10_bf5e_ed00_0004)]
+    pub seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `oxblob bench fs`.
+pub fn run_fs(a: FsBenchArgs) -> CliResult<()> {
+    let dev = a.device.open()?;
+    let bs_ok = |b: u64| b % 4096 == 0 && b <= a.size;
+    if !bs_ok(a.seq_bs) || !bs_ok(a.rand_bs) || a.seconds.is_nan() || a.seconds <= 0.0 {
+        return Err(CliError::new(
+            "bench fs",
+            "--seq-bs and --rand-bs must be multiples of 4 KiB no larger than --size; --seconds > 0",
+        ));
+    }
+    let p = FsParams {
+        size: a.size / a.seq_bs * a.seq_bs,
+        seq_bs: a.seq_bs as usize,
+        rand_bs: a.rand_bs as usize,
+        seconds: a.seconds,
+        mkfs: MkfsOptions {
+            cluster_size: a.cluster_size,
+            ..Default::default()
+        },
+        seed: a.seed,
+    };
+    let pb = bar();
+    let mut tick = |phase: &str, done: u64, total: u64| {
+        if let Some(b) = &pb {
+            b.set_message(phase.to_string());
+            b.set_length(total.max(1));
+            b.set_position(done);
+        }
+    };
+    let cases =
+        meta_bench::run_fs(&dev, &p, &mut tick).map_err(|e| CliError::new("bench fs", e))?;
+    if let Some(b) = pb {
+        b.finish_and_clear();
+    }
+    let mut out = std::io::stdout().lock();
+    let w = |out: &mut std::io::StdoutLock, s: String| {
+        writeln!(out, "{s}").map_err(|e| CliError::new("writing the output", e))
+    };
+    if a.json {
+        let v = json!({ "size": p.size, "cases": cases, "device": dev.info().name });
+        return w(&mut out, super::to_json(&v)?);
+    }
+    w(
+        &mut out,
+        format!(
+            "file of {} through blobfs vs the raw device range (QD1, one thread)",
+            format_size(p.size)
+        ),
+    )?;
+    w(
+        &mut out,
+        format!(
+            "{:>10} {:>7} {:>12} {:>12} {:>10} {:>10} {:>6}",
+            "rw", "bs", "blobfs MiB/s", "raw MiB/s", "blobfs IOPS", "raw IOPS", "ratio"
+        ),
+    )?;
+    for c in &cases {
+        w(
+            &mut out,
+            format!(
+                "{:>10} {:>7} {:>12.1} {:>12.1} {:>10} {:>10} {:>6.2}",
+                c.rw,
+                format_size(c.bs as u64),
+                c.fs_mib_s,
+                c.raw_mib_s,
+                k(c.fs_iops),
+                k(c.raw_iops),
+                c.ratio
+            ),
+        )?;
+    }
+    Ok(())
+}
