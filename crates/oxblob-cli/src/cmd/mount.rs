@@ -40,8 +40,8 @@ pub struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
-    /// Size of a data cache (e.g. 256MiB). blobfs has no data cache yet: the value is
-    /// checked, then ignored with a warning; the kernel page cache is used either way.
+    /// Memory bound of blobfs's data cache (e.g. 256MiB; 0 disables it). Default: blobfs's
+    /// default (64 MiB).
     #[arg(long, value_name = "SIZE")]
     pub cache_size: Option<String>,
     /// IMAGE MOUNTPOINT (MOUNTPOINT alone with --config/--bdev).
@@ -70,15 +70,26 @@ pub fn run_mount(a: MountArgs) -> CliResult<()> {
     )?;
     let mp = PathBuf::from(&t.rest[0]);
     let what = format!("mount {}", t.name);
-    if let Some(c) = &a.cache_size {
-        parse_nonzero_size(c).map_err(|e| CliError::new(format!("{what}: --cache-size"), e))?;
-        eprintln!("oxblob: mount: --cache-size {c}: blobfs has no data cache yet; ignored");
-    }
+    let cache_bytes = match &a.cache_size {
+        Some(c) if c.trim() == "0" => 0,
+        Some(c) => {
+            parse_nonzero_size(c).map_err(|e| CliError::new(format!("{what}: --cache-size"), e))?
+        }
+        None => MountOptions::default().cache_bytes,
+    };
     oxblob_fuse::check_mountpoint(&mp).map_err(|e| CliError::new(&what, e))?;
     if a.foreground {
-        foreground(&t, &mp, a.allow_other, a.threads, &what)
+        foreground(&t, &mp, a.allow_other, a.threads, cache_bytes, &what)
     } else {
-        background(&t, &image, &mp, a.allow_other, a.threads, &what)
+        background(
+            &t,
+            &image,
+            &mp,
+            a.allow_other,
+            a.threads,
+            cache_bytes,
+            &what,
+        )
     }
 }
 
@@ -95,13 +106,26 @@ fn source_of(t: &Target) -> String {
     }
 }
 
-fn foreground(t: &Target, mp: &Path, allow_other: bool, threads: u16, what: &str) -> CliResult<()> {
+fn foreground(
+    t: &Target,
+    mp: &Path,
+    allow_other: bool,
+    threads: u16,
+    cache_bytes: u64,
+    what: &str,
+) -> CliResult<()> {
     let dev = match t.dev.open() {
         Ok(d) => d,
         Err(e) => return Err(open_error(t, e, what)),
     };
-    let fs = BlobFs::mount(dev, MountOptions { read_only: false })
-        .map_err(|e| CliError::new(what, mount_why(&e)))?;
+    let fs = BlobFs::mount(
+        dev,
+        MountOptions {
+            read_only: false,
+            cache_bytes,
+        },
+    )
+    .map_err(|e| CliError::new(what, mount_why(&e)))?;
     let cfg = oxblob_fuse::MountConfig {
         allow_other,
         threads: usize::from(threads),
@@ -141,6 +165,7 @@ fn background(
     mp: &Path,
     allow_other: bool,
     threads: u16,
+    cache_bytes: u64,
     what: &str,
 ) -> CliResult<()> {
     let exe = std::env::current_exe()
@@ -163,6 +188,7 @@ fn background(
     }
     cmd.arg(mp);
     cmd.arg("--threads").arg(threads.to_string());
+    cmd.arg("--cache-size").arg(cache_bytes.to_string());
     if allow_other {
         cmd.arg("--allow-other");
     }
