@@ -423,3 +423,94 @@ impl Drop for WFile {
         let _ = self.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn buffered_appends_read_back_byte_for_byte_and_survive_remount() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let uri = format!("oxblob://{}/m.img?mkfs=1&size=256MiB", dir.path().display());
+        let m = MountRef::mount(&uri).unwrap();
+        m.fs().mkdir("/d").unwrap();
+        let mut w = WFile::open(&m, "/d/f", OpenMode::Truncate).unwrap();
+        // Odd-sized appends across several WRITE_CHUNKs; the size includes the buffer.
+        let mut all = Vec::new();
+        for (i, n) in [1usize, 4095, 4097, 700_000, 1 << 20, 13, 2_000_001]
+            .iter()
+            .enumerate()
+        {
+            let p = pattern(*n, i as u8);
+            w.append(&p).unwrap();
+            all.extend_from_slice(&p);
+            assert_eq!(w.size(), all.len() as u64);
+        }
+        // The writer reads its own buffered bytes.
+        let mut buf = vec![0u8; 5000];
+        assert_eq!(w.read_at(all.len() as u64 - 5000, &mut buf).unwrap(), 5000);
+        assert_eq!(&buf[..], &all[all.len() - 5000..]);
+        w.sync().unwrap();
+        let r = WFile::open(&m, "/d/f", OpenMode::Read).unwrap();
+        assert_eq!(r.size(), all.len() as u64);
+        let mut got = vec![0u8; all.len() + 10];
+        assert_eq!(r.read_at(0, &mut got).unwrap(), all.len());
+        assert!(got[..all.len()] == all[..], "contents differ after sync");
+        // Reading is not allowed to write.
+        assert_eq!(r.append(b"x").unwrap_err().errno, libc::EBADF);
+        w.truncate(10).unwrap();
+        assert_eq!(w.size(), 10);
+        w.append(b"tail").unwrap();
+        w.close().unwrap();
+        drop(r);
+        m.release().unwrap();
+
+        let m = MountRef::mount(&format!("oxblob://{}/m.img", dir.path().display())).unwrap();
+        let r = WFile::open(&m, "/d/f", OpenMode::Read).unwrap();
+        let mut got = vec![0u8; 64];
+        let n = r.read_at(0, &mut got).unwrap();
+        assert_eq!(n, 14);
+        assert_eq!(&got[..10], &all[..10]);
+        assert_eq!(&got[10..14], b"tail");
+        drop(r);
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn mounts_are_shared_and_locks_exclude() {
+        let uri = "oxblob://malloc:64MiB";
+        let a = MountRef::mount(uri).unwrap();
+        let b = MountRef::mount(uri).unwrap();
+        a.fs().mkdir("/x").unwrap();
+        assert!(b.fs().exists("/x").unwrap(), "second mount is not shared");
+        a.lock_file("/x/LOCK").unwrap();
+        let e = b.lock_file("/x/LOCK").unwrap_err();
+        assert_eq!(e.errno, libc::EBUSY);
+        assert!(e.message.contains("lock held"), "{}", e.message);
+        assert!(b.fs().exists("/x/LOCK").unwrap());
+        b.unlock_file("/x/LOCK").unwrap();
+        assert_eq!(a.unlock_file("/x/LOCK").unwrap_err().errno, libc::ENOLCK);
+        b.lock_file("/x/LOCK").unwrap();
+        a.release().unwrap();
+        b.release().unwrap();
+        // The last release unmounted: a new mount of the RAM device starts empty.
+        let c = MountRef::mount(uri).unwrap();
+        assert!(!c.fs().exists("/x").unwrap());
+        c.release().unwrap();
+    }
+
+    #[test]
+    fn missing_image_without_mkfs_is_enoent() {
+        let e = MountRef::mount("oxblob:///var/tmp/definitely-not-here-oxblob.img").unwrap_err();
+        assert_eq!(e.errno, libc::ENOENT);
+        let e = MountRef::mount("oxblob:///x?mkfs=2").unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL);
+    }
+}
