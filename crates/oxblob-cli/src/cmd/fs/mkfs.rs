@@ -135,8 +135,15 @@ pub fn run(a: MkfsArgs) -> CliResult<()> {
         md_fraction: a.md_fraction,
         ..Default::default()
     };
-    let r = BlobFs::mkfs(Arc::clone(&dev), opts)
-        .and_then(|()| BlobFs::mount(Arc::clone(&dev), MountOptions { read_only: true }));
+    let r = BlobFs::mkfs(Arc::clone(&dev), opts).and_then(|()| {
+        BlobFs::mount(
+            Arc::clone(&dev),
+            MountOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+    });
     if let Some(s) = spinner {
         s.finish_and_clear();
     }

@@ -155,8 +155,14 @@ impl Target {
     /// Opens the device and mounts the file system.
     pub fn mount(&self, read_only: bool) -> CliResult<BlobFs> {
         let dev = self.dev.open()?;
-        BlobFs::mount(dev, MountOptions { read_only })
-            .map_err(|e| CliError::new(format!("cannot mount {}", self.name), mount_why(&e)))
+        BlobFs::mount(
+            dev,
+            MountOptions {
+                read_only,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| CliError::new(format!("cannot mount {}", self.name), mount_why(&e)))
     }
 }
 
