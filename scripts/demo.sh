@@ -5,6 +5,8 @@
 #   3. create the image file (oxblob.img in the repository root, or $OXBLOB_IMAGE; 1 GiB)
 #   4. benchmark the block-device layer on the image (4K randread and randwrite, QD32)
 #   5. benchmark the malloc (RAM) device for comparison
+#   6. a file system on the image: mkfs --force, mkdir -p, cp the repository's docs in, tree,
+#      cat, df, fsck (re-formats the image every run, so it is repeatable)
 #
 # Environment: OXBLOB_IMAGE (image path), OXBLOB_DEMO_SECONDS (seconds per benchmark, default 3).
 # The benchmark in step 4 overwrites the image's contents with random data.
@@ -49,5 +51,21 @@ run "$OXBLOB" bench bdev --dev "file:$IMAGE" --rw randwrite --bs 4k --qd 32 --se
 
 step "Benchmark the malloc (RAM) device, one thread"
 run "$OXBLOB" bench bdev --dev malloc:1GiB --rw randread --bs 4k --qd 32 --seconds "$SECONDS_EACH"
+
+step "A file system on the image: mkfs, mkdir, cp, tree, cat, df, fsck"
+# --force: the image holds the previous run's file system (or the benchmark's random data).
+run "$OXBLOB" mkfs "$IMAGE" --force
+run "$OXBLOB" mkdir "$IMAGE" -p /notes/today
+run "$OXBLOB" cp "$IMAGE" -r docs :/
+run "$OXBLOB" cp "$IMAGE" README.md :/docs/
+printf 'written by scripts/demo.sh on %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$ROOT/target/demo-note.txt"
+run "$OXBLOB" cp "$IMAGE" "$ROOT/target/demo-note.txt" :/notes/today/hello.txt
+run "$OXBLOB" tree "$IMAGE"
+run "$OXBLOB" ls "$IMAGE" -l /docs
+run "$OXBLOB" cat "$IMAGE" /notes/today/hello.txt
+run "$OXBLOB" cp "$IMAGE" :/docs/README.md "$ROOT/target/demo-README.md"
+run cmp README.md "$ROOT/target/demo-README.md"
+run "$OXBLOB" df "$IMAGE"
+run "$OXBLOB" fsck "$IMAGE"
 
 printf '\nDemo finished. Side-by-side numbers against fio: bench/bdev-vs-fio.sh\n'
