@@ -2,11 +2,13 @@
 //! blob handle, its own lock) and the per-open [`FileHandle`].
 
 use crate::attr::*;
+use crate::cache::{ReadState, Wb, CHUNK, RA_MAX, RA_MIN};
 use crate::error::{FsError, FsErrorKind, Result};
 use crate::fs::{last_close, FsInner, Inode, OpenFlags};
-use oxblob_blobstore::{Blob, BsChannel};
+use oxblob_bdev::IoBuf;
+use oxblob_blobstore::{Blob, BsChannel, BsCompletion};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 /// Largest blob I/O submitted at once, in clusters (keeps every request within a channel's
 /// queue depth).
@@ -22,6 +24,12 @@ struct Data {
     meta_dirty: bool,
     /// Size or inline data (what `fdatasync` must persist) changed.
     size_dirty: bool,
+    /// The size the device's contents are valid for: bytes at or past it (and not in `wb`)
+    /// read as zeroes whatever the device holds. Equals the size unless `wb` extends the
+    /// file; never more than the size.
+    dsize: u64,
+    /// Write-behind buffer (cache on, file in clusters).
+    wb: Option<Wb>,
 }
 
 /// The in-memory inode of an open file, shared by all its handles.
@@ -32,6 +40,38 @@ pub(crate) struct OpenInode {
     ctime: AtomicU64,
     orphan: AtomicBool,
     data: RwLock<Data>,
+    /// Clean chunks and read-ahead state; never held across I/O. Lock order: `data`, then
+    /// this.
+    rs: Mutex<ReadState>,
+    /// Bytes of cache memory this file holds (buffer capacity plus chunks), for eviction.
+    cached: AtomicU64,
+}
+
+/// Runs of consecutive values in a sorted list, as `[first, last + 1)`.
+fn runs(v: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &x in v {
+        match out.last_mut() {
+            Some(r) if r.1 == x => r.1 = x + 1,
+            _ => out.push((x, x + 1)),
+        }
+    }
+    out
+}
+
+/// Fills `dst` (the bytes of `[at, at + dst.len())`) from the `(start, bytes)` pieces;
+/// what no piece covers is zero.
+fn copy_from(pieces: &[(u64, IoBuf)], at: u64, dst: &mut [u8]) {
+    dst.fill(0);
+    let end = at + dst.len() as u64;
+    for (ps, b) in pieces {
+        let pe = ps + b.len() as u64;
+        let (s, e) = (at.max(*ps), end.min(pe));
+        if s < e {
+            dst[(s - at) as usize..(e - at) as usize]
+                .copy_from_slice(&b.as_slice()[(s - ps) as usize..(e - ps) as usize]);
+        }
+    }
 }
 
 fn gone(path: &str) -> FsError {
@@ -61,8 +101,119 @@ impl OpenInode {
                 inline,
                 meta_dirty: false,
                 size_dirty: false,
+                dsize: meta.size,
+                wb: None,
             }),
+            rs: Mutex::new(ReadState::default()),
+            cached: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    fn rs(&self) -> MutexGuard<'_, ReadState> {
+        self.rs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes of cache memory held by this file.
+    pub(crate) fn cached_bytes(&self) -> u64 {
+        self.cached.load(Ordering::Acquire)
+    }
+
+    fn add_cached(self: &Arc<Self>, fs: &FsInner, n: u64) {
+        if n > 0 {
+            self.cached.fetch_add(n, Ordering::AcqRel);
+            fs.cache.register(self);
+        }
+    }
+
+    fn sub_cached(&self, n: u64) {
+        let _ = self
+            .cached
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n))
+            });
+    }
+
+    /// Eviction by another file: drops this file's least recently used clean chunk if its
+    /// read state is free right now. Returns bytes released.
+    pub(crate) fn try_evict_clean(&self, cache: &crate::cache::Cache) -> u64 {
+        let mut rs = match self.rs.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return 0,
+        };
+        let n = rs.evict_oldest(cache);
+        self.sub_cached(n);
+        n
+    }
+
+    /// Eviction by another file: writes this file's write-behind buffer to the device if its
+    /// data lock is free right now. A failed write keeps the buffer (the next fsync reports
+    /// the error).
+    pub(crate) fn try_flush(&self, fs: &FsInner) {
+        let mut d = match self.data.try_write() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let _ = self.flush_wb(fs, &mut d, "");
+    }
+
+    /// Bytes of clusters the write-behind buffer will allocate when flushed (reported by
+    /// `stat` as allocated, like a delayed allocation).
+    pub(crate) fn pending_alloc_bytes(&self, cluster_size: u64) -> u64 {
+        let d = self.read_lock();
+        let (Some(w), Some(blob)) = (d.wb.as_ref(), d.blob.as_ref()) else {
+            return 0;
+        };
+        if w.data.is_empty() {
+            return 0;
+        }
+        let extents = blob.extents();
+        let mapped = |c: u64| {
+            let i = extents.partition_point(|e| e.logical + e.count <= c);
+            extents.get(i).is_some_and(|e| e.logical <= c)
+        };
+        let (c0, c1) = (w.start / cluster_size, (w.end() - 1) / cluster_size);
+        (c0..=c1).filter(|&c| !mapped(c)).count() as u64 * cluster_size
+    }
+
+    /// Writes the write-behind buffer to the device (one write of the whole extent; the
+    /// unaligned edges are read-modify-written here). On failure the buffer is kept.
+    fn flush_wb(&self, fs: &FsInner, d: &mut Data, path: &str) -> Result<()> {
+        let Some(wb) = d.wb.take() else {
+            return Ok(());
+        };
+        let Some(blob) = d.blob.as_ref() else {
+            d.wb = Some(wb);
+            return Err(gone(path));
+        };
+        if let Err(e) = Self::write_clusters(fs, blob, wb.start, &wb.data, d.dsize, path) {
+            d.wb = Some(wb);
+            return Err(e);
+        }
+        d.dsize = d.dsize.max(wb.end());
+        self.rs().patch(wb.start, &wb.data);
+        let cap = wb.data.capacity() as u64;
+        fs.cache.release(cap);
+        self.sub_cached(cap);
+        Ok(())
+    }
+
+    /// Drops the write-behind buffer and the clean chunks without writing anything (the
+    /// file is gone, or was persisted).
+    fn discard_cache(&self, fs: &FsInner, d: &mut Data) {
+        if let Some(wb) = d.wb.take() {
+            let cap = wb.data.capacity() as u64;
+            fs.cache.release(cap);
+            self.sub_cached(cap);
+        }
+        let n = self.rs().clear(&fs.cache);
+        self.sub_cached(n);
+        fs.cache.unregister(self.ino);
     }
 
     fn read_lock(&self) -> RwLockReadGuard<'_, Data> {
@@ -101,9 +252,13 @@ impl OpenInode {
         self.orphan.load(Ordering::Acquire)
     }
 
-    /// Drops the blob handle (after the last close), syncing it if still dirty.
-    pub(crate) fn release_blob(&self) {
-        if let Some(b) = self.write_lock().blob.take() {
+    /// Drops the blob handle (after the last close), syncing it if still dirty, and the
+    /// file's cache memory (unwritten buffered data is dropped: the file was persisted by its
+    /// close, or it is an orphan and deleted).
+    pub(crate) fn release_blob(&self, fs: &FsInner) {
+        let mut d = self.write_lock();
+        self.discard_cache(fs, &mut d);
+        if let Some(b) = d.blob.take() {
             if b.is_dirty() {
                 // Best effort: `unload` writes dirty blobs anyway.
                 let _ = b.close();
@@ -117,14 +272,18 @@ impl OpenInode {
             let mut d = self.write_lock();
             self.persist(fs, &mut d, "")
         };
-        self.release_blob();
+        self.release_blob(fs);
         r
     }
 
     /// Writes size, times and inline data to the blob's record and syncs it. For a file in
     /// clusters, a device flush comes first, so a durable size never covers unwritten data.
     fn persist(&self, fs: &FsInner, d: &mut Data, path: &str) -> Result<()> {
-        if !d.meta_dirty || fs.read_only {
+        if fs.read_only {
+            return Ok(());
+        }
+        self.flush_wb(fs, d, path)?;
+        if !d.meta_dirty {
             return Ok(());
         }
         let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
@@ -145,7 +304,13 @@ impl OpenInode {
         Ok(())
     }
 
-    fn read(&self, fs: &FsInner, offset: u64, buf: &mut [u8], path: &str) -> Result<usize> {
+    fn read(
+        self: &Arc<Self>,
+        fs: &FsInner,
+        offset: u64,
+        buf: &mut [u8],
+        path: &str,
+    ) -> Result<usize> {
         let d = self.read_lock();
         let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
         let size = self.size.load(Ordering::Acquire);
@@ -158,9 +323,46 @@ impl OpenInode {
             buf[..n].copy_from_slice(&v[s..s + n]);
             return Ok(n);
         }
+        let buf = &mut buf[..n];
+        if !fs.cache.enabled() {
+            Self::read_device(fs, blob, offset, buf, path)?;
+            return Ok(n);
+        }
+        let end = offset + n as u64;
+        // The device's bytes up to `dsize`; zeroes past it; the write-behind buffer on top.
+        let k = usize::try_from(end.min(d.dsize).saturating_sub(offset)).unwrap_or(n);
+        if k > 0 {
+            if n as u64 >= RA_MAX {
+                // Large reads gain nothing from read-ahead and would flush the cache.
+                Self::read_device(fs, blob, offset, &mut buf[..k], path)?;
+                self.rs().next = end;
+            } else {
+                self.read_cached(fs, blob, offset, &mut buf[..k], d.dsize, end, path)?;
+            }
+        }
+        buf[k..].fill(0);
+        if let Some(w) = &d.wb {
+            let (s, e) = (offset.max(w.start), end.min(w.end()));
+            if s < e {
+                buf[(s - offset) as usize..(e - offset) as usize]
+                    .copy_from_slice(&w.data[(s - w.start) as usize..(e - w.start) as usize]);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads the device's bytes of `[offset, offset + buf.len())` straight into `buf` (bytes
+    /// past the blob's clusters read as zeroes).
+    fn read_device(
+        fs: &FsInner,
+        blob: &Blob,
+        offset: u64,
+        buf: &mut [u8],
+        path: &str,
+    ) -> Result<()> {
         let unit = fs.io_unit;
         let blob_bytes = blob.size_bytes();
-        let end = offset + n as u64;
+        let end = offset + buf.len() as u64;
         let a0 = offset / unit * unit;
         let a1 = end.div_ceil(unit) * unit;
         let chunk = CHUNK_CLUSTERS * fs.cluster_size;
@@ -188,8 +390,182 @@ impl OpenInode {
                 at = stop;
             }
             Ok(())
-        })?;
-        Ok(n)
+        })
+    }
+
+    /// Reads `[offset, offset + buf.len())` (all below `dsize`) through the clean chunks:
+    /// hits are copied; a sequential miss fetches the read-ahead window from the first
+    /// missing chunk; a random miss reads only the needed blocks, or the whole chunk if it
+    /// was missed recently. `read_end` is where the caller's read ends (the next sequential
+    /// offset).
+    #[allow(clippy::too_many_arguments)]
+    fn read_cached(
+        self: &Arc<Self>,
+        fs: &FsInner,
+        blob: &Blob,
+        offset: u64,
+        buf: &mut [u8],
+        dsize: u64,
+        read_end: u64,
+        path: &str,
+    ) -> Result<()> {
+        let end = offset + buf.len() as u64;
+        let (c0, c1) = (offset / CHUNK, (end - 1) / CHUNK);
+        let last = (dsize - 1) / CHUNK;
+        let mut fetch: Vec<u64> = Vec::new();
+        let mut direct: Vec<u64> = Vec::new();
+        {
+            let mut rs = self.rs();
+            let tick = fs.cache.tick();
+            let seq = offset == rs.next;
+            rs.window = match (seq, rs.window) {
+                (false, _) => 0,
+                (true, 0) => RA_MIN,
+                (true, w) => (w * 2).min(RA_MAX),
+            };
+            rs.next = read_end;
+            let mut first_miss = None;
+            for c in c0..=c1 {
+                if !rs.copy_out(c, tick, offset, end, buf) {
+                    first_miss.get_or_insert(c);
+                    if !seq {
+                        if rs.ghost_hit(c) {
+                            fetch.push(c);
+                        } else {
+                            direct.push(c);
+                        }
+                    }
+                }
+            }
+            if let (true, Some(fm)) = (seq, first_miss) {
+                let wend = (fm * CHUNK + rs.window)
+                    .div_ceil(CHUNK)
+                    .max(c1 + 1)
+                    .min(last + 1);
+                fetch.extend((fm..wend).filter(|&c| !rs.contains(c)));
+            }
+        }
+        if fetch.is_empty() && direct.is_empty() {
+            return Ok(());
+        }
+        // Device ranges: whole chunks to cache, and the needed blocks of direct chunks.
+        let unit = fs.io_unit;
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for run in runs(&fetch) {
+            ranges.push((run.0 * CHUNK, run.1 * CHUNK));
+        }
+        for run in runs(&direct) {
+            let (s, e) = (offset.max(run.0 * CHUNK), end.min(run.1 * CHUNK));
+            ranges.push((s / unit * unit, e.div_ceil(unit) * unit));
+        }
+        let got = Self::read_ranges(fs, blob, &ranges, path)?;
+        for &c in &direct {
+            let (s, e) = (offset.max(c * CHUNK), end.min((c + 1) * CHUNK));
+            copy_from(
+                &got,
+                s,
+                &mut buf[(s - offset) as usize..(e - offset) as usize],
+            );
+        }
+        let mut chunks = Vec::with_capacity(fetch.len());
+        for &c in &fetch {
+            let base = c * CHUNK;
+            let mut data = vec![0u8; CHUNK as usize].into_boxed_slice();
+            copy_from(&got, base, &mut data);
+            if dsize < base + CHUNK {
+                data[(dsize - base) as usize..].fill(0);
+            }
+            let (s, e) = (offset.max(base), end.min(base + CHUNK));
+            if s < e {
+                buf[(s - offset) as usize..(e - offset) as usize]
+                    .copy_from_slice(&data[(s - base) as usize..(e - base) as usize]);
+            }
+            chunks.push((c, data));
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let want = chunks.len() as u64 * CHUNK;
+        fs.cache.reclaim(fs, self.ino, want, false);
+        let (mut added, mut freed) = (0, 0);
+        {
+            let mut rs = self.rs();
+            for (c, data) in chunks {
+                let (a, f) = rs.insert(&fs.cache, c, data);
+                added += a;
+                freed += f;
+            }
+        }
+        self.sub_cached(freed);
+        self.add_cached(fs, added);
+        Ok(())
+    }
+
+    /// Reads every `[start, end)` of `ranges` (io-unit aligned), all submitted on one channel
+    /// before any is waited for; parts past the blob's clusters are not read (they are
+    /// zeroes). Returns `(start, bytes)` pieces.
+    fn read_ranges(
+        fs: &FsInner,
+        blob: &Blob,
+        ranges: &[(u64, u64)],
+        path: &str,
+    ) -> Result<Vec<(u64, IoBuf)>> {
+        let blob_bytes = blob.size_bytes();
+        let piece = CHUNK_CLUSTERS * fs.cluster_size;
+        let mut pieces = Vec::new();
+        for &(s, e) in ranges {
+            let e = e.min(blob_bytes);
+            let mut at = s;
+            while at < e {
+                let stop = ((at / piece + 1) * piece).min(e);
+                pieces.push((at, stop));
+                at = stop;
+            }
+        }
+        let bs = |e| FsError::from_bs(e, path);
+        fs.with_channel(path, |ch| {
+            let mut out: Vec<(u64, IoBuf)> = Vec::with_capacity(pieces.len());
+            let mut done: Vec<BsCompletion> = Vec::new();
+            let take = |done: &mut Vec<BsCompletion>, out: &mut Vec<(u64, IoBuf)>| {
+                for BsCompletion {
+                    token,
+                    result,
+                    bufs,
+                } in done.drain(..)
+                {
+                    result.map_err(bs)?;
+                    let at = pieces.get(token as usize).map_or(0, |p| p.0);
+                    if let Some(b) = bufs.into_iter().next() {
+                        out.push((at, b));
+                    }
+                }
+                Ok::<(), FsError>(())
+            };
+            for (i, &(s, e)) in pieces.iter().enumerate() {
+                let mut buf = IoBuf::zeroed(usize::try_from(e - s).unwrap_or(0));
+                loop {
+                    match blob.submit_read(ch, s, buf, i as u64) {
+                        Ok(()) => break,
+                        Err(r) if ch.in_flight() > 0 => {
+                            // Queue full: reap what is in flight, then retry.
+                            buf = r
+                                .bufs
+                                .into_iter()
+                                .next()
+                                .unwrap_or_else(|| IoBuf::zeroed(0));
+                            ch.poll(&mut done, 1).map_err(bs)?;
+                            take(&mut done, &mut out)?;
+                        }
+                        Err(r) => return Err(bs(r.error)),
+                    }
+                }
+            }
+            while ch.in_flight() > 0 {
+                ch.poll(&mut done, usize::MAX).map_err(bs)?;
+                take(&mut done, &mut out)?;
+            }
+            Ok(out)
+        })
     }
 
     /// One io-unit block at `off`, with every byte at or past `valid` zeroed (bytes past the
@@ -275,13 +651,20 @@ impl OpenInode {
         if r.is_err() {
             d.inline = Some(v);
         } else {
+            d.dsize = v.len() as u64;
             d.meta_dirty = true;
             d.size_dirty = true;
         }
         r
     }
 
-    fn write(&self, fs: &FsInner, offset: Option<u64>, data: &[u8], path: &str) -> Result<u64> {
+    fn write(
+        self: &Arc<Self>,
+        fs: &FsInner,
+        offset: Option<u64>,
+        data: &[u8],
+        path: &str,
+    ) -> Result<u64> {
         let mut d = self.write_lock();
         if d.blob.is_none() {
             return Err(gone(path));
@@ -308,9 +691,13 @@ impl OpenInode {
                 v.resize(e, 0);
             }
             v[o..e].copy_from_slice(data);
+            d.dsize = d.dsize.max(end);
+        } else if fs.cache.enabled() {
+            self.write_cached(fs, &mut d, off, data, path)?;
         } else {
             let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
             Self::write_clusters(fs, blob, off, data, size, path)?;
+            d.dsize = d.dsize.max(end);
         }
         let new_size = size.max(end);
         self.size.store(new_size, Ordering::Release);
@@ -319,7 +706,102 @@ impl OpenInode {
         if new_size != size || d.inline.is_some() {
             d.size_dirty = true;
         }
+        if fs.cache.over() {
+            // The data is buffered already; a failed flush keeps it for the next fsync.
+            let _ = self.make_room(fs, &mut d, path);
+        }
         Ok(off)
+    }
+
+    /// A write with the cache on: small writes inside or right after the write-behind buffer
+    /// go into it (a write elsewhere flushes it first); writes of at least a buffer's size go
+    /// to the device directly.
+    fn write_cached(
+        self: &Arc<Self>,
+        fs: &FsInner,
+        d: &mut Data,
+        off: u64,
+        data: &[u8],
+        path: &str,
+    ) -> Result<()> {
+        let len = data.len() as u64;
+        let end = off + len;
+        let wb_max = fs.cache.wb_max();
+        if len >= wb_max {
+            self.flush_wb(fs, d, path)?;
+            let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
+            Self::write_clusters(fs, blob, off, data, d.dsize, path)?;
+            d.dsize = d.dsize.max(end);
+            self.rs().patch(off, data);
+            return Ok(());
+        }
+        let fits =
+            d.wb.as_ref()
+                .is_some_and(|w| off >= w.start && off <= w.end() && end - w.start <= wb_max);
+        if d.wb.is_some() && !fits {
+            self.flush_wb(fs, d, path)?;
+        }
+        let wb = d.wb.get_or_insert_with(|| Wb {
+            start: off,
+            data: Vec::new(),
+        });
+        let cap0 = wb.data.capacity();
+        let rel = usize::try_from(off - wb.start).unwrap_or(0);
+        let need = rel + data.len();
+        if wb.data.len() < need {
+            if wb.data.capacity() < need {
+                // Grow geometrically, but never past the buffer's bound.
+                let max = usize::try_from(wb_max).unwrap_or(usize::MAX).max(need);
+                let target = need.next_power_of_two().clamp(need, max);
+                wb.data.reserve_exact(target - wb.data.len());
+            }
+            wb.data.resize(need, 0);
+        }
+        wb.data[rel..need].copy_from_slice(data);
+        let grown = (wb.data.capacity() - cap0) as u64;
+        fs.cache.charge(grown);
+        self.add_cached(fs, grown);
+        Ok(())
+    }
+
+    /// Over the memory bound with the data lock held: reclaim from other files (clean, then
+    /// dirty), then this file's clean chunks, then its write-behind buffer.
+    fn make_room(self: &Arc<Self>, fs: &FsInner, d: &mut Data, path: &str) -> Result<()> {
+        fs.cache.reclaim(fs, self.ino, 0, true);
+        if fs.cache.over() {
+            let mut freed = 0;
+            {
+                let mut rs = self.rs();
+                while fs.cache.over() {
+                    let f = rs.evict_oldest(&fs.cache);
+                    if f == 0 {
+                        break;
+                    }
+                    freed += f;
+                }
+            }
+            self.sub_cached(freed);
+        }
+        if fs.cache.over() {
+            self.flush_wb(fs, d, path)?;
+        }
+        Ok(())
+    }
+
+    /// Drops buffered bytes at or past `new` (truncate).
+    fn clip_wb(&self, fs: &FsInner, d: &mut Data, new: u64) {
+        let drop_all = d.wb.as_ref().is_some_and(|w| new <= w.start);
+        if drop_all {
+            if let Some(w) = d.wb.take() {
+                let cap = w.data.capacity() as u64;
+                fs.cache.release(cap);
+                self.sub_cached(cap);
+            }
+        } else if let Some(w) = d.wb.as_mut() {
+            if new < w.end() {
+                w.data.truncate(usize::try_from(new - w.start).unwrap_or(0));
+            }
+        }
     }
 
     fn write_clusters(
@@ -390,25 +872,36 @@ impl OpenInode {
         }
         if let Some(v) = d.inline.as_mut() {
             v.resize(new as usize, 0);
-        } else if new != size {
-            let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
-            let bs = |e| FsError::from_bs(e, path);
-            let cs = fs.cluster_size;
-            let need = new.div_ceil(cs);
-            if new < size {
-                // Free the clusters beyond. The tail of the last cluster is not zeroed now:
-                // that would change bytes the durable (old) size still covers before the
-                // record is written, so a crash could show neither the old nor the new file.
-                // Every extension zeroes from the old size instead (`docs/blobfs.md`).
-                if need < blob.num_clusters() {
+            d.dsize = new;
+        } else {
+            // Buffered bytes past the new size are dropped, the rest written first, so the
+            // device is valid up to `dsize` and nothing is buffered.
+            self.clip_wb(fs, &mut d, new);
+            self.flush_wb(fs, &mut d, path)?;
+            let ds = d.dsize;
+            if new != size || ds != new {
+                let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
+                let bs = |e| FsError::from_bs(e, path);
+                let cs = fs.cluster_size;
+                let need = new.div_ceil(cs);
+                // Shrinking frees the clusters beyond. The tail of the last cluster is not
+                // zeroed now: that would change bytes the durable (old) size still covers
+                // before the record is written, so a crash could show neither the old nor
+                // the new file. Every extension zeroes from the old size instead
+                // (`docs/blobfs.md`).
+                if new > ds {
+                    fs.with_channel(path, |ch| Self::zero_from(fs, blob, ch, ds, new, path))?;
+                }
+                if new < size && need < blob.num_clusters() {
                     blob.resize(need).map_err(bs)?;
                 }
-            } else {
-                fs.with_channel(path, |ch| Self::zero_from(fs, blob, ch, size, new, path))?;
                 if need > blob.num_clusters() {
                     blob.resize(need).map_err(bs)?;
                 }
             }
+            d.dsize = new;
+            let freed = self.rs().cut(&fs.cache, new);
+            self.sub_cached(freed);
         }
         let now = now_ns();
         self.size.store(new, Ordering::Release);
@@ -547,6 +1040,9 @@ impl FileHandle {
     pub fn fdatasync(&self) -> Result<()> {
         self.fs.live(&self.path)?;
         let mut d = self.inode.write_lock();
+        if !self.fs.read_only {
+            self.inode.flush_wb(&self.fs, &mut d, &self.path)?;
+        }
         let blob_dirty = d.blob.as_ref().is_some_and(|b| b.is_dirty());
         if d.size_dirty || blob_dirty {
             self.inode.persist(&self.fs, &mut d, &self.path)

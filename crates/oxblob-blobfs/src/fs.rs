@@ -1,6 +1,7 @@
 //! The mounted file system: mkfs, mount, the namespace (one `RwLock`), and channel pools.
 
 use crate::attr::*;
+use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
 use crate::error::{FsError, FsErrorKind, Result};
 use crate::file::{FileHandle, OpenInode};
 use crate::path::{check_name, components};
@@ -43,11 +44,24 @@ impl Default for MkfsOptions {
 }
 
 /// Options of [`BlobFs::mount`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MountOptions {
     /// Mount read-only: nothing is written (orphans are not reclaimed); every change fails
     /// with `ReadOnly`.
     pub read_only: bool,
+    /// Memory bound of the data cache (write-behind buffers, read-ahead and clean chunks),
+    /// shared by every file of the mount. Default [`DEFAULT_CACHE_BYTES`] (64 MiB); 0
+    /// disables the cache: every read and write goes to the device.
+    pub cache_bytes: u64,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            read_only: false,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
 }
 
 /// An inode's type.
@@ -180,6 +194,8 @@ pub(crate) struct FsInner {
     pub(crate) unmounted: AtomicBool,
     pub(crate) cluster_size: u64,
     pub(crate) io_unit: u64,
+    /// The data cache's accounting and registry (`cache.rs`).
+    pub(crate) cache: Cache,
     chans: Mutex<Vec<BsChannel>>,
     raw: Mutex<Vec<Box<dyn IoChannel>>>,
 }
@@ -591,6 +607,7 @@ impl BlobFs {
             inner: Arc::new(FsInner {
                 cluster_size: bs.cluster_size(),
                 io_unit: bs.io_unit(),
+                cache: Cache::new(opts.cache_bytes),
                 read_only: opts.read_only,
                 bs,
                 root,
@@ -1059,7 +1076,12 @@ impl BlobFs {
                 .bs
                 .open_blob(ino)
                 .map_err(|e| FsError::from_bs(e, path))?;
-            b.allocated_clusters() * fs.cluster_size
+            // Clusters a write-behind buffer will allocate count as allocated already.
+            let pending = ns
+                .open
+                .get(&ino)
+                .map_or(0, |e| e.inode.pending_alloc_bytes(fs.cluster_size));
+            b.allocated_clusters() * fs.cluster_size + pending
         } else {
             0
         };
@@ -1147,7 +1169,7 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
     };
     let (size, mtime, ctime) = e.inode.times_and_size();
     let orphan = e.inode.is_orphan();
-    e.inode.release_blob();
+    e.inode.release_blob(fs);
     if orphan {
         ns.inodes.remove(&ino);
         if !fs.read_only {

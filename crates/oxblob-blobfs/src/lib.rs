@@ -48,6 +48,7 @@
 //!   its handles fail with [`FsErrorKind::Io`].
 
 mod attr;
+mod cache;
 mod error;
 mod file;
 mod fs;
@@ -56,6 +57,7 @@ mod ino;
 mod path;
 
 pub use attr::INLINE_MAX;
+pub use cache::DEFAULT_CACHE_BYTES;
 pub use error::{FsError, FsErrorKind, Result};
 pub use file::FileHandle;
 pub use fs::{

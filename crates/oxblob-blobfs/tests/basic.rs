@@ -366,7 +366,14 @@ fn remount_keeps_fsynced_and_namespace_ops() {
     fs.unmount().unwrap();
     assert_eq!(kind(fs.stat("/p")), FsErrorKind::Io);
     // Read-only mount refuses changes.
-    let ro = BlobFs::mount(Arc::clone(&d), MountOptions { read_only: true }).unwrap();
+    let ro = BlobFs::mount(
+        Arc::clone(&d),
+        MountOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(kind(ro.mkdir("/z")), FsErrorKind::ReadOnly);
     assert_eq!(kind(ro.create("/z")), FsErrorKind::ReadOnly);
     assert!(ro.exists("/p/empty").unwrap());
