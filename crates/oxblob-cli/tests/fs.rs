@@ -619,3 +619,83 @@ fn config_and_bdev_in_place_of_image() {
         "{out}"
     );
 }
+
+/// The benchmarks run end to end and report every figure (their speed is not asserted).
+#[test]
+fn bench_meta_and_fs_report_every_figure() {
+    let v = json(&ok(&[
+        "bench",
+        "meta",
+        "--dev",
+        "malloc:256MiB",
+        "--files",
+        "300,600",
+        "--layout",
+        "flat,tree",
+        "--sample",
+        "100",
+        "--json",
+    ]));
+    let rs = v["results"].as_array().unwrap();
+    assert_eq!(rs.len(), 4, "{v}");
+    let mut seen = Vec::new();
+    for r in rs {
+        seen.push((
+            r["layout"].as_str().unwrap().to_string(),
+            r["files"].as_u64().unwrap(),
+        ));
+        for k in [
+            "create_ops",
+            "stat_ops",
+            "readdir_entries",
+            "rename_ops",
+            "delete_ops",
+            "mount_clean_ms",
+            "mount_crash_ms",
+        ] {
+            assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("flat".into(), 300),
+            ("flat".into(), 600),
+            ("tree".into(), 300),
+            ("tree".into(), 600)
+        ]
+    );
+    // Inodes at the mount: the files, their directories (/flat; /tree and its 300 or 600
+    // directories, at most 1,000), and the root.
+    let inodes: Vec<u64> = rs.iter().map(|r| r["inodes"].as_u64().unwrap()).collect();
+    assert_eq!(inodes, [302, 602, 300 + 300 + 2, 600 + 600 + 2]);
+    assert_eq!(v["scaling"].as_array().unwrap().len(), 2);
+
+    let v = json(&ok(&[
+        "bench",
+        "fs",
+        "--dev",
+        "malloc:256MiB",
+        "--size",
+        "8MiB",
+        "--seconds",
+        "0.2",
+        "--json",
+    ]));
+    let cases = v["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["rw"].as_str().unwrap()).collect();
+    assert_eq!(names, ["write", "read", "randwrite", "randread"]);
+    for c in cases {
+        assert!(
+            c["fs_mib_s"].as_f64().unwrap() > 0.0 && c["raw_mib_s"].as_f64().unwrap() > 0.0,
+            "{c}"
+        );
+        let r = c["ratio"].as_f64().unwrap();
+        let want = c["fs_iops"].as_f64().unwrap() / c["raw_iops"].as_f64().unwrap();
+        assert!((r - want).abs() < 1e-9 * want.max(1.0), "{c}");
+    }
+    let err = fails(&["bench", "fs", "--dev", "malloc:64MiB", "--size", "1GiB"]);
+    assert!(err.contains("bytes, the file system has"), "{err}");
+    let err = fails(&["bench", "meta"]);
+    assert!(err.contains("give IMAGE, --dev SPEC"), "{err}");
+}
