@@ -472,6 +472,20 @@ fn errors_say_what_and_where() {
     for (args, want) in &cases {
         assert_eq!(fails(args), format!("oxblob: {want}"), "{args:?}");
     }
+    // A FIFO would block a reader forever: it is refused, like other special files.
+    let fifo = d.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        fails(&["cp", s, p(&fifo), ":/fifo"]),
+        format!(
+            "oxblob: cannot copy '{}': not a regular file or directory",
+            p(&fifo)
+        )
+    );
     let long = format!("/{}", "n".repeat(256));
     let err = fails(&["mkdir", s, &long]);
     assert!(

@@ -624,6 +624,15 @@ fn copy_file(
         ));
     }
     let sname = src.show();
+    if let Endpoint::Host(p) = src {
+        let m = std::fs::metadata(p).map_err(|e| host_err("cannot stat", p, &e))?;
+        if !m.is_file() {
+            return Err(CliError::new(
+                format!("cannot copy '{sname}'"),
+                "not a regular file or directory",
+            ));
+        }
+    }
     let mut r = match src {
         Endpoint::Host(p) => {
             Reader::Host(File::open(p).map_err(|e| host_err("cannot open", p, &e))?)
