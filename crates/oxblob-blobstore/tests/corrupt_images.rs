@@ -282,6 +282,10 @@ fn offset(rng: &mut impl Rng, len: usize) -> usize {
 /// Applies one kind of damage; returns its name.
 fn damage(rng: &mut impl Rng, img: &mut Vec<u8>, kind: u32) -> &'static str {
     let len = img.len();
+    if len < md_end() && kind != 3 {
+        // A second damage after a truncation: the other kinds need the whole md region.
+        return "skipped after truncation";
+    }
     match kind {
         0 => {
             for _ in 0..rng.gen_range(1..=16) {
@@ -390,6 +394,9 @@ fn damage(rng: &mut impl Rng, img: &mut Vec<u8>, kind: u32) -> &'static str {
             };
             let start = (sb.checkpoint.first_page as usize) * PAGE;
             let n = sb.checkpoint.len as usize;
+            if n == 0 || start + n > len {
+                return "checkpoint (out of the image)";
+            }
             for _ in 0..rng.gen_range(1..=4) {
                 let o = start + rng.gen_range(0..n);
                 img[o] = match rng.gen_range(0..3) {
