@@ -105,7 +105,7 @@ impl MountRef {
     /// or shares the mount already made in this process.
     pub fn mount(uri: &str) -> Result<MountRef> {
         let u = Uri::parse(uri).map_err(|e| Error::new(libc::EINVAL, e.to_string()))?;
-        let (key, exists) = match &u.device {
+        let (mut key, exists) = match &u.device {
             Device::File { path, .. } => match std::fs::canonicalize(path) {
                 Ok(p) => (p.display().to_string(), true),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -156,10 +156,31 @@ impl MountRef {
             if let Some(c) = u.cluster_size {
                 mo.cluster_size = c;
             }
-            BlobFs::mkfs(Arc::clone(&dev), mo)
-                .map_err(|e| Error::new(e.errno(), format!("mkfs of {key} failed: {e}")))?;
-            BlobFs::mount(dev, MountOptions::default())
-                .map_err(|e| Error::new(e.errno(), format!("cannot mount {key}: {e}")))?
+            let made = BlobFs::mkfs(Arc::clone(&dev), mo)
+                .map_err(|e| Error::new(e.errno(), format!("mkfs of {key} failed: {e}")))
+                .and_then(|()| {
+                    BlobFs::mount(Arc::clone(&dev), MountOptions::default())
+                        .map_err(|e| Error::new(e.errno(), format!("cannot mount {key}: {e}")))
+                });
+            match (made, &u.device) {
+                (Ok(fs), Device::File { path, .. }) => {
+                    // Key by the canonical path, as every later mount of this image will be.
+                    if let Ok(p) = std::fs::canonicalize(path) {
+                        key = p.display().to_string();
+                    }
+                    fs
+                }
+                (Ok(fs), Device::Malloc { .. }) => fs,
+                (Err(e), dev_kind) => {
+                    // Leave no half-formatted image behind: a retry with mkfs=1 starts afresh.
+                    dev.close();
+                    drop(dev);
+                    if let Device::File { path, .. } = dev_kind {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e);
+                }
+            }
         };
         let mount = Arc::new(Mount {
             key: key.clone(),
@@ -512,5 +533,24 @@ mod tests {
         assert_eq!(e.errno, libc::ENOENT);
         let e = MountRef::mount("oxblob:///x?mkfs=2").unwrap_err();
         assert_eq!(e.errno, libc::EINVAL);
+    }
+
+    #[test]
+    fn failed_mkfs_leaves_no_image_and_new_images_share_by_canonical_path() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let img = dir.path().join("small.img");
+        let e =
+            MountRef::mount(&format!("oxblob://{}?mkfs=1&size=64KiB", img.display())).unwrap_err();
+        assert!(e.message.contains("mkfs"), "{}", e.message);
+        assert!(!img.exists(), "a half-formatted image was left behind");
+        // Created through a path with a redundant component; mounted again by its plain path:
+        // one shared mount, not an "in use" error.
+        let img = dir.path().join("new.img");
+        let odd = format!("{}/./new.img", dir.path().display());
+        let a = MountRef::mount(&format!("oxblob://{odd}?mkfs=1&size=128MiB")).unwrap();
+        let b = MountRef::mount(&format!("oxblob://{}", img.display())).unwrap();
+        assert_eq!(a.key(), b.key());
+        a.release().unwrap();
+        b.release().unwrap();
     }
 }
