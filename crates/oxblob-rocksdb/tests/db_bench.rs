@@ -64,7 +64,8 @@ fn db_bench_fillrandom_then_readrandom_verifychecksum_on_existing_image() {
     let o = run(
         &bench,
         &so,
-        &format!("{}?mkfs=1&size=1GiB", uri(&img)),
+        // The `key:value` option form, as the README suggests for command lines.
+        &format!("{}?mkfs:1&size:1GiB", uri(&img)),
         &["--benchmarks=fillrandom"],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -78,11 +79,11 @@ fn db_bench_fillrandom_then_readrandom_verifychecksum_on_existing_image() {
         "db_bench wrote to the host file system"
     );
 
-    // A second process on the image the first one left.
+    // A second process on the image the first one left (named with the `file:` device form).
     let o = run(
         &bench,
         &so,
-        &uri(&img),
+        &format!("oxblob://file:{}", img.display()),
         &[
             "--benchmarks=readrandom,verifychecksum",
             "--use_existing_db=1",
