@@ -233,6 +233,18 @@ impl Cache {
         WB_MAX.min(self.limit / 4)
     }
 
+    /// Largest read-ahead window: 2 MiB, or a quarter of the bound if that is smaller, so
+    /// a window always fits; 0 (no read-ahead, no clean chunks) when that is less than one
+    /// chunk.
+    pub(crate) fn ra_max(&self) -> u64 {
+        let m = RA_MAX.min(self.limit / 4) / CHUNK * CHUNK;
+        if m < CHUNK {
+            0
+        } else {
+            m
+        }
+    }
+
     /// Bytes held now.
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
@@ -307,6 +319,28 @@ impl Cache {
                 }
                 v.try_flush(fs);
             }
+        }
+    }
+}
+
+/// What [`crate::BlobFs::cache_stats`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// The bound ([`crate::MountOptions::cache_bytes`]); 0 when the cache is off.
+    pub limit_bytes: u64,
+    /// Bytes held now: write-behind buffer capacity plus clean chunks.
+    pub used_bytes: u64,
+}
+
+impl crate::BlobFs {
+    /// The data cache's bound and current use. Eviction only takes locks that are free, so
+    /// with concurrent I/O `used_bytes` may exceed the bound by what busy files hold; from
+    /// one thread it stays within it.
+    pub fn cache_stats(&self) -> CacheStats {
+        let c = &self.inner.cache;
+        CacheStats {
+            limit_bytes: c.limit,
+            used_bytes: c.used(),
         }
     }
 }

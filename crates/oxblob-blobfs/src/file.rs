@@ -332,7 +332,8 @@ impl OpenInode {
         // The device's bytes up to `dsize`; zeroes past it; the write-behind buffer on top.
         let k = usize::try_from(end.min(d.dsize).saturating_sub(offset)).unwrap_or(n);
         if k > 0 {
-            if n as u64 >= RA_MAX {
+            let ra_max = fs.cache.ra_max();
+            if n as u64 >= RA_MAX || ra_max == 0 {
                 // Large reads gain nothing from read-ahead and would flush the cache.
                 Self::read_device(fs, blob, offset, &mut buf[..k], path)?;
                 self.rs().next = end;
@@ -414,14 +415,15 @@ impl OpenInode {
         let last = (dsize - 1) / CHUNK;
         let mut fetch: Vec<u64> = Vec::new();
         let mut direct: Vec<u64> = Vec::new();
+        let ra_max = fs.cache.ra_max();
         {
             let mut rs = self.rs();
             let tick = fs.cache.tick();
             let seq = offset == rs.next;
             rs.window = match (seq, rs.window) {
                 (false, _) => 0,
-                (true, 0) => RA_MIN,
-                (true, w) => (w * 2).min(RA_MAX),
+                (true, 0) => RA_MIN.min(ra_max),
+                (true, w) => (w * 2).min(ra_max),
             };
             rs.next = read_end;
             let mut first_miss = None;

@@ -57,7 +57,7 @@ mod ino;
 mod path;
 
 pub use attr::INLINE_MAX;
-pub use cache::DEFAULT_CACHE_BYTES;
+pub use cache::{CacheStats, DEFAULT_CACHE_BYTES};
 pub use error::{FsError, FsErrorKind, Result};
 pub use file::FileHandle;
 pub use fs::{

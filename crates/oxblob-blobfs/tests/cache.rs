@@ -1,0 +1,704 @@
+//! The data cache (`MountOptions::cache_bytes`): write-behind, read-ahead, the clean-chunk
+//! cache and the memory bound. Every check is byte for byte against a model; the same
+//! scenarios run with the cache off (0), with a tiny bound that forces evictions and
+//! flushes on memory pressure, and with the default bound. A crash sweep checks that
+//! fsync'ed data survives every crash point and that unflushed data never shows as anything
+//! but the old or the new bytes. The throughput comparison is an ignored test
+//! (`bench_appends_then_sequential_read`), never asserted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::*;
+use oxblob_bdev::BlockDevice;
+use oxblob_blobfs::{BlobFs, FsErrorKind, MountOptions, OpenFlags, DEFAULT_CACHE_BYTES};
+use oxblob_sim::{CrashDevice, CrashMode};
+use rand::{Rng, SeedableRng};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// 256 KiB: 64 KiB write-behind buffers, four clean chunks in all.
+const TINY: u64 = 256 * 1024;
+
+fn opts(cache_bytes: u64) -> MountOptions {
+    MountOptions {
+        cache_bytes,
+        ..Default::default()
+    }
+}
+
+fn fresh_with(mib: u64, cache_bytes: u64) -> (Arc<dyn BlockDevice>, BlobFs) {
+    let d = dev(mib, 4096);
+    BlobFs::mkfs(Arc::clone(&d), small_mkfs()).unwrap();
+    let fs = BlobFs::mount(Arc::clone(&d), opts(cache_bytes)).unwrap();
+    (d, fs)
+}
+
+fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(oxblob_sim::rng::seed_from_env(seed))
+}
+
+/// Bounds tried by most tests: off, tiny, default.
+const BOUNDS: [u64; 3] = [0, TINY, DEFAULT_CACHE_BYTES];
+
+#[test]
+fn small_appends_read_back_before_and_after_fsync_across_handles() {
+    for bound in BOUNDS {
+        let (d, fs) = fresh_with(32, bound);
+        let full = pattern(1, 3 << 20);
+        let w = fs.create("/log").unwrap();
+        let r = fs.open("/log", OpenFlags::read()).unwrap();
+        let mut rng = rng(11);
+        let mut len = 0usize;
+        let mut fsynced = 0usize;
+        let mut i = 0;
+        while len < full.len() - 5000 {
+            let n = rng.gen_range(1..5000);
+            let at = w.append(&full[len..len + n]).unwrap();
+            assert_eq!(at, len as u64, "bound {bound}: append offset");
+            len += n;
+            i += 1;
+            // The other handle sees the latest bytes at once.
+            if i % 37 == 0 {
+                let o = rng.gen_range(0..len);
+                let got = r.read_vec(o as u64, 10_000).unwrap();
+                assert_eq!(
+                    got,
+                    full[o..len.min(o + 10_000)],
+                    "bound {bound}: read at {o}"
+                );
+                assert_eq!(r.len(), len as u64);
+            }
+            if i % 500 == 0 {
+                w.fsync().unwrap();
+                fsynced = len;
+            }
+        }
+        assert_eq!(
+            r.read_vec(0, len + 10).unwrap(),
+            full[..len],
+            "bound {bound}"
+        );
+        // Without unmount only what fsync covered must survive; with it, everything.
+        drop(r);
+        drop(w);
+        drop(fs);
+        let fs = BlobFs::mount(Arc::clone(&d), opts(bound)).unwrap();
+        let h = fs.open("/log", OpenFlags::read()).unwrap();
+        // Handles were dropped (a close persists), so every byte is there.
+        assert_eq!(h.len(), len as u64, "bound {bound}");
+        assert!(fsynced > 0);
+        assert_eq!(h.read_vec(0, len).unwrap(), full[..len], "bound {bound}");
+        drop(h);
+        fs.unmount().unwrap();
+    }
+}
+
+#[test]
+fn fsync_makes_buffered_appends_durable_without_close() {
+    for bound in BOUNDS {
+        let (d, fs) = fresh_with(16, bound);
+        let w = fs.create("/f").unwrap();
+        let data = pattern(2, 300_000);
+        for c in data.chunks(4096 + 17) {
+            w.append(c).unwrap();
+        }
+        w.fsync().unwrap();
+        w.append(b"after the fsync").unwrap();
+        // Simulate a crash: the device image as it is now, no close, no unmount.
+        let img = copy_device(&d);
+        std::mem::forget(w);
+        let fs2 = BlobFs::mount(img, opts(bound)).unwrap();
+        let h = fs2.open("/f", OpenFlags::read()).unwrap();
+        assert_eq!(h.len(), data.len() as u64, "bound {bound}");
+        assert_eq!(h.read_vec(0, data.len()).unwrap(), data, "bound {bound}");
+        drop(fs);
+    }
+}
+
+/// A byte copy of a malloc device (a crash image without the crash device: every completed
+/// write is in it, no unflushed one is lost).
+fn copy_device(d: &Arc<dyn BlockDevice>) -> Arc<dyn BlockDevice> {
+    let info = d.info();
+    let bs = info.block_size;
+    let bytes = info.size_bytes();
+    let out = dev(bytes >> 20, bs);
+    let mut rc = d.channel().unwrap();
+    let mut wc = out.channel().unwrap();
+    let step = 1 << 20;
+    let mut at = 0;
+    while at < bytes {
+        let n = step.min(bytes - at) as usize;
+        let b = oxblob_bdev::blocking::read(rc.as_mut(), at, n).unwrap();
+        oxblob_bdev::blocking::write(wc.as_mut(), at, b).unwrap();
+        at += n as u64;
+    }
+    out
+}
+
+#[test]
+fn appends_from_threads_and_concurrent_readers_see_exact_bytes() {
+    for bound in BOUNDS {
+        let (_d, fs) = fresh_with(64, bound);
+        let threads = 4;
+        let per = 600_000usize;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let fs = fs.clone();
+                s.spawn(move || {
+                    let path = format!("/t{t}");
+                    let data = pattern(100 + t, per);
+                    let w = fs.create(&path).unwrap();
+                    let r = fs.open(&path, OpenFlags::read()).unwrap();
+                    let mut len = 0;
+                    let mut rng = rng(t);
+                    while len < per {
+                        let n = rng.gen_range(1..3000).min(per - len);
+                        w.append(&data[len..len + n]).unwrap();
+                        len += n;
+                        let o = rng.gen_range(0..len);
+                        let got = r.read_vec(o as u64, 2000).unwrap();
+                        assert_eq!(got, data[o..len.min(o + 2000)], "thread {t} bound {bound}");
+                    }
+                    w.close().unwrap();
+                });
+            }
+            // A reader thread on a file being written by another thread: whatever length it
+            // sees, the bytes are a prefix of the data.
+            let fs2 = fs.clone();
+            let shared = pattern(7, 2 << 20);
+            let w = fs.create("/shared").unwrap();
+            let sh = shared.clone();
+            s.spawn(move || {
+                let r = fs2.open("/shared", OpenFlags::read()).unwrap();
+                let mut rng = rng(99);
+                for _ in 0..400 {
+                    let len = r.len() as usize;
+                    if len == 0 {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    let o = rng.gen_range(0..len);
+                    let got = r.read_vec(o as u64, 8192).unwrap();
+                    assert!(got.len() <= sh.len() - o);
+                    assert_eq!(got, sh[o..o + got.len()], "shared read at {o}");
+                }
+            });
+            for c in shared.chunks(1000) {
+                w.append(c).unwrap();
+            }
+            w.close().unwrap();
+        });
+        for t in 0..threads {
+            let h = fs.open(&format!("/t{t}"), OpenFlags::read()).unwrap();
+            assert_eq!(h.read_vec(0, per + 1).unwrap(), pattern(100 + t, per));
+        }
+        assert_eq!(fs.cache_stats().used_bytes, 0, "every file closed");
+    }
+}
+
+/// Random writes, reads, truncates and fsyncs on three files against a model; single
+/// threaded, so the memory bound holds after every operation.
+fn model_run(bound: u64, seed: u64, steps: usize) {
+    let (d, fs) = fresh_with(48, bound);
+    let names = ["/a", "/b", "/c"];
+    let handles: Vec<_> = names.iter().map(|n| fs.create(n).unwrap()).collect();
+    let mut models: Vec<Vec<u8>> = vec![Vec::new(); names.len()];
+    let mut rng = rng(seed);
+    let mut seq_at = [0u64; 3];
+    for step in 0..steps {
+        let f = rng.gen_range(0..names.len());
+        let (h, m) = (&handles[f], &mut models[f]);
+        let ctx = format!("bound {bound} seed {seed:#x} step {step} file {}", names[f]);
+        match rng.gen_range(0..100) {
+            // Small appends (the common case).
+            0..=29 => {
+                let n = rng.gen_range(1..6000);
+                let data = pattern(rng.gen(), n);
+                h.append(&data).unwrap();
+                m.extend_from_slice(&data);
+            }
+            // Writes anywhere, sometimes past the end (a hole), sometimes large.
+            30..=49 => {
+                let off = rng.gen_range(0..m.len() as u64 + 100_000);
+                let n = if rng.gen_bool(0.1) {
+                    rng.gen_range(60_000..400_000)
+                } else {
+                    rng.gen_range(1..9000)
+                };
+                let data = pattern(rng.gen(), n);
+                h.write_at(off, &data).unwrap();
+                let end = off as usize + n;
+                if m.len() < end {
+                    m.resize(end, 0);
+                }
+                m[off as usize..end].copy_from_slice(&data);
+            }
+            // Random reads.
+            50..=69 => {
+                let off = rng.gen_range(0..m.len() as u64 + 10);
+                let n = rng.gen_range(0..70_000);
+                let got = h.read_vec(off, n).unwrap();
+                let s = (off as usize).min(m.len());
+                assert_eq!(got, m[s..(s + n).min(m.len())], "{ctx}: read {n} at {off}");
+            }
+            // Sequential reads (read-ahead).
+            70..=84 => {
+                if seq_at[f] >= m.len() as u64 {
+                    seq_at[f] = 0;
+                }
+                let n = rng.gen_range(1..40_000);
+                let off = seq_at[f];
+                let got = h.read_vec(off, n).unwrap();
+                let s = off as usize;
+                assert_eq!(
+                    got,
+                    m[s..(s + n).min(m.len())],
+                    "{ctx}: seq read {n} at {off}"
+                );
+                seq_at[f] += got.len() as u64;
+            }
+            85..=92 => {
+                let new = if rng.gen_bool(0.5) {
+                    rng.gen_range(0..m.len() as u64 + 1)
+                } else {
+                    rng.gen_range(0..m.len() as u64 + 200_000)
+                };
+                h.truncate(new).unwrap();
+                m.resize(new as usize, 0);
+            }
+            _ => {
+                if rng.gen_bool(0.5) {
+                    h.fsync().unwrap();
+                } else {
+                    h.fdatasync().unwrap();
+                }
+            }
+        }
+        assert_eq!(h.len(), m.len() as u64, "{ctx}: size");
+        let st = fs.cache_stats();
+        assert_eq!(st.limit_bytes, bound);
+        assert!(
+            st.used_bytes <= bound,
+            "{ctx}: cache holds {} bytes over the bound {bound}",
+            st.used_bytes
+        );
+    }
+    for (i, h) in handles.iter().enumerate() {
+        assert_eq!(
+            h.read_vec(0, models[i].len() + 1).unwrap(),
+            models[i],
+            "bound {bound} seed {seed:#x}: final {}",
+            names[i]
+        );
+        h.fsync().unwrap();
+    }
+    // fsync'ed state survives a remount without unmount or close.
+    let img = copy_device(&d);
+    std::mem::forget(handles);
+    let fs2 = BlobFs::mount(img, opts(bound)).unwrap();
+    for (i, n) in names.iter().enumerate() {
+        let h = fs2.open(n, OpenFlags::read()).unwrap();
+        assert_eq!(h.len(), models[i].len() as u64, "{n} after remount");
+        assert_eq!(h.read_vec(0, models[i].len()).unwrap(), models[i], "{n}");
+    }
+}
+
+#[test]
+fn model_random_io_cache_off() {
+    model_run(0, 0xCAC0, 1500);
+}
+
+#[test]
+fn model_random_io_tiny_bound_forces_evictions() {
+    for seed in [0xCAC1, 0xCAC2, 0xCAC3] {
+        model_run(TINY, seed, 1500);
+    }
+}
+
+/// A bound smaller than one chunk: nothing can be cached clean, buffers are 16 KiB.
+#[test]
+fn model_random_io_bound_below_one_chunk() {
+    model_run(64 * 1024, 0xCAC4, 1200);
+}
+
+#[test]
+fn model_random_io_default_bound() {
+    model_run(DEFAULT_CACHE_BYTES, 0xCAC5, 1500);
+}
+
+#[test]
+fn sequential_read_of_32_mib_returns_exact_bytes() {
+    let d = dev(80, 4096);
+    BlobFs::mkfs(Arc::clone(&d), small_mkfs()).unwrap();
+    let data = pattern(5, 32 << 20);
+    {
+        let fs = BlobFs::mount(Arc::clone(&d), opts(0)).unwrap();
+        let h = fs.create("/big").unwrap();
+        h.write_at(0, &data).unwrap();
+        h.close().unwrap();
+        fs.unmount().unwrap();
+    }
+    for bound in [DEFAULT_CACHE_BYTES, 1 << 20, TINY, 0] {
+        let fs = BlobFs::mount(Arc::clone(&d), opts(bound)).unwrap();
+        let h = fs.open("/big", OpenFlags::read()).unwrap();
+        for piece in [4096usize, 65_536 + 123, 1_000_000] {
+            let mut at = 0usize;
+            let mut buf = vec![0u8; piece];
+            while at < data.len() {
+                let n = h.read_at(at as u64, &mut buf).unwrap();
+                assert_eq!(n, piece.min(data.len() - at));
+                assert!(
+                    buf[..n] == data[at..at + n],
+                    "bound {bound}: piece {piece} at {at}"
+                );
+                at += n;
+            }
+            assert_eq!(h.read_at(at as u64, &mut buf).unwrap(), 0);
+            assert!(fs.cache_stats().used_bytes <= bound);
+        }
+        // Re-reading after the file was read once (clean chunks, where they fit).
+        assert!(h.read_vec(12_345_678, 100_000).unwrap() == data[12_345_678..12_445_678]);
+        h.close().unwrap();
+        assert_eq!(fs.cache_stats().used_bytes, 0);
+        fs.unmount().unwrap();
+    }
+}
+
+/// Reads see writes made after the chunks they overlap were cached, and after a truncate.
+#[test]
+fn cached_chunks_follow_writes_and_truncates() {
+    for bound in [DEFAULT_CACHE_BYTES, TINY] {
+        let (_d, fs) = fresh_with(16, bound);
+        let h = fs.create("/f").unwrap();
+        let mut m = pattern(8, 1 << 20);
+        h.write_at(0, &m).unwrap();
+        h.fsync().unwrap();
+        // Sequential read fills chunks; random re-reads of one chunk admit it.
+        for i in 0..16u64 {
+            h.read_vec(i * 65_536, 65_536).unwrap();
+        }
+        h.read_vec(500_000, 100).unwrap();
+        h.read_vec(500_000, 100).unwrap();
+        // A small write (buffered), a large one (direct), a flush, then reads.
+        let small = pattern(9, 3000);
+        h.write_at(70_000, &small).unwrap();
+        m[70_000..73_000].copy_from_slice(&small);
+        assert_eq!(h.read_vec(69_000, 5000).unwrap(), m[69_000..74_000]);
+        let large = pattern(10, 300_000);
+        h.write_at(400_000, &large).unwrap();
+        m[400_000..700_000].copy_from_slice(&large);
+        h.fsync().unwrap();
+        assert_eq!(h.read_vec(0, m.len()).unwrap(), m, "bound {bound}");
+        // Shrink into a cached chunk, grow again: the cut bytes read as zeroes.
+        h.truncate(300_001).unwrap();
+        h.truncate(900_000).unwrap();
+        m.truncate(300_001);
+        m.resize(900_000, 0);
+        for i in 0..14u64 {
+            let got = h.read_vec(i * 65_536, 65_536).unwrap();
+            let s = (i * 65_536) as usize;
+            assert_eq!(
+                got,
+                m[s..(s + 65_536).min(m.len())],
+                "bound {bound} chunk {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn truncate_with_dirty_buffers() {
+    for bound in BOUNDS {
+        let (d, fs) = fresh_with(16, bound);
+        let h = fs.create("/f").unwrap();
+        let mut m = pattern(3, 200_000);
+        h.write_at(0, &m).unwrap();
+        h.fsync().unwrap();
+        // Dirty appends, then a cut in the middle of the buffered bytes.
+        let more = pattern(4, 50_000);
+        for c in more.chunks(1000) {
+            h.append(c).unwrap();
+        }
+        m.extend_from_slice(&more);
+        h.truncate(225_555).unwrap();
+        m.truncate(225_555);
+        assert_eq!(
+            h.read_vec(0, 300_000).unwrap(),
+            m,
+            "bound {bound}: cut in buffer"
+        );
+        // Dirty appends after a hole, then a cut before all of them (inside the hole).
+        h.write_at(260_000, &pattern(5, 7000)).unwrap();
+        h.append(&pattern(6, 500)).unwrap();
+        h.truncate(240_000).unwrap();
+        m.resize(240_000, 0);
+        assert_eq!(
+            h.read_vec(0, 300_000).unwrap(),
+            m,
+            "bound {bound}: cut in hole"
+        );
+        // Grow with dirty bytes: old bytes past the cut never come back.
+        h.write_at(100, b"dirty").unwrap();
+        m[100..105].copy_from_slice(b"dirty");
+        h.truncate(50).unwrap();
+        h.truncate(400_000).unwrap();
+        m.truncate(50);
+        m.resize(400_000, 0);
+        assert_eq!(h.read_vec(0, 500_000).unwrap(), m, "bound {bound}: grow");
+        // Truncate to 0 with a dirty buffer, write again.
+        h.append(b"x").unwrap();
+        h.truncate(0).unwrap();
+        h.append(b"fresh").unwrap();
+        assert_eq!(h.read_vec(0, 100).unwrap(), b"fresh");
+        h.fsync().unwrap();
+        std::mem::forget(h);
+        let fs2 = BlobFs::mount(copy_device(&d), opts(bound)).unwrap();
+        assert_eq!(
+            fs2.open("/f", OpenFlags::read())
+                .unwrap()
+                .read_vec(0, 100)
+                .unwrap(),
+            b"fresh"
+        );
+        drop(fs);
+    }
+}
+
+#[test]
+fn unlink_and_rename_with_dirty_buffers() {
+    for bound in BOUNDS {
+        let (d, fs) = fresh_with(16, bound);
+        let free0 = fs.statfs().unwrap().free_bytes;
+        // Unlink while dirty: the handle keeps reading its bytes; the last close deletes it.
+        let h = fs.create("/gone").unwrap();
+        let data = pattern(20, 150_000);
+        for c in data.chunks(999) {
+            h.append(c).unwrap();
+        }
+        fs.unlink("/gone").unwrap();
+        assert_eq!(
+            fs.stat("/gone").unwrap_err().kind,
+            FsErrorKind::NotFound,
+            "bound {bound}"
+        );
+        assert_eq!(h.read_vec(0, data.len()).unwrap(), data, "bound {bound}");
+        h.append(b"more").unwrap();
+        h.close().unwrap();
+        assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}");
+        assert_eq!(fs.statfs().unwrap().free_bytes, free0, "bound {bound}");
+        // Rename while dirty: the data follows the inode, fsync through the old handle.
+        let h = fs.create("/old").unwrap();
+        for c in data.chunks(777) {
+            h.append(c).unwrap();
+        }
+        fs.rename("/old", "/new").unwrap();
+        h.append(b"tail").unwrap();
+        h.fsync().unwrap();
+        let mut want = data.clone();
+        want.extend_from_slice(b"tail");
+        // Rename over a file that has dirty buffers of its own (it becomes an orphan).
+        let v = fs.create("/victim").unwrap();
+        v.write_at(0, &pattern(21, 80_000)).unwrap();
+        v.append(&pattern(22, 3000)).unwrap();
+        let w = fs.create("/winner").unwrap();
+        w.append(b"winner bytes").unwrap();
+        w.close().unwrap();
+        fs.rename("/winner", "/victim").unwrap();
+        assert_eq!(v.read_vec(80_000, 3000).unwrap(), pattern(22, 3000));
+        v.close().unwrap();
+        std::mem::forget(h);
+        let fs2 = BlobFs::mount(copy_device(&d), opts(bound)).unwrap();
+        let r = fs2.open("/new", OpenFlags::read()).unwrap();
+        assert_eq!(
+            r.read_vec(0, want.len() + 1).unwrap(),
+            want,
+            "bound {bound}"
+        );
+        assert!(!fs2.exists("/old").unwrap());
+        let r = fs2.open("/victim", OpenFlags::read()).unwrap();
+        assert_eq!(r.read_vec(0, 100).unwrap(), b"winner bytes");
+        // Root, /new, /victim: nothing leaked.
+        assert_eq!(fs2.store().blobs().unwrap().len(), 3, "bound {bound}");
+        drop(fs);
+    }
+}
+
+#[test]
+fn memory_bound_holds_across_many_files() {
+    let (_d, fs) = fresh_with(64, TINY);
+    let hs: Vec<_> = (0..12)
+        .map(|i| fs.create(&format!("/f{i}")).unwrap())
+        .collect();
+    let mut models = vec![Vec::new(); hs.len()];
+    let mut rng = rng(5);
+    for step in 0..3000 {
+        let i = rng.gen_range(0..hs.len());
+        let d = pattern(step, rng.gen_range(1..4000));
+        hs[i].append(&d).unwrap();
+        models[i].extend_from_slice(&d);
+        if step % 7 == 0 {
+            let j = rng.gen_range(0..hs.len());
+            let len = models[j].len();
+            if len > 0 {
+                let o = rng.gen_range(0..len);
+                let got = hs[j].read_vec(o as u64, 30_000).unwrap();
+                assert_eq!(got, models[j][o..len.min(o + 30_000)]);
+            }
+        }
+        assert!(fs.cache_stats().used_bytes <= TINY, "step {step}");
+    }
+    for (h, m) in hs.iter().zip(&models) {
+        assert_eq!(&h.read_vec(0, m.len()).unwrap(), m);
+    }
+    drop(hs);
+    assert_eq!(fs.cache_stats().used_bytes, 0);
+}
+
+/// Crash sweep with the cache on. A durable 150,000-byte file gets 1,000-byte appends and an
+/// fsync, then (not synced) 500-byte overwrites inside the synced bytes and more appends,
+/// with a tiny bound so buffers reach the device on memory pressure before any fsync; the
+/// handle is closed at the end. At every crash point the file is:
+/// - before the fsync returned: exactly the old file or exactly the synced one;
+/// - after it: the synced size or the final size, and every byte is the synced byte or the
+///   final byte at that offset (unsynced writes may be partly on the device; a byte never
+///   shows anything else — no zeroes, no stale data);
+/// - at the end (DropAll at the last point): exactly the final file.
+#[test]
+fn crash_sweep_buffered_appends_and_overwrites() {
+    for bound in [TINY, DEFAULT_CACHE_BYTES] {
+        crash_sweep(bound);
+    }
+}
+
+fn crash_sweep(bound: u64) {
+    let malloc = dev(8, 4096);
+    let crash = CrashDevice::new(malloc).unwrap();
+    let cdev: Arc<dyn BlockDevice> = crash.clone();
+    BlobFs::mkfs(Arc::clone(&cdev), small_mkfs()).unwrap();
+    let fs = BlobFs::mount(Arc::clone(&cdev), opts(bound)).unwrap();
+    let old = pattern(30, 150_000);
+    let h = fs.create("/f").unwrap();
+    h.write_at(0, &old).unwrap();
+    h.close().unwrap();
+    crash.mark();
+    let mut synced = old.clone();
+    let h = fs.open("/f", OpenFlags::read_write()).unwrap();
+    for i in 0..200 {
+        let d = pattern(1000 + i, 1000);
+        h.append(&d).unwrap();
+        synced.extend_from_slice(&d);
+    }
+    h.fsync().unwrap();
+    let fsync_point = crash.history_len();
+    let mut fin = synced.clone();
+    for i in 0..100u64 {
+        let off = 10_000 + (i * 2011) % 300_000;
+        let d = pattern(5000 + i, 500);
+        h.write_at(off, &d).unwrap();
+        fin[off as usize..off as usize + 500].copy_from_slice(&d);
+    }
+    for i in 0..60 {
+        let d = pattern(9000 + i, 1000);
+        h.append(&d).unwrap();
+        fin.extend_from_slice(&d);
+    }
+    h.close().unwrap();
+    let end = crash.history_len();
+    assert!(fsync_point > 0 && end > fsync_point);
+    let base = oxblob_sim::rng::seed_from_env(0xCAC8_E000);
+    let randoms = (96 / (end + 1)).max(1) as u64;
+    for point in 0..=end {
+        let mut variants = vec![(CrashMode::DropAll, 0), (CrashMode::KeepAll, 0)];
+        variants.extend((0..randoms).map(|s| (CrashMode::Random, base + s + point as u64)));
+        for (mode, seed) in variants {
+            let img = crash.image_at(point, seed, mode).unwrap();
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let fs = BlobFs::mount(img, opts(bound)).unwrap();
+                let h = fs.open("/f", OpenFlags::read()).unwrap();
+                let got = h.read_vec(0, fin.len() + 10).unwrap();
+                if point < fsync_point {
+                    assert!(got == old || got == synced, "len {}", got.len());
+                } else if point == end && mode == CrashMode::DropAll {
+                    assert!(got == fin, "completed close not durable");
+                } else {
+                    assert!(
+                        got.len() == synced.len() || got.len() == fin.len(),
+                        "len {}",
+                        got.len()
+                    );
+                    let bad = (0..got.len())
+                        .find(|&i| got[i] != fin[i] && (i >= synced.len() || got[i] != synced[i]));
+                    assert!(bad.is_none(), "byte {bad:?} is neither synced nor final");
+                }
+                assert_eq!(fs.store().blobs().unwrap().len(), 2);
+            }));
+            if let Err(e) = r {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("bound {bound}: crash point {point}/{end} (fsync at {fsync_point}) mode {mode:?} seed {seed:#x}: {msg}");
+            }
+        }
+    }
+}
+
+/// Throughput with and without the cache on a file image (`OXBLOB_BENCH_DIR`, default
+/// `/var/tmp`): 64 MiB of 4 KiB appends, an fsync, then a sequential read in 4 KiB pieces
+/// after a remount. Prints MB/s; asserts only the bytes. Run with
+/// `cargo test --release -p oxblob-blobfs --test cache -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_appends_then_sequential_read() {
+    let dir = std::env::var("OXBLOB_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
+    let total: usize = 64 << 20;
+    let piece = 4096;
+    let data = pattern(77, total);
+    for bound in [0, DEFAULT_CACHE_BYTES] {
+        let path = format!("{dir}/oxblob-cache-bench-{}.img", std::process::id());
+        let _ = std::fs::remove_file(&path);
+        let spec = format!("file:{path}?create=512MiB");
+        let d = oxblob_bdev::spec::open(&spec).unwrap();
+        BlobFs::mkfs(Arc::clone(&d), Default::default()).unwrap();
+        let fs = BlobFs::mount(Arc::clone(&d), opts(bound)).unwrap();
+        let h = fs.create("/wal").unwrap();
+        let t = std::time::Instant::now();
+        for c in data.chunks(piece) {
+            h.append(c).unwrap();
+        }
+        h.fsync().unwrap();
+        let w = t.elapsed();
+        h.close().unwrap();
+        fs.unmount().unwrap();
+        drop(fs);
+        drop(d);
+        let d = oxblob_bdev::spec::open(&format!("file:{path}")).unwrap();
+        let direct_io = d.info().caps.direct_io;
+        let fs = BlobFs::mount(Arc::clone(&d), opts(bound)).unwrap();
+        let h = fs.open("/wal", OpenFlags::read()).unwrap();
+        let mut buf = vec![0u8; piece];
+        let t = std::time::Instant::now();
+        let mut at = 0usize;
+        while at < total {
+            let n = h.read_at(at as u64, &mut buf).unwrap();
+            assert!(buf[..n] == data[at..at + n]);
+            at += n;
+        }
+        let r = t.elapsed();
+        let mb = total as f64 / 1e6;
+        println!(
+            "cache_bytes {bound:>9}: 4 KiB appends {:>8.1} MB/s ({:.2} s), 4 KiB sequential reads {:>8.1} MB/s ({:.2} s), O_DIRECT {direct_io}",
+            mb / w.as_secs_f64(),
+            w.as_secs_f64(),
+            mb / r.as_secs_f64(),
+            r.as_secs_f64()
+        );
+        h.close().unwrap();
+        fs.unmount().unwrap();
+        drop(fs);
+        drop(d);
+        let _ = std::fs::remove_file(&path);
+    }
+}
