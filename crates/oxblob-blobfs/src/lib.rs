@@ -4,15 +4,32 @@
 //! blobs (one blob per inode, the inode number is the blob id), inode attributes in blob
 //! xattrs, the in-memory directory index built at mount, path resolution, the namespace
 //! operations (create, mkdir, rmdir, unlink, rename) each as one blobstore transaction,
-//! orphan handling for files unlinked while open, inline storage of small files, and the file
-//! data path (reads and writes at any offset, truncate, holes, fsync). The on-disk
+//! orphan handling for files unlinked while open, inline storage of small files, the file
+//! data path (reads and writes at any offset, truncate, holes, fsync), and the data cache
+//! (write-behind, read-ahead, clean chunks under one memory bound, `cache.rs`). The on-disk
 //! representation and the atomicity argument are in `docs/blobfs.md`.
 //!
 //! It does **not** own: space allocation, the metadata log, recovery or crash atomicity of a
 //! single record (the blobstore); devices (`oxblob-bdev`); permissions, owners, links, symbolic
-//! links (there are none); a page cache (there is no read-ahead or write-behind cache yet:
-//! every read and write goes to the blobstore); fsck of the tree (a mount refuses a tree that
-//! names a missing parent or holds a duplicate name with `Corrupt`).
+//! links (there are none); fsck of the tree (a mount refuses a tree that names a missing
+//! parent or holds a duplicate name with `Corrupt`).
+//!
+//! ## Cache
+//! [`MountOptions::cache_bytes`] (default [`DEFAULT_CACHE_BYTES`], 64 MiB; 0 = every read
+//! and write goes to the device) bounds the memory of:
+//! - **write-behind**: per file, one contiguous dirty extent of at most 1 MiB (a quarter of
+//!   the bound if smaller) in the shared in-memory inode, so every handle and thread sees the
+//!   latest bytes. Small writes inside or right after it are copied into it; it goes to the
+//!   device as one write (unaligned edges read-modify-written once) on fsync, fdatasync,
+//!   close, truncate, a write elsewhere in the file, or memory pressure. Writes of at least
+//!   the buffer size go to the device directly.
+//! - **read-ahead**: a read starting where the previous one of the file ended is sequential;
+//!   on a miss it fetches a window (128 KiB doubling to 2 MiB, at most a quarter of the
+//!   bound) in 64 KiB chunks, every run submitted at once on one channel. Random reads go to
+//!   the device; a chunk missed twice recently is cached (index and filter blocks).
+//! - Accounting is one atomic counter; over the bound, eviction takes other files' clean
+//!   chunks, then their buffers (only files whose locks are free), then the caller's own.
+//!   [`BlobFs::cache_stats`] reports the use.
 //!
 //! ## Durability
 //! - Durable on return: [`BlobFs::mkfs`], every namespace operation ([`BlobFs::open`] with
@@ -21,9 +38,12 @@
 //!   [`FileHandle::fdatasync`] (size and data; a change of times alone is not persisted),
 //!   [`FileHandle::close`], [`BlobFs::unmount`].
 //! - In memory until the file's next fsync/fdatasync/close: its size, times, inline data and
-//!   cluster map after `write_at`/`append`/`truncate`. Data of a file in clusters may reach
-//!   the device earlier, but a durable size never covers unwritten data (fsync flushes the
-//!   device before it writes the size).
+//!   cluster map after `write_at`/`append`/`truncate`, and data in its write-behind buffer.
+//!   Data of a file in clusters may reach the device earlier (a full buffer, memory
+//!   pressure), but a durable size never covers unwritten data (fsync writes the buffer,
+//!   flushes the device, then writes the size). After a crash, a byte inside the durable
+//!   size is the byte of the last fsync or a byte written after it, never anything else
+//!   (tested by the crash sweep in `tests/cache.rs`).
 //! - After a crash, every namespace operation happened entirely or not at all, and a file
 //!   unlinked while open is gone (`docs/fault-model.md`, promise 3).
 //!
@@ -38,7 +58,8 @@
 //!   with each other and with all data I/O.
 //! - **File data**: `read_at` takes the file's own lock shared, `write_at`/`append`/
 //!   `truncate`/`fsync`/`fdatasync` take it exclusive; no namespace lock, no lock shared with
-//!   other files. I/O uses a blobstore channel from a per-mount pool (a mutex held only to pop
+//!   other files (the cache's read state is a per-file mutex never held across I/O; its
+//!   global accounting is atomic; eviction only `try_lock`s other files). I/O uses a blobstore channel from a per-mount pool (a mutex held only to pop
 //!   and push a channel). Writes that allocate a cluster, truncate and fsync also take the
 //!   blobstore's metadata mutex inside the blobstore. All handles of one file share one
 //!   in-memory inode: a write is visible to every handle as soon as it returns; appends from
