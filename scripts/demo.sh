@@ -7,8 +7,11 @@
 #   5. benchmark the malloc (RAM) device for comparison
 #   6. a file system on the image: mkfs --force, mkdir -p, cp the repository's docs in, tree,
 #      cat, df, fsck (re-formats the image every run, so it is repeatable)
+#   7. RocksDB on the image: stock db_bench through the oxblob plugin (--fs_uri), and the same
+#      db_bench on ext4 next to the image, side by side
 #
-# Environment: OXBLOB_IMAGE (image path), OXBLOB_DEMO_SECONDS (seconds per benchmark, default 3).
+# Environment: OXBLOB_IMAGE (image path), OXBLOB_DEMO_SECONDS (seconds per benchmark, default 3),
+# OXBLOB_DEMO_KEYS (db_bench keys, default 100000).
 # The benchmark in step 4 overwrites the image's contents with random data.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,4 +71,37 @@ run cmp README.md "$ROOT/target/demo-README.md"
 run "$OXBLOB" df "$IMAGE"
 run "$OXBLOB" fsck "$IMAGE"
 
-printf '\nDemo finished. Side-by-side numbers against fio: bench/bdev-vs-fio.sh\n'
+step "RocksDB on the image: stock db_bench through the oxblob plugin, and on ext4"
+KEYS=${OXBLOB_DEMO_KEYS:-100000}
+run cargo build --release -p oxblob-rocksdb
+SO=$ROOT/target/release/liboxblob_rocksdb.so
+EXT4_DB=$(dirname "$IMAGE")/oxblob-demo-ext4-db
+rm -rf "$EXT4_DB"
+# Identical flags on both sides: 16-byte keys, 1000-byte values, no compression, 64 MiB cache.
+DB_FLAGS=(--benchmarks=fillrandom,overwrite,readrandom --num="$KEYS" --reads=$((KEYS / 4))
+    --key_size=16 --value_size=1000 --compression_type=none --cache_size=67108864 --threads=1 --progress_reports=false)
+run env LD_PRELOAD="$SO" db_bench --fs_uri="oxblob://file:$IMAGE" --db=/rocksdb "${DB_FLAGS[@]}" \
+    | tee "$ROOT/target/demo-db-oxblob.txt"
+run db_bench --db="$EXT4_DB" "${DB_FLAGS[@]}" | tee "$ROOT/target/demo-db-ext4.txt"
+rm -rf "$EXT4_DB"
+run "$OXBLOB" ls "$IMAGE" -l /rocksdb
+run "$OXBLOB" fsck "$IMAGE"
+python3 - "$ROOT/target/demo-db-oxblob.txt" "$ROOT/target/demo-db-ext4.txt" <<'PY'
+import re, sys
+def ops(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"^(\w+)\s*:\s*([\d.]+) micros/op (\d+) ops/sec", line)
+        if m:
+            out[m.group(1)] = int(m.group(3))
+    return out
+ox, ext4 = ops(sys.argv[1]), ops(sys.argv[2])
+print("\n%-12s %14s %14s %8s" % ("workload", "ext4 ops/s", "oxblob ops/s", "ratio"))
+for name in ext4:
+    if name in ox:
+        print("%-12s %14d %14d %8.2f" % (name, ext4[name], ox[name], ox[name] / max(ext4[name], 1)))
+print("ratio = oxblob / ext4 (one short run; bench/rocksdb.sh runs the full comparison)")
+PY
+
+printf '\nDemo finished. Full side-by-side benchmarks: bench/bdev-vs-fio.sh, bench/rocksdb.sh,\n'
+printf 'bench/fuse-vs-ext4.sh\n'
