@@ -6,8 +6,8 @@ use crate::error::{BsError, Result};
 use crate::store::{BlobEntry, Inner};
 use oxblob_bdev::{blocking, IoBuf, IoChannel};
 use oxblob_format::record::{self, Mutation, RecordKind};
-use oxblob_format::{BlobRecord, Checkpoint, CheckpointRef, Superblock, MD_PAGE_SIZE};
-use std::collections::{BTreeMap, BTreeSet};
+use oxblob_format::{BlobRecord, CheckpointEncoder, CheckpointRef, Superblock, MD_PAGE_SIZE};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub(crate) const PAGE: u64 = MD_PAGE_SIZE as u64;
@@ -57,6 +57,10 @@ pub(crate) struct MdState {
     pub(crate) quarantine: Vec<u64>,
     /// A record or superblock write failed: checkpoint (new epoch) before logging again.
     pub(crate) needs_checkpoint: bool,
+    /// Children index: parent blob id -> ids of the blobs whose `parent` it is (snapshots to
+    /// their clones). Only blobs with children have an entry. Kept in step with the blob table
+    /// by [`apply`] and built at load, so deletes need not scan every blob.
+    pub(crate) clones: HashMap<u64, BTreeSet<u64>>,
 }
 
 impl MdState {
@@ -175,8 +179,8 @@ impl MdState {
         Ok(durable)
     }
 
-    /// Commits `muts`, applies them to the in-memory state, and takes a checkpoint when the log
-    /// has grown past a quarter of the md region.
+    /// Commits `muts`, applies them to the in-memory state, and takes a checkpoint when
+    /// [`MdState::checkpoint_due`] says so.
     pub(crate) fn commit_apply(
         &mut self,
         inner: &Inner,
@@ -185,7 +189,7 @@ impl MdState {
     ) -> std::result::Result<bool, CommitError> {
         let durable = self.commit(inner, muts, durable)?;
         apply(self, inner, muts, durable);
-        if self.log_pages_used() * 4 > self.sb.md_page_count {
+        if self.checkpoint_due() {
             // The commit itself succeeded; a failed checkpoint is retried at the next commit.
             if self.checkpoint(inner, None).is_err() {
                 self.needs_checkpoint = true;
@@ -198,37 +202,81 @@ impl MdState {
         self.log_segments.len() as u64 * self.seg_pages()
     }
 
-    /// Serializes the committed state (plus `extra`) into a checkpoint.
-    pub(crate) fn build_checkpoint(
+    /// Checkpoint scheduling. A checkpoint costs O(state) (its pages, `C`); it is taken when
+    /// the log has grown past `max(md/4, 2C)` pages, so its cost is at most half of the log
+    /// volume written since the previous one: amortized O(1) per operation whatever the number
+    /// of blobs, as long as the md region has room. It is taken earlier when the free segments
+    /// could no longer hold the next checkpoint (the current one plus a quarter for growth) and
+    /// a fresh log segment while the log keeps growing; only a log of two or more segments is
+    /// worth checkpointing for space (a checkpoint frees all but one log segment). With a state
+    /// near half the md region this degrades to frequent checkpoints (each still correct)
+    /// rather than to `NoMetadataSpace`.
+    fn checkpoint_due(&self) -> bool {
+        let seg = self.seg_pages();
+        let log = self.log_pages_used();
+        let ckpt_pages = self.sb.checkpoint.len.div_ceil(PAGE);
+        if log * 4 > self.sb.md_page_count && log >= 2 * ckpt_pages {
+            return true;
+        }
+        let next_ckpt_segs = (ckpt_pages + ckpt_pages / 4).div_ceil(seg).max(1);
+        self.log_segments.len() >= 2 && (self.free_segments.len() as u64) < next_ckpt_segs + 2
+    }
+
+    /// Serializes the committed state (plus `extra`, a transaction not yet applied) into a
+    /// checkpoint payload. Streams every blob's committed record straight into the output in
+    /// id order: no per-blob copy, one buffer sized from the previous checkpoint.
+    pub(crate) fn encode_checkpoint(
         &self,
         inner: &Inner,
         extra: Option<&[Mutation]>,
-    ) -> Result<Checkpoint> {
-        let mut map: BTreeMap<u64, BlobRecord> = inner
-            .blobs_read()
-            .iter()
-            .map(|(&id, e)| (id, e.read().committed.clone()))
-            .collect();
+    ) -> Result<Vec<u8>> {
         let mut next = self.next_blob_id;
         let mut sup = self.super_blob;
+        // The transaction's final word on each blob it touches: Some = put, None = deleted.
+        let mut over: BTreeMap<u64, Option<&BlobRecord>> = BTreeMap::new();
         for m in extra.unwrap_or(&[]) {
             match m {
                 Mutation::PutBlob(r) => {
-                    map.insert(r.id, r.clone());
+                    over.insert(r.id, Some(r));
                 }
                 Mutation::DeleteBlob(id) => {
-                    map.remove(id);
+                    over.insert(*id, None);
                 }
                 Mutation::SetSuperBlob(s) => sup = *s,
                 Mutation::SetNextId(n) => next = next.max(*n),
             }
         }
-        Ok(Checkpoint {
-            store_id: self.sb.store_id,
-            next_blob_id: next,
-            super_blob: sup,
-            blobs: map.into_values().collect(),
-        })
+        // The blob table is ordered by id: the checkpoint streams it in order, with no sort.
+        let table = inner.blobs_read();
+        let hint = usize::try_from(self.sb.checkpoint.len).unwrap_or(0);
+        let mut enc = CheckpointEncoder::with_capacity(
+            self.sb.store_id,
+            next,
+            sup,
+            hint.saturating_add(hint / 8).saturating_add(MD_PAGE_SIZE),
+        );
+        let bad = |e: oxblob_format::DecodeError| BsError::corrupt("checkpoint", e.to_string());
+        let mut extras = over.into_iter().peekable();
+        for (&id, e) in table.iter() {
+            while let Some((_, x)) = extras.next_if(|&(xid, _)| xid < id) {
+                if let Some(r) = x {
+                    enc.push(r).map_err(bad)?;
+                }
+            }
+            if let Some((_, x)) = extras.next_if(|&(xid, _)| xid == id) {
+                if let Some(r) = x {
+                    enc.push(r).map_err(bad)?;
+                }
+                continue;
+            }
+            enc.push(&e.read().committed).map_err(bad)?;
+        }
+        for (_, x) in extras {
+            if let Some(r) = x {
+                enc.push(r).map_err(bad)?;
+            }
+        }
+        Ok(enc.finish())
     }
 
     /// Writes a checkpoint of the committed state (plus `extra`) and switches the superblock
@@ -238,10 +286,7 @@ impl MdState {
         inner: &Inner,
         extra: Option<&[Mutation]>,
     ) -> std::result::Result<(), CommitError> {
-        let ck = self.build_checkpoint(inner, extra)?;
-        let bytes = ck
-            .encode()
-            .map_err(|e| BsError::corrupt("checkpoint", e.to_string()))?;
+        let bytes = self.encode_checkpoint(inner, extra)?;
         let pages = (bytes.len() as u64).div_ceil(PAGE).max(1);
         let nsegs = pages.div_ceil(self.seg_pages());
         let (run, log_seg) = self.find_space(nsegs).ok_or(BsError::NoMetadataSpace)?;
@@ -336,16 +381,25 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
             match m {
                 Mutation::PutBlob(r) => {
                     new.extend(clusters_of(r));
-                    match blobs.get(&r.id) {
+                    let old_parent = match blobs.get(&r.id) {
                         Some(e) => {
                             let mut st = e.write();
                             old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
+                            let p = st.committed.parent;
                             st.committed = r.clone();
                             st.current = r.clone();
                             st.dirty = false;
+                            p
                         }
                         None => {
                             blobs.insert(r.id, Arc::new(BlobEntry::new(r.clone())));
+                            0
+                        }
+                    };
+                    if old_parent != r.parent {
+                        unlink_clone(&mut md.clones, old_parent, r.id);
+                        if r.parent != 0 {
+                            md.clones.entry(r.parent).or_default().insert(r.id);
                         }
                     }
                 }
@@ -353,6 +407,7 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
                     if let Some(e) = blobs.remove(id) {
                         let st = e.read();
                         old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
+                        unlink_clone(&mut md.clones, st.committed.parent, *id);
                     }
                 }
                 Mutation::SetSuperBlob(s) => md.super_blob = *s,
@@ -362,6 +417,32 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
     }
     let freed: Vec<u64> = old.difference(&new).copied().collect();
     md.free_clusters(freed, durable);
+}
+
+/// Removes `child` from `parent`'s entry of the children index (no-op for parent 0).
+fn unlink_clone(clones: &mut HashMap<u64, BTreeSet<u64>>, parent: u64, child: u64) {
+    if parent == 0 {
+        return;
+    }
+    if let Some(set) = clones.get_mut(&parent) {
+        set.remove(&child);
+        if set.is_empty() {
+            clones.remove(&parent);
+        }
+    }
+}
+
+/// The children index of a blob table: parent id -> ids of its clones.
+pub(crate) fn clone_index<'a>(
+    records: impl IntoIterator<Item = &'a BlobRecord>,
+) -> HashMap<u64, BTreeSet<u64>> {
+    let mut clones: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+    for r in records {
+        if r.parent != 0 {
+            clones.entry(r.parent).or_default().insert(r.id);
+        }
+    }
+    clones
 }
 
 /// Every physical cluster a record maps.

@@ -111,12 +111,11 @@ impl BlobStore {
     pub(crate) fn delete_merging(&self, id: u64) -> Result<bool> {
         let inner = &self.inner;
         let mut md = inner.md_writable()?;
-        let clones: Vec<u64> = inner
-            .blobs_read()
-            .iter()
-            .filter(|(_, e)| e.read().current.parent == id)
-            .map(|(&cid, _)| cid)
-            .collect();
+        let clones: Vec<u64> = md
+            .clones
+            .get(&id)
+            .map(|c| c.iter().copied().collect())
+            .unwrap_or_default();
         match clones.len() {
             0 => return Ok(false),
             1 => {}

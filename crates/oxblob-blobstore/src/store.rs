@@ -12,7 +12,7 @@ use oxblob_format::{
     BlobRecord, Checkpoint, CheckpointRef, DecodeError, Extent, Superblock, Xattr, FORMAT_VERSION,
     MAX_CLUSTER_SIZE, MAX_XATTR_NAME, MAX_XATTR_VALUE, MD_PAGE_SIZE, MIN_CLUSTER_SIZE,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -137,7 +137,7 @@ pub(crate) struct Inner {
     pub(crate) dev: Arc<dyn BlockDevice>,
     pub(crate) geo: Geometry,
     md: Mutex<MdState>,
-    blobs: RwLock<HashMap<u64, Arc<BlobEntry>>>,
+    blobs: RwLock<BTreeMap<u64, Arc<BlobEntry>>>,
     unloaded: AtomicBool,
     pub(crate) read_only: bool,
 }
@@ -162,11 +162,11 @@ impl Inner {
         Ok(g)
     }
 
-    pub(crate) fn blobs_read(&self) -> RwLockReadGuard<'_, HashMap<u64, Arc<BlobEntry>>> {
+    pub(crate) fn blobs_read(&self) -> RwLockReadGuard<'_, BTreeMap<u64, Arc<BlobEntry>>> {
         self.blobs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn blobs_write(&self) -> RwLockWriteGuard<'_, HashMap<u64, Arc<BlobEntry>>> {
+    pub(crate) fn blobs_write(&self) -> RwLockWriteGuard<'_, BTreeMap<u64, Arc<BlobEntry>>> {
         self.blobs.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -616,7 +616,7 @@ impl BlobStore {
     /// checkpoint if the log held records, else only a new superblock (one page + flush).
     pub fn load(dev: Arc<dyn BlockDevice>, opts: LoadOptions) -> Result<BlobStore> {
         let mut ch = dev.channel()?;
-        let ins = inspect_with(ch.as_mut(), dev.info().size_bytes())?;
+        let mut ins = inspect_with(ch.as_mut(), dev.info().size_bytes())?;
         let sb = ins.superblock.clone();
         if sb.unknown_incompat() != 0 {
             return Err(BsError::UnknownFeature {
@@ -645,33 +645,35 @@ impl BlobStore {
         }
         let read_only = opts.read_only || sb.unknown_ro_compat() != 0;
         // Replay.
-        let mut map: BTreeMap<u64, BlobRecord> = BTreeMap::new();
-        for r in ins.checkpoint.blobs.iter() {
-            map.insert(r.id, r.clone());
-        }
+        // The checkpoint's records are sorted by id, so this builds the map in one pass.
+        let mut map: BTreeMap<u64, BlobRecord> = std::mem::take(&mut ins.checkpoint.blobs)
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
         let mut next_id = ins.checkpoint.next_blob_id;
         let mut sup = ins.checkpoint.super_blob;
         let mut log_records = 0u64;
-        for e in &ins.log {
+        let log_empty = ins.log.is_empty();
+        for e in std::mem::take(&mut ins.log) {
             if e.link.is_some() {
                 continue;
             }
             log_records += 1;
-            for m in &e.mutations {
+            for m in e.mutations {
                 match m {
                     Mutation::PutBlob(r) => {
-                        map.insert(r.id, r.clone());
+                        map.insert(r.id, r);
                     }
                     Mutation::DeleteBlob(id) => {
-                        if map.remove(id).is_none() {
+                        if map.remove(&id).is_none() {
                             return Err(BsError::corrupt(
                                 format!("log record at md page {}", e.page),
                                 format!("deletes unknown blob {id:#x}"),
                             ));
                         }
                     }
-                    Mutation::SetSuperBlob(s) => sup = *s,
-                    Mutation::SetNextId(n) => next_id = next_id.max(*n),
+                    Mutation::SetSuperBlob(s) => sup = s,
+                    Mutation::SetNextId(n) => next_id = next_id.max(n),
                 }
             }
         }
@@ -721,8 +723,10 @@ impl BlobStore {
         let ckpt_segments: Vec<u64> =
             (ck_first_seg..ck_first_seg + sb.checkpoint.page_count / seg).collect();
         let total_segs = sb.md_page_count / seg;
+        let log_set: BTreeSet<u64> = ins.log_segments.iter().copied().collect();
+        let ckpt_range = ck_first_seg..ck_first_seg + sb.checkpoint.page_count / seg;
         let free_segments: BTreeSet<u64> = (0..total_segs)
-            .filter(|s| !ckpt_segments.contains(s) && !ins.log_segments.contains(s))
+            .filter(|s| !ckpt_range.contains(s) && !log_set.contains(s))
             .collect();
         let tail_seg = *ins.log_segments.last().unwrap_or(&0);
         let geo = Geometry {
@@ -749,6 +753,7 @@ impl BlobStore {
             pending_free: Vec::new(),
             quarantine: Vec::new(),
             needs_checkpoint: false,
+            clones: crate::md::clone_index(map.values()),
             sb,
         };
         let blobs = map
@@ -765,7 +770,7 @@ impl BlobStore {
         });
         if !read_only {
             let mut md = inner.md()?;
-            if !ins.log.is_empty() {
+            if !log_empty {
                 md.checkpoint(&inner, None).map_err(|e| e.error)?;
             } else {
                 new_epoch(&mut md)?;
@@ -1078,10 +1083,10 @@ impl Txn {
                                 return Err(BsError::BlobOpen(*id));
                             }
                         }
-                        let has_clone = inner
-                            .blobs_read()
-                            .iter()
-                            .any(|(&cid, e)| cid != *id && e.read().current.parent == *id)
+                        let has_clone = md
+                            .clones
+                            .get(id)
+                            .is_some_and(|c| c.iter().any(|&cid| cid != *id))
                             || work
                                 .values()
                                 .flatten()
@@ -1129,14 +1134,16 @@ impl Txn {
             release_runs(&mut md, &runs_new);
             return Err(e);
         }
-        let existing: BTreeSet<u64> = inner.blobs_read().keys().copied().collect();
         let mut muts = Vec::new();
-        for (id, w) in &work {
-            match w {
-                Some(r) => muts.push(Mutation::PutBlob(r.clone())),
-                None if existing.contains(id) => muts.push(Mutation::DeleteBlob(*id)),
-                None => {
-                    // Created and deleted in the same transaction: nothing to record.
+        {
+            let blobs = inner.blobs_read();
+            for (id, w) in &work {
+                match w {
+                    Some(r) => muts.push(Mutation::PutBlob(r.clone())),
+                    None if blobs.contains_key(id) => muts.push(Mutation::DeleteBlob(*id)),
+                    None => {
+                        // Created and deleted in the same transaction: nothing to record.
+                    }
                 }
             }
         }

@@ -232,8 +232,11 @@ impl BlobRecord {
             }
             next_logical = end;
         }
+        // Duplicate names: pairwise for the usual handful of xattrs (no allocation), a set
+        // beyond that.
+        let few = self.xattrs.len() <= 16;
         let mut names = BTreeSet::new();
-        for x in &self.xattrs {
+        for (i, x) in self.xattrs.iter().enumerate() {
             if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME {
                 return Err(DecodeError::invalid(
                     "blob record xattr name",
@@ -246,7 +249,14 @@ impl BlobRecord {
                     format!("length {} exceeds {MAX_XATTR_VALUE}", x.value.len()),
                 ));
             }
-            if !names.insert((x.internal, x.name.as_str())) {
+            let dup = if few {
+                self.xattrs[..i]
+                    .iter()
+                    .any(|y| y.internal == x.internal && y.name == x.name)
+            } else {
+                !names.insert((x.internal, x.name.as_str()))
+            };
+            if dup {
                 return Err(DecodeError::invalid(
                     "blob record xattr name",
                     format!("duplicate {:?}", x.name),

@@ -37,33 +37,11 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Encodes the payload.
     pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&CHECKPOINT_MAGIC);
-        b.put_u64(self.store_id);
-        b.put_u64(self.next_blob_id);
-        b.put_u64(self.super_blob.unwrap_or(0));
-        b.put_u64(self.blobs.len() as u64);
-        let mut last = 0u64;
+        let mut e = CheckpointEncoder::new(self.store_id, self.next_blob_id, self.super_blob);
         for r in &self.blobs {
-            if r.id <= last {
-                return Err(DecodeError::invalid(
-                    "checkpoint blobs",
-                    "ids not increasing",
-                ));
-            }
-            if r.id >= self.next_blob_id {
-                return Err(DecodeError::invalid(
-                    "checkpoint blobs",
-                    "id >= next_blob_id",
-                ));
-            }
-            last = r.id;
-            let len = u32::try_from(r.encoded_len())
-                .map_err(|_| DecodeError::invalid("checkpoint blob", "record over 4 GiB"))?;
-            b.put_u32(len);
-            r.encode_into(&mut b)?;
+            e.push(r)?;
         }
-        Ok(b)
+        Ok(e.finish())
     }
 
     /// Decodes a payload (its CRC is checked by [`Checkpoint::decode_checked`]).
@@ -123,6 +101,77 @@ impl Checkpoint {
     }
 }
 
+/// Encodes a checkpoint from blob records streamed in increasing id order, without collecting
+/// them into a [`Checkpoint`] first (the blobstore serializes its live table this way).
+/// Produces the same bytes as [`Checkpoint::encode`].
+pub struct CheckpointEncoder {
+    buf: Vec<u8>,
+    next_blob_id: u64,
+    last: u64,
+    count: u64,
+}
+
+impl CheckpointEncoder {
+    /// Starts a checkpoint with the given header fields.
+    pub fn new(store_id: u64, next_blob_id: u64, super_blob: Option<u64>) -> Self {
+        Self::with_capacity(store_id, next_blob_id, super_blob, 0)
+    }
+
+    /// As [`CheckpointEncoder::new`], reserving `bytes` of output up front.
+    pub fn with_capacity(
+        store_id: u64,
+        next_blob_id: u64,
+        super_blob: Option<u64>,
+        bytes: usize,
+    ) -> Self {
+        let mut buf = Vec::with_capacity(bytes.max(40));
+        buf.extend_from_slice(&CHECKPOINT_MAGIC);
+        buf.put_u64(store_id);
+        buf.put_u64(next_blob_id);
+        buf.put_u64(super_blob.unwrap_or(0));
+        buf.put_u64(0); // blob_count, patched by `finish`
+        CheckpointEncoder {
+            buf,
+            next_blob_id,
+            last: 0,
+            count: 0,
+        }
+    }
+
+    /// Appends one blob record; ids must be strictly increasing and below `next_blob_id`.
+    pub fn push(&mut self, r: &BlobRecord) -> Result<(), DecodeError> {
+        if r.id <= self.last {
+            return Err(DecodeError::invalid(
+                "checkpoint blobs",
+                "ids not increasing",
+            ));
+        }
+        if r.id >= self.next_blob_id {
+            return Err(DecodeError::invalid(
+                "checkpoint blobs",
+                "id >= next_blob_id",
+            ));
+        }
+        let len = u32::try_from(r.encoded_len())
+            .map_err(|_| DecodeError::invalid("checkpoint blob", "record over 4 GiB"))?;
+        let at = self.buf.len();
+        self.buf.put_u32(len);
+        if let Err(e) = r.encode_into(&mut self.buf) {
+            self.buf.truncate(at);
+            return Err(e);
+        }
+        self.last = r.id;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The encoded payload.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[32..40].copy_from_slice(&self.count.to_le_bytes());
+        self.buf
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +209,30 @@ mod tests {
             Checkpoint::decode_checked(&b, crc ^ 1),
             Err(DecodeError::BadChecksum { .. })
         ));
+    }
+
+    #[test]
+    fn streaming_encoder_matches_and_refuses_disorder() {
+        let c = sample();
+        let mut e = CheckpointEncoder::new(c.store_id, c.next_blob_id, c.super_blob);
+        for r in &c.blobs {
+            e.push(r).unwrap();
+        }
+        assert_eq!(e.finish(), c.encode().unwrap());
+        let mut e = CheckpointEncoder::new(c.store_id, c.next_blob_id, c.super_blob);
+        e.push(&c.blobs[1]).unwrap();
+        assert!(e.push(&c.blobs[0]).is_err());
+        let bad = BlobRecord {
+            id: 12,
+            ..Default::default()
+        };
+        assert!(e.push(&bad).is_err());
+        // A refused record leaves nothing behind.
+        let one = Checkpoint {
+            blobs: vec![c.blobs[1].clone()],
+            ..c.clone()
+        };
+        assert_eq!(e.finish(), one.encode().unwrap());
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod record;
 pub mod superblock;
 
 pub use blob::{BlobRecord, Extent, Xattr};
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, CheckpointEncoder};
 pub use record::{Mutation, RecordHeader, RecordKind};
 pub use superblock::{CheckpointRef, Superblock};
 
