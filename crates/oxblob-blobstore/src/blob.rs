@@ -134,24 +134,48 @@ impl Blob {
     }
 
     /// Writes the blob's metadata to the log if it changed, and flushes; this also makes every
-    /// data write that completed before the call durable. Blocks.
+    /// data write that completed before the call, and every earlier deferred commit, durable.
+    /// Costs one device flush (shared with concurrent callers: group commit), plus one before
+    /// the record if new clusters were zeroed or copied since the last flush. Blocks.
     pub fn sync_md(&self) -> Result<()> {
+        self.commit_md(crate::Durability::Durable)
+    }
+
+    /// Writes the blob's metadata to the log if it changed, without a flush: durable with the
+    /// next flush of the store (`sync_md` of any blob, [`crate::BlobStore::flush`], a durable
+    /// commit). New clusters the record maps are still flushed before it is written.
+    pub fn commit_md_deferred(&self) -> Result<()> {
+        self.commit_md(crate::Durability::Deferred)
+    }
+
+    /// [`Blob::sync_md`] or [`Blob::commit_md_deferred`].
+    pub fn commit_md(&self, durability: crate::Durability) -> Result<()> {
         self.live()?;
         if self.inner.read_only {
             return Ok(());
         }
-        let mut md = self.inner.md_writable()?;
-        let (dirty, rec) = {
-            let st = self.entry.read();
-            (st.dirty, st.current.clone())
+        let t = {
+            let mut md = self.inner.md_writable()?;
+            let (dirty, rec) = {
+                let st = self.entry.read();
+                (st.dirty, st.current.clone())
+            };
+            if dirty {
+                if md
+                    .commit_apply(&self.inner, &[Mutation::PutBlob(rec)], false)
+                    .map_err(|e| e.error)?
+                {
+                    return Ok(());
+                }
+                md.last_ticket
+            } else {
+                self.inner.group.ticket()
+            }
         };
-        if dirty {
-            md.commit_apply(&self.inner, &[Mutation::PutBlob(rec)], true)
-                .map_err(|e| e.error)?;
-        } else {
-            md.flush()?;
+        match durability {
+            crate::Durability::Durable => self.inner.wait_durable(t),
+            crate::Durability::Deferred => Ok(()),
         }
-        Ok(())
     }
 
     /// Makes the blob read-only (data and metadata). In memory until `sync_md`.
@@ -244,12 +268,14 @@ impl Blob {
         self.remove_x(name, true)
     }
 
-    /// Syncs the metadata if dirty, then releases the handle. On error the handle is still
-    /// released (the blob stays dirty in memory and is written by `unload`).
+    /// Syncs the metadata if dirty (as `sync_md`), then releases the handle. A clean blob's
+    /// close does no I/O at all (no flush: data writes are made durable by a later `sync_md`
+    /// or [`crate::BlobStore::flush`]). On error the handle is still released (the blob stays
+    /// dirty in memory and is written by `unload`).
     pub fn close(mut self) -> Result<()> {
         let r = if self.inner.is_unloaded() {
             Err(BsError::Unloaded)
-        } else if self.is_dirty() || !self.inner.read_only {
+        } else if self.is_dirty() && !self.inner.read_only {
             self.sync_md()
         } else {
             Ok(())
@@ -328,7 +354,7 @@ pub(crate) fn fill_clusters(
             return Err(e);
         }
     }
-    md.data_unflushed = true;
+    md.data_written();
     for (&(c, _), &p) in need.iter().zip(&phys) {
         insert_extent(&mut st.current.extents, c, p, 1);
     }

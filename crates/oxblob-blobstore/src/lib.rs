@@ -44,6 +44,6 @@ pub use fsck::{fsck, Finding, FindingKind, FsckCounts, FsckOptions, FsckReport, 
 pub use io::{BsChannel, BsCompletion, BsRejected};
 pub use oxblob_format::{BlobRecord, Extent};
 pub use store::{
-    bstype, inspect, BlobInfo, BlobStore, CreateOptions, InitOptions, Inspection, LoadOptions,
-    LogEntry, Txn, DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
+    bstype, inspect, BlobInfo, BlobStore, CreateOptions, Durability, InitOptions, Inspection,
+    LoadOptions, LogEntry, Txn, DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
 };

@@ -8,7 +8,8 @@ use oxblob_bdev::{blocking, IoBuf, IoChannel};
 use oxblob_format::record::{self, Mutation, RecordKind};
 use oxblob_format::{BlobRecord, CheckpointEncoder, CheckpointRef, Superblock, MD_PAGE_SIZE};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 pub(crate) const PAGE: u64 = MD_PAGE_SIZE as u64;
 
@@ -24,6 +25,118 @@ impl From<BsError> for CommitError {
         CommitError {
             error,
             maybe_written: false,
+        }
+    }
+}
+
+/// Group commit: tickets order md writes against device flushes, so one flush can cover many
+/// callers (durable commits, `sync_md`, `BlobStore::flush`) without holding the md mutex.
+///
+/// A ticket is taken (`issued + 1`) *after* the write it stands for completed. A flush first
+/// reads `issued`, then is submitted; once it completes, every ticket up to that value is
+/// durable (`durable`). A caller holding ticket `t` returns when `durable >= t`: either a flush
+/// started after its write covers it, or it becomes the leader and flushes itself; callers
+/// arriving while a flush runs wait for it and then share the next one.
+pub(crate) struct FlushGroup {
+    issued: AtomicU64,
+    durable: AtomicU64,
+    state: Mutex<GroupState>,
+    cv: Condvar,
+    /// The channel the leader flushes on (not the md channel: no md mutex is held).
+    ch: Mutex<Option<Box<dyn IoChannel>>>,
+    /// Device flushes submitted (all channels of the store), for tests and benchmarks.
+    flushes: AtomicU64,
+}
+
+#[derive(Default)]
+struct GroupState {
+    in_progress: bool,
+    /// A group flush failed: no caller may report durability until a checkpoint succeeds.
+    poisoned: bool,
+}
+
+impl FlushGroup {
+    pub(crate) fn new() -> Self {
+        FlushGroup {
+            issued: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            state: Mutex::new(GroupState::default()),
+            cv: Condvar::new(),
+            ch: Mutex::new(None),
+            flushes: AtomicU64::new(0),
+        }
+    }
+
+    /// A ticket for everything that completed before this call.
+    pub(crate) fn ticket(&self) -> u64 {
+        self.issued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn flush_count(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a completed flush that was submitted when `issued` was `upto`.
+    fn covered(&self, upto: u64) {
+        self.durable.fetch_max(upto, Ordering::AcqRel);
+    }
+
+    pub(crate) fn clear_poison(&self) {
+        self.state().poisoned = false;
+    }
+
+    /// Returns once ticket `t` is durable. Err: a flush failed (or the group is poisoned by an
+    /// earlier failure); the caller must not report durability before a checkpoint succeeds.
+    pub(crate) fn wait(&self, dev: &dyn oxblob_bdev::BlockDevice, t: u64) -> Result<()> {
+        let mut st = self.state();
+        loop {
+            if st.poisoned {
+                // An earlier flush failed (EIO); the caller checkpoints.
+                return Err(BsError::Io(oxblob_bdev::BdevError::Io {
+                    op: oxblob_bdev::IoKind::Flush,
+                    offset: 0,
+                    errno: 5,
+                }));
+            }
+            if self.durable() >= t {
+                return Ok(());
+            }
+            if st.in_progress {
+                st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.in_progress = true;
+            drop(st);
+            let r = (|| -> Result<u64> {
+                let mut ch = self.ch.lock().unwrap_or_else(|e| e.into_inner());
+                if ch.is_none() {
+                    *ch = Some(dev.channel()?);
+                }
+                let upto = self.issued.load(Ordering::Acquire);
+                if let Some(c) = ch.as_mut() {
+                    self.flushes.fetch_add(1, Ordering::Relaxed);
+                    blocking::flush(c.as_mut())?;
+                }
+                Ok(upto)
+            })();
+            st = self.state();
+            st.in_progress = false;
+            self.cv.notify_all();
+            match r {
+                Ok(upto) => self.covered(upto),
+                Err(e) => {
+                    st.poisoned = true;
+                    return Err(e);
+                }
+            }
         }
     }
 }
@@ -51,8 +164,14 @@ pub(crate) struct MdState {
     pub(crate) alloc: Allocator,
     /// Data-region writes (zeroing, copy-on-write) completed since the last flush.
     pub(crate) data_unflushed: bool,
-    /// Clusters freed by records written but not yet covered by a flush.
-    pub(crate) pending_free: Vec<u64>,
+    /// Ticket of the last such write: a group flush covering it clears `data_unflushed`.
+    pub(crate) data_ticket: u64,
+    /// Clusters freed by records written but not yet covered by a flush, with the ticket of
+    /// the record that freed them.
+    pub(crate) pending_free: Vec<(u64, u64)>,
+    /// Ticket of the last record written to the log.
+    pub(crate) last_ticket: u64,
+    pub(crate) group: Arc<FlushGroup>,
     /// Clusters named by a record whose write or flush failed; released after a checkpoint.
     pub(crate) quarantine: Vec<u64>,
     /// A record or superblock write failed: checkpoint (new epoch) before logging again.
@@ -82,22 +201,52 @@ impl MdState {
     /// Flushes the device; afterwards every record written so far is durable, so the clusters
     /// they freed can be reused.
     pub(crate) fn flush(&mut self) -> Result<()> {
+        let t = self.group.ticket();
+        self.group.flushes.fetch_add(1, Ordering::Relaxed);
         blocking::flush(self.ch.as_mut())?;
-        self.data_unflushed = false;
-        for c in std::mem::take(&mut self.pending_free) {
-            self.alloc.release(c);
-        }
+        self.group.covered(t);
+        self.reap();
         Ok(())
     }
 
-    /// Frees clusters named by a committed record: now if it is durable, else after a flush.
+    /// Marks a data-region write (zeroing, copy-on-write) that completed on the md channel: it
+    /// must be flushed before a record maps its clusters.
+    pub(crate) fn data_written(&mut self) {
+        self.data_unflushed = true;
+        self.data_ticket = self.group.ticket();
+    }
+
+    /// Applies what flushes completed since the last call (possibly group flushes run
+    /// without the md mutex): releases the clusters freed by records now durable.
+    pub(crate) fn reap(&mut self) {
+        let d = self.group.durable();
+        if self.data_unflushed && self.data_ticket <= d {
+            self.data_unflushed = false;
+        }
+        if self.pending_free.iter().any(|&(t, _)| t <= d) {
+            let mut keep = Vec::new();
+            for (t, c) in std::mem::take(&mut self.pending_free) {
+                if t <= d {
+                    self.alloc.release(c);
+                } else {
+                    keep.push((t, c));
+                }
+            }
+            self.pending_free = keep;
+        }
+    }
+
+    /// Frees clusters named by a committed record: now if it is durable, else once a flush
+    /// covers the record (its ticket, `last_ticket`).
     pub(crate) fn free_clusters(&mut self, clusters: impl IntoIterator<Item = u64>, durable: bool) {
         if durable {
             for c in clusters {
                 self.alloc.release(c);
             }
         } else {
-            self.pending_free.extend(clusters);
+            let t = self.last_ticket;
+            self.pending_free
+                .extend(clusters.into_iter().map(|c| (t, c)));
         }
     }
 
@@ -126,6 +275,7 @@ impl MdState {
         if self.needs_checkpoint {
             self.checkpoint(inner, None)?;
         }
+        self.reap();
         if self.data_unflushed {
             self.flush()?;
         }
@@ -167,6 +317,9 @@ impl MdState {
                 self.tail_page += p;
                 self.next_seq += 1;
                 self.log_records += 1;
+                if !durable {
+                    self.last_ticket = self.group.ticket();
+                }
             }
             Err(error) => {
                 self.needs_checkpoint = true;

@@ -13,6 +13,7 @@ use oxblob_format::{
     MAX_CLUSTER_SIZE, MAX_XATTR_NAME, MAX_XATTR_VALUE, MD_PAGE_SIZE, MIN_CLUSTER_SIZE,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -27,6 +28,17 @@ pub fn bstype(name: &str) -> [u8; 16] {
     let n = name.len().min(16);
     t[..n].copy_from_slice(&name.as_bytes()[..n]);
     t
+}
+
+/// When a metadata commit is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Durable on return: the record is written and a device flush (shared with concurrent
+    /// callers) covers it.
+    Durable,
+    /// Written to the log without a flush: durable with the next flush of the store. After a
+    /// crash the log holds a prefix of the records in commit order.
+    Deferred,
 }
 
 /// Options of [`BlobStore::init`].
@@ -140,6 +152,8 @@ pub(crate) struct Inner {
     blobs: RwLock<BTreeMap<u64, Arc<BlobEntry>>>,
     unloaded: AtomicBool,
     pub(crate) read_only: bool,
+    /// Group commit state (shared with `MdState`).
+    pub(crate) group: Arc<crate::md::FlushGroup>,
 }
 
 impl Inner {
@@ -148,7 +162,9 @@ impl Inner {
         if self.unloaded.load(Ordering::Acquire) {
             return Err(BsError::Unloaded);
         }
-        Ok(self.md.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut g = self.md.lock().unwrap_or_else(|e| e.into_inner());
+        g.reap();
+        Ok(g)
     }
 
     pub(crate) fn md_writable(&self) -> Result<MutexGuard<'_, MdState>> {
@@ -181,6 +197,40 @@ impl Inner {
         self.unloaded.load(Ordering::Acquire)
     }
 
+    /// Commits `muts` as one record and returns once it is durable. The record is written
+    /// under the md mutex; the flush runs without it, shared with concurrent callers (group
+    /// commit, see [`crate::md::FlushGroup`]).
+    pub(crate) fn commit_durable(&self, muts: &[Mutation]) -> Result<()> {
+        let t = {
+            let mut md = self.md_writable()?;
+            if md.commit_apply(self, muts, false).map_err(|e| e.error)? {
+                return Ok(());
+            }
+            md.last_ticket
+        };
+        self.wait_durable(t)
+    }
+
+    /// Waits until ticket `t` is durable (sharing one flush with concurrent callers). When a
+    /// flush fails, the log can no longer be trusted to reach the media in order, so the
+    /// caller takes a checkpoint (a new epoch carrying the whole committed state, which
+    /// includes every record written so far); the call succeeds if that checkpoint does.
+    pub(crate) fn wait_durable(&self, t: u64) -> Result<()> {
+        let err = match self.group.wait(self.dev.as_ref(), t) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let mut md = self.md_writable()?;
+        md.needs_checkpoint = true;
+        match md.checkpoint(self, None) {
+            Ok(()) => {
+                self.group.clear_poison();
+                Ok(())
+            }
+            Err(_) => Err(err),
+        }
+    }
+
     /// Allocates `n` clusters and zeroes them on the md channel. On error nothing stays
     /// allocated. The zeroes are flushed before any record that maps them (`data_unflushed`).
     pub(crate) fn alloc_zeroed(&self, md: &mut MdState, n: u64) -> Result<Vec<(u64, u64)>> {
@@ -195,7 +245,7 @@ impl Inner {
                 return Err(e.into());
             }
         }
-        md.data_unflushed = true;
+        md.data_written();
         Ok(runs)
     }
 }
@@ -750,7 +800,10 @@ impl BlobStore {
             super_blob: sup,
             alloc,
             data_unflushed: false,
+            data_ticket: 0,
             pending_free: Vec::new(),
+            last_ticket: 0,
+            group: Arc::new(crate::md::FlushGroup::new()),
             quarantine: Vec::new(),
             needs_checkpoint: false,
             clones: crate::md::clone_index(map.values()),
@@ -760,9 +813,11 @@ impl BlobStore {
             .into_iter()
             .map(|(id, r)| (id, Arc::new(BlobEntry::new(r))))
             .collect();
+        let group = Arc::clone(&md.group);
         let inner = Arc::new(Inner {
             dev,
             geo,
+            group,
             md: Mutex::new(md),
             blobs: RwLock::new(blobs),
             unloaded: AtomicBool::new(false),
@@ -861,13 +916,32 @@ impl BlobStore {
 
     /// Sets the application's root blob. Durable on return.
     pub fn set_super_blob(&self, id: Option<u64>) -> Result<()> {
-        let mut md = self.inner.md_writable()?;
+        let md = self.inner.md_writable()?;
         if let Some(id) = id {
             self.inner.entry(id)?;
         }
-        md.commit_apply(&self.inner, &[Mutation::SetSuperBlob(id)], true)
-            .map_err(|e| e.error)?;
-        Ok(())
+        drop(md);
+        self.inner.commit_durable(&[Mutation::SetSuperBlob(id)])
+    }
+
+    /// Makes every record written so far (deferred commits included) and every data write
+    /// that completed before the call durable: one device flush, shared with concurrent
+    /// callers of `flush`, `sync_md` and durable commits (group commit). Blocks.
+    pub fn flush(&self) -> Result<()> {
+        if self.inner.is_unloaded() {
+            return Err(BsError::Unloaded);
+        }
+        if self.inner.read_only {
+            return Ok(());
+        }
+        let t = self.inner.group.ticket();
+        self.inner.wait_durable(t)
+    }
+
+    /// Device flushes this store has submitted since it was loaded (for tests and
+    /// measurements: a durable commit with no new cluster costs exactly one).
+    pub fn device_flushes(&self) -> u64 {
+        self.inner.group.flush_count()
     }
 
     /// The application's root blob.
@@ -935,6 +1009,37 @@ impl BlobStore {
         Ok(v)
     }
 
+    /// Visits every blob's in-memory record in id order, by reference: nothing is copied and
+    /// no blob is opened. `f` runs under the metadata mutex and the blob table's read lock
+    /// (it must not call back into the store); it returns [`ControlFlow::Break`] to stop
+    /// early. The record's xattrs include internal ones (`Xattr::internal`). This is the
+    /// cheap form of [`BlobStore::blobs`] for a caller that decodes a few xattrs of every
+    /// blob (a file system's mount).
+    pub fn for_each_blob(&self, mut f: impl FnMut(&BlobRecord) -> ControlFlow<()>) -> Result<()> {
+        let _md = self.inner.md()?;
+        for e in self.inner.blobs_read().values() {
+            if f(&e.read().current).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of blobs (no blob is opened).
+    pub fn blob_count(&self) -> Result<usize> {
+        let _md = self.inner.md()?;
+        Ok(self.inner.blobs_read().len())
+    }
+
+    /// The allocated clusters of blob `id` from its in-memory record, without opening it
+    /// (what [`Blob::allocated_clusters`] reports). Errors: `NotFound`, `Unloaded`.
+    pub fn allocated_clusters(&self, id: u64) -> Result<u64> {
+        if self.inner.is_unloaded() {
+            return Err(BsError::Unloaded);
+        }
+        Ok(self.inner.entry(id)?.read().current.allocated_clusters())
+    }
+
     /// Starts a multi-blob transaction: creates, deletes and xattr changes on several blobs,
     /// committed as one record by [`Txn::commit`].
     pub fn begin(&self) -> Txn {
@@ -947,9 +1052,19 @@ impl BlobStore {
 
     /// Runs `f` on a new transaction and commits it. Returns `f`'s value.
     pub fn transaction<T>(&self, f: impl FnOnce(&mut Txn) -> Result<T>) -> Result<T> {
+        self.transaction_with(Durability::Durable, f)
+    }
+
+    /// Runs `f` on a new transaction and commits it durably ([`Txn::commit`]) or deferred
+    /// ([`Txn::commit_deferred`]). Returns `f`'s value.
+    pub fn transaction_with<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&mut Txn) -> Result<T>,
+    ) -> Result<T> {
         let mut t = self.begin();
         let v = f(&mut t)?;
-        t.commit()?;
+        t.commit_with(durability)?;
         Ok(v)
     }
 }
@@ -1045,8 +1160,24 @@ impl Txn {
         self.ops.push(TxnOp::SetSuperBlob(id));
     }
 
-    /// Validates and commits every change as one record, then flushes. Blocks.
+    /// Validates and commits every change as one record, then flushes (one device flush,
+    /// shared with concurrent committers; two if the transaction zeroed new clusters, which
+    /// must be durable before the record). Blocks.
     pub fn commit(self) -> Result<()> {
+        self.commit_with(Durability::Durable)
+    }
+
+    /// Validates and commits every change as one record **without** flushing: the change is
+    /// applied and visible at once, and becomes durable with the next flush of the store
+    /// ([`BlobStore::flush`], `sync_md`, or any durable commit). After a crash before that,
+    /// the log keeps a prefix of the records in commit order: this transaction is then
+    /// entirely present or entirely absent, and absent if any earlier record is. A transaction
+    /// that zeroes new clusters still flushes them before the record is written.
+    pub fn commit_deferred(self) -> Result<()> {
+        self.commit_with(Durability::Deferred)
+    }
+
+    fn commit_with(self, durability: Durability) -> Result<()> {
         let inner = Arc::clone(&self.store.inner);
         let mut md = inner.md_writable()?;
         // Working copies of every touched blob: None = deleted in this transaction.
@@ -1172,10 +1303,15 @@ impl Txn {
             release_runs(&mut md, &orphan);
             return Ok(());
         }
-        match md.commit_apply(&inner, &muts, true) {
-            Ok(_) => {
+        match md.commit_apply(&inner, &muts, false) {
+            Ok(durable) => {
                 release_runs(&mut md, &orphan);
-                Ok(())
+                if durable || durability == Durability::Deferred {
+                    return Ok(());
+                }
+                let t = md.last_ticket;
+                drop(md);
+                inner.wait_durable(t)
             }
             Err(e) => {
                 if e.maybe_written {

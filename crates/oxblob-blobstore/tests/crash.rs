@@ -60,6 +60,8 @@ fn blob_with_data(bs: &BlobStore, n: u64, seed: u64) -> (u64, Vec<u8>) {
     let mut ch = bs.channel().unwrap();
     let data = pattern(seed, (n * CLUSTER) as usize);
     b.write(&mut ch, 0, &data).unwrap();
+    // The close of a clean blob does no I/O: the data is made durable by a flush.
+    b.sync_md().unwrap();
     b.close().unwrap();
     (id, data)
 }
