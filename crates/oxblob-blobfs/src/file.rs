@@ -6,7 +6,7 @@ use crate::cache::{ReadState, Wb, CHUNK, RA_MAX, RA_MIN};
 use crate::error::{FsError, FsErrorKind, Result};
 use crate::fs::{last_close, FsInner, Inode, OpenFlags};
 use oxblob_bdev::IoBuf;
-use oxblob_blobstore::{Blob, BsChannel, BsCompletion};
+use oxblob_blobstore::{Blob, BsChannel, BsCompletion, Durability};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
@@ -270,25 +270,45 @@ impl OpenInode {
     pub(crate) fn shutdown(&self, fs: &FsInner) -> Result<()> {
         let r = {
             let mut d = self.write_lock();
-            self.persist(fs, &mut d, "")
+            // Deferred: the unload's checkpoint makes it durable.
+            self.persist(fs, &mut d, "", Durability::Deferred)
         };
         self.release_blob(fs);
         r
     }
 
-    /// Writes size, times and inline data to the blob's record and syncs it. For a file in
-    /// clusters, a device flush comes first, so a durable size never covers unwritten data.
-    fn persist(&self, fs: &FsInner, d: &mut Data, path: &str) -> Result<()> {
+    /// Writes back buffered data and commits size and times deferred (`close`,
+    /// `BlobFs::sync`): no flush unless the size grew (see [`OpenInode::persist`]).
+    pub(crate) fn write_back(&self, fs: &FsInner, path: &str) -> Result<()> {
+        let mut d = self.write_lock();
+        self.persist(fs, &mut d, path, Durability::Deferred)
+    }
+
+    /// Writes buffered data, then size, times and inline data to the blob's record.
+    ///
+    /// `Durable` (fsync): the record is flushed, which also makes every earlier deferred
+    /// namespace operation durable; with no metadata change, one flush still covers the data
+    /// and those operations. `Deferred` (close, sync, unmount): the record is written without
+    /// a flush. Either way, when the size of a file in clusters changed, a device flush comes
+    /// before the record, so a size that reaches the media never covers unwritten data (the
+    /// "zero from the old size" writes included). A size unchanged needs no such ordering:
+    /// bytes inside it are old or new after a crash, as for any unsynced write. New clusters
+    /// are flushed before the record by the blobstore (they usually share that same flush).
+    /// So an fsync costs one flush when the size did not change, two when it did.
+    fn persist(&self, fs: &FsInner, d: &mut Data, path: &str, dur: Durability) -> Result<()> {
         if fs.read_only {
             return Ok(());
         }
         self.flush_wb(fs, d, path)?;
         if !d.meta_dirty {
+            if dur == Durability::Durable {
+                fs.flush_device(path)?;
+            }
             return Ok(());
         }
         let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
         let bs = |e| FsError::from_bs(e, path);
-        if d.inline.is_none() {
+        if d.inline.is_none() && d.size_dirty {
             fs.flush_device(path)?;
         }
         let (size, mtime, ctime) = self.times_and_size();
@@ -298,7 +318,7 @@ impl OpenInode {
         if let Some(v) = &d.inline {
             blob.set_internal_xattr(X_INLINE, v).map_err(bs)?;
         }
-        blob.sync_md().map_err(bs)?;
+        blob.commit_md(dur).map_err(bs)?;
         d.meta_dirty = false;
         d.size_dirty = false;
         Ok(())
@@ -1030,15 +1050,18 @@ impl FileHandle {
         self.inode.truncate(&self.fs, len, &self.path)
     }
 
-    /// Makes the file's data, size and times durable: a device flush, then the inode's
-    /// record (size, times, inline data, cluster map) and another flush. Blocks.
+    /// Makes the file's data, size and times durable, and every namespace operation that
+    /// completed before the call (deferred records): if the size changed, a device flush,
+    /// then the inode's record (size, times, inline data, cluster map) and one flush; with the
+    /// size unchanged, one flush in all. Blocks.
     pub fn fsync(&self) -> Result<()> {
         self.fs.live(&self.path)?;
         let mut d = self.inode.write_lock();
-        self.inode.persist(&self.fs, &mut d, &self.path)
+        self.inode
+            .persist(&self.fs, &mut d, &self.path, Durability::Durable)
     }
 
-    /// Like `fsync`, but a change of times alone only flushes the device.
+    /// Like `fsync`, but a change of times alone is not written: one device flush.
     pub fn fdatasync(&self) -> Result<()> {
         self.fs.live(&self.path)?;
         let mut d = self.inode.write_lock();
@@ -1046,17 +1069,19 @@ impl FileHandle {
             self.inode.flush_wb(&self.fs, &mut d, &self.path)?;
         }
         let blob_dirty = d.blob.as_ref().is_some_and(|b| b.is_dirty());
-        if d.size_dirty || blob_dirty {
-            self.inode.persist(&self.fs, &mut d, &self.path)
-        } else if d.meta_dirty && d.inline.is_none() {
-            self.fs.flush_device(&self.path)
+        if d.size_dirty || blob_dirty || (d.meta_dirty && d.inline.is_some()) {
+            self.inode
+                .persist(&self.fs, &mut d, &self.path, Durability::Durable)
         } else {
-            Ok(())
+            // Data written inside the size, and every deferred namespace record.
+            self.fs.flush_device(&self.path)
         }
     }
 
-    /// Persists the file (as `fsync`) and releases the handle. The last close of an unlinked
-    /// file deletes it.
+    /// Writes back the file's buffered data and commits its size and times **deferred** (no
+    /// fsync: durable with the next flush — a later fsync of any file, `fsync_dir`, `sync`,
+    /// unmount; a flush is issued before the record only when the size grew), and releases
+    /// the handle. The last close of an unlinked file deletes it (deferred too).
     pub fn close(mut self) -> Result<()> {
         self.close_inner()
     }
@@ -1072,8 +1097,7 @@ impl FileHandle {
         let r = if self.inode.is_orphan() {
             Ok(())
         } else {
-            let mut d = self.inode.write_lock();
-            self.inode.persist(&self.fs, &mut d, &self.path)
+            self.inode.write_back(&self.fs, &self.path)
         };
         let r2 = last_close(&self.fs, self.inode.ino, &self.path);
         r.and(r2)

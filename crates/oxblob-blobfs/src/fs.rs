@@ -275,31 +275,21 @@ impl FsInner {
 
     /// A device flush: every write completed before it is durable on return.
     pub(crate) fn flush_device(&self, path: &str) -> Result<()> {
-        let taken = lock(&self.raw).pop();
-        let mut ch = match taken {
-            Some(c) => c,
-            None => self
-                .bs
-                .device()
-                .channel()
-                .map_err(|e| FsError::new(FsErrorKind::Io, path, e.to_string()))?,
-        };
-        let r = blocking::flush(ch.as_mut())
-            .map_err(|e| FsError::new(FsErrorKind::Io, path, e.to_string()));
-        let mut pool = lock(&self.raw);
-        if pool.len() < POOL_MAX {
-            pool.push(ch);
-        }
-        r
+        // One device flush, shared with concurrent callers (blobstore group commit); it also
+        // makes every deferred namespace record written so far durable.
+        self.bs.flush().map_err(|e| FsError::from_bs(e, path))
     }
 
+    /// Commits a namespace transaction as one record, **deferred**: applied at once, durable
+    /// with the next flush (a later file fsync, `fsync_dir`, `sync`, unmount). After a crash
+    /// the log holds a prefix of the operations in the order they completed.
     pub(crate) fn commit<T>(
         &self,
         path: &str,
         f: impl FnOnce(&mut Txn) -> oxblob_blobstore::Result<T>,
     ) -> Result<T> {
         self.bs
-            .transaction(f)
+            .transaction_with(oxblob_blobstore::Durability::Deferred, f)
             .map_err(|e| FsError::from_bs(e, path))
     }
 }
@@ -617,6 +607,45 @@ impl BlobFs {
                 raw: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Syncs the whole file system (like `syncfs`): writes back every open file's buffered
+    /// data and its inode record (size, times), then one device flush makes them and every
+    /// namespace operation completed before the call durable. Blocks.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.live("/")?;
+        if self.inner.read_only {
+            return Ok(());
+        }
+        let open: Vec<Arc<OpenInode>> = {
+            let ns = self.inner.ns_read();
+            ns.open.values().map(|e| Arc::clone(&e.inode)).collect()
+        };
+        for inode in open {
+            if !inode.is_orphan() {
+                inode.write_back(&self.inner, "/")?;
+            }
+        }
+        self.inner.flush_device("/")
+    }
+
+    /// `fsync` of a directory: makes every namespace operation completed before the call
+    /// durable (creates, unlinks, renames of its entries — and of every other directory: one
+    /// device flush covers the whole log). Errors: `NotFound`, `NotADirectory`.
+    pub fn fsync_dir(&self, path: &str) -> Result<()> {
+        self.inner.live(path)?;
+        let m = self.stat(path)?;
+        if m.kind != FileType::Dir {
+            return Err(FsError::new(
+                FsErrorKind::NotADirectory,
+                path,
+                "not a directory",
+            ));
+        }
+        if self.inner.read_only {
+            return Ok(());
+        }
+        self.inner.flush_device(path)
     }
 
     /// Persists every open file (as `fsync`), unloads the store cleanly, and ends the mount:

@@ -486,6 +486,9 @@ fn unlink_and_rename_with_dirty_buffers() {
         h.append(b"more").unwrap();
         h.close().unwrap();
         assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}");
+        // The last close deletes the orphan with a deferred record: its clusters are free
+        // once a flush makes the delete durable.
+        fs.sync().unwrap();
         assert_eq!(fs.statfs().unwrap().free_bytes, free0, "bound {bound}");
         // Rename while dirty: the data follows the inode, fsync through the old handle.
         let h = fs.create("/old").unwrap();
@@ -563,7 +566,8 @@ fn memory_bound_holds_across_many_files() {
 /// - after it: the synced size or the final size, and every byte is the synced byte or the
 ///   final byte at that offset (unsynced writes may be partly on the device; a byte never
 ///   shows anything else — no zeroes, no stale data);
-/// - at the end (DropAll at the last point): exactly the final file.
+/// - at the end (DropAll at the last point, after the close and a `sync`): exactly the final
+///   file.
 #[test]
 fn crash_sweep_buffered_appends_and_overwrites() {
     for bound in [TINY, DEFAULT_CACHE_BYTES] {
@@ -581,6 +585,8 @@ fn crash_sweep(bound: u64) {
     let h = fs.create("/f").unwrap();
     h.write_at(0, &old).unwrap();
     h.close().unwrap();
+    // close commits deferred: the setup is made durable by a sync.
+    fs.sync().unwrap();
     crash.mark();
     let mut synced = old.clone();
     let h = fs.open("/f", OpenFlags::read_write()).unwrap();
@@ -604,6 +610,8 @@ fn crash_sweep(bound: u64) {
         fin.extend_from_slice(&d);
     }
     h.close().unwrap();
+    // close does not fsync (its record is deferred); the final state is durable after a sync.
+    fs.sync().unwrap();
     let end = crash.history_len();
     assert!(fsync_point > 0 && end > fsync_point);
     let base = oxblob_sim::rng::seed_from_env(0xCAC8_E000);

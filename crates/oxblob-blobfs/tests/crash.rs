@@ -95,9 +95,14 @@ fn sweep(name: &str, op: impl FnOnce(&BlobFs)) {
     BlobFs::mkfs(Arc::clone(&cdev), small_mkfs()).unwrap();
     let fs = BlobFs::mount(Arc::clone(&cdev), MountOptions::default()).unwrap();
     setup(&fs);
+    // Namespace operations and close commit deferred: a sync makes the setup durable.
+    fs.sync().unwrap();
     let before = snapshot(&fs);
     crash.mark();
     op(&fs);
+    // The operation is committed (deferred unless it fsyncs); it is durable after a later
+    // sync. Before that, every crash image shows the state before or after it (a prefix).
+    fs.sync().unwrap();
     let after = snapshot(&fs);
     assert_ne!(before, after, "{name}: the operation changed nothing");
     let end = crash.history_len();
@@ -257,4 +262,99 @@ fn crash_rename_replacing_open_file() {
 #[test]
 fn crash_rename_replacing_directory() {
     sweep("rename over dir", |fs| fs.rename("/d2/sub", "/d3").unwrap());
+}
+
+/// Namespace operations and `close` commit deferred (no flush): several of them, then the
+/// fsync of one unrelated file. At every crash point before that fsync returned, the tree is
+/// the state after some prefix of the operations, in order (never a later operation without
+/// an earlier one, never half of one); from the point the fsync returned, every image
+/// (dropped, kept or randomly torn unflushed writes) holds all of them.
+#[test]
+fn crash_deferred_ops_then_fsync_of_one_file() {
+    let malloc = dev(8, 4096);
+    let crash = CrashDevice::new(malloc).unwrap();
+    let cdev: Arc<dyn BlockDevice> = crash.clone();
+    BlobFs::mkfs(Arc::clone(&cdev), small_mkfs()).unwrap();
+    let fs = BlobFs::mount(Arc::clone(&cdev), MountOptions::default()).unwrap();
+    setup(&fs);
+    fs.sync().unwrap();
+    crash.mark();
+    type Op = Box<dyn Fn(&BlobFs)>;
+    let ops: Vec<Op> = vec![
+        Box::new(|fs| fs.create("/d3/a").unwrap().close().unwrap()),
+        Box::new(|fs| {
+            fs.mkdir("/d3/n").unwrap();
+        }),
+        Box::new(|fs| fs.rename("/d1/s", "/d3/n/s").unwrap()),
+        Box::new(|fs| fs.unlink("/d2/x").unwrap()),
+    ];
+    let mut states = vec![snapshot(&fs)];
+    for op in &ops {
+        op(&fs);
+        states.push(snapshot(&fs));
+    }
+    let before_fsync = crash.history_len();
+    let h = fs.open("/d2/sub/y", OpenFlags::read_write()).unwrap();
+    h.fsync().unwrap();
+    let synced = crash.history_len();
+    h.close().unwrap();
+    let end = crash.history_len();
+    assert!(synced > before_fsync);
+    let last = states.len() - 1;
+    for point in 0..=end {
+        for (mode, seed) in variants(end + 1) {
+            let img = crash.image_at(point, seed, mode).unwrap();
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let fs2 = BlobFs::mount(Arc::clone(&img), MountOptions::default()).unwrap();
+                let got = snapshot(&fs2);
+                let k = states.iter().position(|s| *s == got);
+                assert!(
+                    k.is_some(),
+                    "not a prefix of the operations: {:?}",
+                    summary(&got)
+                );
+                if point >= synced {
+                    assert_eq!(k, Some(last), "fsync returned but not every op is durable");
+                }
+                let blobs = fs2.store().blobs().unwrap().len();
+                assert_eq!(blobs, got.len() + 1, "blobs vs inodes (root included)");
+            }));
+            if let Err(e) = r {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("crash point {point}/{end} mode {mode:?} seed {seed:#x}: {msg}");
+            }
+        }
+    }
+}
+
+/// Flush counts of the new contract: namespace operations and close cost no flush; fsync of
+/// a file whose size did not change costs exactly one; `fsync_dir` and `sync` one each.
+#[test]
+fn flush_counts() {
+    let d = dev(8, 4096);
+    BlobFs::mkfs(Arc::clone(&d), small_mkfs()).unwrap();
+    let fs = BlobFs::mount(Arc::clone(&d), MountOptions::default()).unwrap();
+    let flushes = || fs.store().device_flushes();
+    write_file(&fs, "/big", &pattern(7, 200_000));
+    fs.sync().unwrap();
+    let f0 = flushes();
+    fs.mkdir("/d").unwrap();
+    fs.create("/d/e").unwrap().close().unwrap();
+    fs.rename("/d/e", "/d/g").unwrap();
+    fs.unlink("/d/g").unwrap();
+    assert_eq!(flushes(), f0, "namespace operations flushed");
+    fs.fsync_dir("/d").unwrap();
+    assert_eq!(flushes(), f0 + 1, "fsync_dir");
+    let h = fs.open("/big", OpenFlags::read_write()).unwrap();
+    h.write_at(4096, &pattern(8, 8192)).unwrap();
+    let f1 = flushes();
+    h.fsync().unwrap();
+    assert_eq!(flushes(), f1 + 1, "fsync with the size unchanged");
+    h.close().unwrap();
+    fs.sync().unwrap();
+    fs.unmount().unwrap();
 }

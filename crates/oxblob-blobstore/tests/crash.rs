@@ -469,3 +469,74 @@ fn crash_snapshot_then_merge() {
         },
     );
 }
+
+/// Deferred commits (`Txn::commit_deferred`, `Blob::commit_md_deferred`): no flush of their
+/// own. At every crash point the store holds the state after a prefix of them, in commit order
+/// (each whole or absent); once `BlobStore::flush` returned, all of them, in every image.
+/// Includes a deferred delete, whose clusters must not be reused (a later create maps new
+/// clusters) before the flush.
+#[test]
+fn crash_deferred_commits_form_a_prefix() {
+    let base = dev(2, 4096);
+    let crash = CrashDevice::new(base).unwrap();
+    let d: Arc<dyn BlockDevice> = crash.clone();
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let (a, _) = blob_with_data(&bs, 2, 41);
+    let (b, _) = blob_with_data(&bs, 1, 42);
+    crash.mark();
+    let mut states = vec![state(&bs)];
+    bs.transaction_with(oxblob_blobstore::Durability::Deferred, |t| {
+        t.set_xattr(a, "k", b"1");
+        Ok(())
+    })
+    .unwrap();
+    states.push(state(&bs));
+    let mut t = bs.begin();
+    t.delete(b);
+    t.commit_deferred().unwrap();
+    states.push(state(&bs));
+    let blob = bs.open_blob(a).unwrap();
+    blob.set_xattr("k", b"2").unwrap();
+    blob.resize(1).unwrap();
+    blob.commit_md_deferred().unwrap();
+    blob.close().unwrap();
+    states.push(state(&bs));
+    let mut t = bs.begin();
+    t.create(CreateOptions {
+        num_clusters: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    t.commit_deferred().unwrap();
+    states.push(state(&bs));
+    let before_flush = crash.history_len();
+    bs.flush().unwrap();
+    let flushed = crash.history_len();
+    assert!(flushed > before_flush);
+    let last = states.len() - 1;
+    for p in 0..=flushed {
+        for (mode, seed) in variants(flushed + 1) {
+            let img = crash.image_at(p, seed, mode).unwrap();
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let bs2 = load(&img);
+                let s = state(&bs2);
+                let k = states.iter().position(|x| *x == s);
+                assert!(k.is_some(), "not a prefix of the deferred commits: {s:#?}");
+                if p == flushed {
+                    assert_eq!(k, Some(last), "flush returned but a commit is missing");
+                }
+                check_invariants(&bs2);
+            }));
+            if let Err(e) = r {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "deferred: crash at point {p}/{flushed}, mode {mode:?}, seed {seed:#x}: {msg}"
+                );
+            }
+        }
+    }
+}
