@@ -7,10 +7,11 @@ use crate::file::{FileHandle, OpenInode};
 use crate::path::{check_name, components};
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
 use oxblob_blobstore::{
-    bstype, BlobInfo, BlobStore, BsChannel, CreateOptions, InitOptions, LoadOptions, Txn,
+    bstype, BlobRecord, BlobStore, BsChannel, CreateOptions, InitOptions, LoadOptions, Txn,
     DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -161,17 +162,75 @@ impl OpenFlags {
     }
 }
 
-/// An inode as the namespace knows it (for an open file, size and times are the open
-/// inode's; these are refreshed at its last close).
+/// An inode as the namespace knows it (for an open file, size, times and allocation are the
+/// open inode's; these are refreshed at its last close).
 #[derive(Debug, Clone)]
 pub(crate) struct Inode {
     pub(crate) kind: FileType,
     /// 0 for the root and for orphans.
     pub(crate) parent: u64,
-    pub(crate) name: String,
+    /// Shared with the parent directory's [`Dir`] (one allocation per name).
+    pub(crate) name: Arc<str>,
     pub(crate) size: u64,
     pub(crate) mtime: u64,
     pub(crate) ctime: u64,
+    /// Allocated clusters of a closed file (from its blob record at mount, refreshed at its
+    /// last close: only an open file changes its clusters), so `stat` never opens a blob.
+    pub(crate) alloc_clusters: u64,
+}
+
+/// One directory's entries: a hash index for lookups (one probe) and the same entries in
+/// name order for `readdir` (a stable order and a cursor, no sort per call). Both hold the
+/// same `Arc<str>` names as the children's [`Inode`]s.
+#[derive(Debug, Default)]
+pub(crate) struct Dir {
+    index: HashMap<Arc<str>, u64>,
+    order: BTreeMap<Arc<str>, (u64, FileType)>,
+}
+
+impl Dir {
+    /// The child named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<u64> {
+        self.index.get(name).copied()
+    }
+
+    /// Entries in the directory.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// No entries.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn insert(&mut self, name: Arc<str>, ino: u64, kind: FileType) {
+        self.order.insert(Arc::clone(&name), (ino, kind));
+        self.index.insert(name, ino);
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.index.remove(name);
+        self.order.remove(name);
+    }
+
+    /// Up to `limit` entries whose names sort after `after` (from the first with `None`), in
+    /// name order.
+    fn entries_after(&self, after: Option<&str>, limit: usize) -> Vec<DirEntry> {
+        let lo = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.order
+            .range::<str, _>((lo, Bound::Unbounded))
+            .take(limit)
+            .map(|(n, &(ino, kind))| DirEntry {
+                name: n.to_string(),
+                ino,
+                kind,
+            })
+            .collect()
+    }
 }
 
 pub(crate) struct OpenEntry {
@@ -182,7 +241,7 @@ pub(crate) struct OpenEntry {
 /// The namespace: every inode, every directory's children, the open files.
 pub(crate) struct Ns {
     pub(crate) inodes: HashMap<u64, Inode>,
-    pub(crate) dirs: HashMap<u64, HashMap<String, u64>>,
+    pub(crate) dirs: HashMap<u64, Dir>,
     pub(crate) open: HashMap<u64, OpenEntry>,
 }
 
@@ -347,7 +406,7 @@ impl Ns {
                     format!("{:?} is not a directory", comps[..i].join("/")),
                 ));
             };
-            cur = *children.get(*c).ok_or_else(|| {
+            cur = children.get(c).ok_or_else(|| {
                 FsError::new(FsErrorKind::NotFound, path, format!("no entry {c:?}"))
             })?;
         }
@@ -390,12 +449,12 @@ impl Ns {
     }
 
     pub(crate) fn child(&self, dir: u64, name: &str) -> Option<u64> {
-        self.dirs.get(&dir).and_then(|c| c.get(name)).copied()
+        self.dirs.get(&dir).and_then(|c| c.get(name))
     }
 
-    fn link(&mut self, dir: u64, name: &str, ino: u64) {
+    fn link(&mut self, dir: u64, name: Arc<str>, ino: u64, kind: FileType) {
         if let Some(c) = self.dirs.get_mut(&dir) {
-            c.insert(name.to_string(), ino);
+            c.insert(name, ino, kind);
         }
     }
 
@@ -431,45 +490,152 @@ struct Found {
     orphan: bool,
 }
 
-fn decode_info(b: &BlobInfo) -> Result<Found> {
-    let get = |n: &str| {
-        b.xattrs
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.as_slice())
-    };
+/// Decodes the user xattrs of one blob record (by reference: the only allocation is the
+/// name).
+fn decode_record(r: &BlobRecord) -> Result<Found> {
     let corrupt =
-        |d: String| FsError::new(FsErrorKind::Corrupt, "", format!("inode {}: {d}", b.id));
-    let kind = match get(X_TYPE) {
+        |d: String| FsError::new(FsErrorKind::Corrupt, "", format!("inode {}: {d}", r.id));
+    let (mut kind, mut name, mut orphan) = (None, None, false);
+    let (mut parent, mut size, mut mtime, mut ctime) = (None, None, None, None);
+    for x in r.xattrs.iter().filter(|x| !x.internal) {
+        let v = x.value.as_slice();
+        match x.name.as_str() {
+            X_TYPE => kind = Some(v),
+            X_NAME => name = Some(v),
+            X_ORPHAN => orphan = true,
+            X_PARENT => parent = Some(v),
+            X_SIZE => size = Some(v),
+            X_MTIME => mtime = Some(v),
+            X_CTIME => ctime = Some(v),
+            _ => {}
+        }
+    }
+    let kind = match kind {
         Some([TYPE_FILE]) => FileType::File,
         Some([TYPE_DIR]) => FileType::Dir,
         other => return Err(corrupt(format!("bad type xattr {other:?}"))),
     };
-    let u = |n: &str| -> Result<u64> {
-        match get(n) {
-            Some(v) => dec_u64(v, n, b.id),
+    let u = |v: Option<&[u8]>, n: &str| -> Result<u64> {
+        match v {
+            Some(v) => dec_u64(v, n, r.id),
             None => Ok(0),
         }
     };
-    let name = match get(X_NAME) {
-        Some(v) => {
-            String::from_utf8(v.to_vec()).map_err(|_| corrupt("name is not UTF-8".into()))?
-        }
-        None => String::new(),
+    let name: Arc<str> = match name {
+        Some(v) => Arc::from(
+            std::str::from_utf8(v).map_err(|_| corrupt("name is not UTF-8".into()))?,
+        ),
+        None => Arc::from(""),
     };
-    let parent = u(X_PARENT)?;
+    let parent = u(parent, X_PARENT)?;
     Ok(Found {
-        ino: b.id,
-        orphan: get(X_ORPHAN).is_some() || parent == 0,
+        ino: r.id,
+        orphan: orphan || parent == 0,
         inode: Inode {
             kind,
             parent,
             name,
-            size: u(X_SIZE)?,
-            mtime: u(X_MTIME)?,
-            ctime: u(X_CTIME)?,
+            size: u(size, X_SIZE)?,
+            mtime: u(mtime, X_MTIME)?,
+            ctime: u(ctime, X_CTIME)?,
+            alloc_clusters: r.allocated_clusters(),
         },
     })
+}
+
+/// Builds the namespace from every blob record (by reference, under the store's lock):
+/// the inode table and every directory's index, pre-sized; each directory's name order is
+/// bulk-built from its sorted entries. Returns it and the orphans to delete.
+fn build_ns(bs: &BlobStore, root: u64) -> Result<(Ns, Vec<u64>)> {
+    let n = bs.blob_count().map_err(|e| FsError::from_bs(e, "/"))?;
+    let mut found = Vec::with_capacity(n);
+    let mut orphans = Vec::new();
+    let mut bad = None;
+    bs.for_each_blob(|r| match decode_record(r) {
+        Ok(mut f) => {
+            if f.ino == root {
+                f.orphan = false;
+            }
+            if f.orphan {
+                orphans.push(f.ino);
+            } else {
+                found.push(f);
+            }
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            bad = Some(e);
+            ControlFlow::Break(())
+        }
+    })
+    .map_err(|e| FsError::from_bs(e, "/"))?;
+    if let Some(e) = bad {
+        return Err(e);
+    }
+    // Every directory's entries, gathered then sorted by name.
+    let mut lists: HashMap<u64, Vec<(Arc<str>, u64, FileType)>> = HashMap::new();
+    for f in &found {
+        if f.inode.kind == FileType::Dir {
+            lists.insert(f.ino, Vec::new());
+        } else if f.ino == root {
+            return Err(FsError::new(
+                FsErrorKind::Corrupt,
+                "/",
+                "root is not a directory",
+            ));
+        }
+    }
+    for f in &found {
+        if f.ino == root {
+            continue;
+        }
+        let Some(list) = lists.get_mut(&f.inode.parent) else {
+            return Err(FsError::new(
+                FsErrorKind::Corrupt,
+                "",
+                format!(
+                    "inode {} names parent {}, not a directory",
+                    f.ino, f.inode.parent
+                ),
+            ));
+        };
+        list.push((Arc::clone(&f.inode.name), f.ino, f.inode.kind));
+    }
+    let mut dirs = HashMap::with_capacity(lists.len());
+    for (d, mut list) in lists {
+        list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = list.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(FsError::new(
+                FsErrorKind::Corrupt,
+                "",
+                format!(
+                    "inodes {} and {} both named {:?} in directory {d}",
+                    w[0].1, w[1].1, w[0].0
+                ),
+            ));
+        }
+        let mut index = HashMap::with_capacity(list.len());
+        for (name, ino, _) in &list {
+            index.insert(Arc::clone(name), *ino);
+        }
+        let order = list
+            .into_iter()
+            .map(|(name, ino, kind)| (name, (ino, kind)))
+            .collect();
+        dirs.insert(d, Dir { index, order });
+    }
+    let mut inodes = HashMap::with_capacity(found.len());
+    for f in found {
+        inodes.insert(f.ino, f.inode);
+    }
+    Ok((
+        Ns {
+            inodes,
+            dirs,
+            open: HashMap::new(),
+        },
+        orphans,
+    ))
 }
 
 impl BlobFs {
@@ -530,60 +696,7 @@ impl BlobFs {
             .ok_or_else(|| {
                 FsError::new(FsErrorKind::Corrupt, "/", "no root directory (super blob)")
             })?;
-        let infos = bs.blobs().map_err(|e| FsError::from_bs(e, "/"))?;
-        let mut ns = Ns {
-            inodes: HashMap::with_capacity(infos.len()),
-            dirs: HashMap::new(),
-            open: HashMap::new(),
-        };
-        let mut orphans = Vec::new();
-        let mut found = Vec::with_capacity(infos.len());
-        for b in &infos {
-            let mut f = decode_info(b)?;
-            if b.id == root {
-                if f.inode.kind != FileType::Dir {
-                    return Err(FsError::new(
-                        FsErrorKind::Corrupt,
-                        "/",
-                        "root is not a directory",
-                    ));
-                }
-                f.orphan = false;
-            }
-            if f.orphan {
-                orphans.push(b.id);
-                continue;
-            }
-            if f.inode.kind == FileType::Dir {
-                ns.dirs.insert(b.id, HashMap::new());
-            }
-            found.push(f);
-        }
-        for f in found {
-            if f.ino != root {
-                let Some(children) = ns.dirs.get_mut(&f.inode.parent) else {
-                    return Err(FsError::new(
-                        FsErrorKind::Corrupt,
-                        "",
-                        format!(
-                            "inode {} names parent {}, not a directory",
-                            f.ino, f.inode.parent
-                        ),
-                    ));
-                };
-                if let Some(other) = children.insert(f.inode.name.clone(), f.ino) {
-                    return Err(FsError::new(
-                        FsErrorKind::Corrupt,
-                        "",
-                        format!(
-                            "inodes {other} and {} both named {:?} in directory {}",
-                            f.ino, f.inode.name, f.inode.parent
-                        ),
-                    ));
-                }
-            }
-            ns.inodes.insert(f.ino, f.inode);
-        }
+        let (ns, orphans) = build_ns(&bs, root)?;
         if !orphans.is_empty() && !opts.read_only {
             bs.transaction(|t| {
                 for &o in &orphans {
@@ -745,18 +858,20 @@ impl BlobFs {
                             xattrs: entry_xattrs(FileType::File, dir, name, now),
                         })
                     })?;
+                    let name: Arc<str> = Arc::from(name);
                     ns.inodes.insert(
                         ino,
                         Inode {
                             kind: FileType::File,
                             parent: dir,
-                            name: name.to_string(),
+                            name: Arc::clone(&name),
                             size: 0,
                             mtime: now,
                             ctime: now,
+                            alloc_clusters: 0,
                         },
                     );
-                    ns.link(dir, name, ino);
+                    ns.link(dir, name, ino, FileType::File);
                     ino
                 }
             };
@@ -817,19 +932,21 @@ impl BlobFs {
                 xattrs: entry_xattrs(FileType::Dir, dir, name, now),
             })
         })?;
+        let name: Arc<str> = Arc::from(name);
         ns.inodes.insert(
             ino,
             Inode {
                 kind: FileType::Dir,
                 parent: dir,
-                name: name.to_string(),
+                name: Arc::clone(&name),
                 size: 0,
                 mtime: now,
                 ctime: now,
+                alloc_clusters: 0,
             },
         );
-        ns.dirs.insert(ino, HashMap::new());
-        ns.link(dir, name, ino);
+        ns.dirs.insert(ino, Dir::default());
+        ns.link(dir, name, ino, FileType::Dir);
         Ok(ino)
     }
 
@@ -1038,10 +1155,11 @@ impl BlobFs {
             finish_drop(&mut ns, tino, topen);
         }
         ns.unlink_entry(sdir, sname);
-        ns.link(ddir, dname, src);
+        let dname: Arc<str> = Arc::from(dname);
+        ns.link(ddir, Arc::clone(&dname), src, skind);
         if let Some(i) = ns.inodes.get_mut(&src) {
             i.parent = ddir;
-            i.name = dname.to_string();
+            i.name = dname;
             i.ctime = now;
         }
         if let Some(e) = ns.open.get(&src) {
@@ -1050,32 +1168,45 @@ impl BlobFs {
         Ok(())
     }
 
-    /// The entries of a directory, sorted by name.
+    /// The entries of a directory, sorted by name (the directory's own order: no sort, O(n)
+    /// for n entries).
     pub fn readdir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        self.readdir_from(path, None, usize::MAX)
+    }
+
+    /// A page of a directory: up to `limit` entries whose names sort after `after` (from the
+    /// first entry with `None`), sorted by name. To list a directory in pages, pass the last
+    /// name returned as the next `after`; an empty page is the end. O(log n + limit) per
+    /// call, under the namespace lock taken shared. While the directory changes between
+    /// pages, an entry that exists throughout is returned exactly once; entries added or
+    /// removed meanwhile may or may not be.
+    pub fn readdir_from(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>> {
         let fs = &self.inner;
         fs.live(path)?;
         let comps = components(path)?;
         let ns = fs.ns_read();
         let ino = ns.lookup(fs.root, &comps, path)?;
-        Self::readdir_of(&ns, ino, path)
+        Self::readdir_of(&ns, ino, after, limit, path)
     }
 
-    /// The entries of directory `ino`, sorted by name.
-    pub(crate) fn readdir_of(ns: &Ns, ino: u64, path: &str) -> Result<Vec<DirEntry>> {
+    /// Up to `limit` entries of directory `ino` after the name `after`, sorted by name.
+    pub(crate) fn readdir_of(
+        ns: &Ns,
+        ino: u64,
+        after: Option<&str>,
+        limit: usize,
+        path: &str,
+    ) -> Result<Vec<DirEntry>> {
         let children = ns
             .dirs
             .get(&ino)
             .ok_or_else(|| FsError::new(FsErrorKind::NotADirectory, path, "not a directory"))?;
-        let mut v: Vec<DirEntry> = children
-            .iter()
-            .map(|(n, &i)| DirEntry {
-                name: n.clone(),
-                ino: i,
-                kind: ns.kind(i),
-            })
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(v)
+        Ok(children.entries_after(after, limit))
     }
 
     /// Type, size, allocation, times and inode of a path. For an open file, its current
@@ -1100,19 +1231,19 @@ impl BlobFs {
             Some(e) => e.inode.times_and_size(),
             None => (i.size, i.mtime, i.ctime),
         };
-        let allocated_bytes = if i.kind == FileType::File {
-            let b = fs
-                .bs
-                .open_blob(ino)
-                .map_err(|e| FsError::from_bs(e, path))?;
-            // Clusters a write-behind buffer will allocate count as allocated already.
-            let pending = ns
-                .open
-                .get(&ino)
-                .map_or(0, |e| e.inode.pending_alloc_bytes(fs.cluster_size));
-            b.allocated_clusters() * fs.cluster_size + pending
-        } else {
-            0
+        let allocated_bytes = match (i.kind, ns.open.get(&ino)) {
+            (FileType::Dir, _) => 0,
+            // A closed file's clusters do not change: the inode table has them.
+            (FileType::File, None) => i.alloc_clusters * fs.cluster_size,
+            // An open file's, from its blob record in memory (no blob opened); clusters a
+            // write-behind buffer will allocate count as allocated already.
+            (FileType::File, Some(e)) => {
+                let c = fs
+                    .bs
+                    .allocated_clusters(ino)
+                    .map_err(|e| FsError::from_bs(e, path))?;
+                c * fs.cluster_size + e.inode.pending_alloc_bytes(fs.cluster_size)
+            }
         };
         Ok(Metadata {
             ino,
@@ -1173,7 +1304,7 @@ fn finish_drop(ns: &mut Ns, ino: u64, open: Option<Arc<OpenInode>>) {
             oi.mark_orphan();
             if let Some(i) = ns.inodes.get_mut(&ino) {
                 i.parent = 0;
-                i.name.clear();
+                i.name = Arc::from("");
             }
         }
         None => {
@@ -1207,10 +1338,16 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
                 Ok(())
             })?;
         }
-    } else if let Some(i) = ns.inodes.get_mut(&ino) {
-        i.size = size;
-        i.mtime = mtime;
-        i.ctime = ctime;
+    } else {
+        let alloc = fs.bs.allocated_clusters(ino).ok();
+        if let Some(i) = ns.inodes.get_mut(&ino) {
+            i.size = size;
+            i.mtime = mtime;
+            i.ctime = ctime;
+            if let Some(a) = alloc {
+                i.alloc_clusters = a;
+            }
+        }
     }
     Ok(())
 }

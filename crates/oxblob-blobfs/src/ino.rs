@@ -44,7 +44,7 @@ impl BlobFs {
             if i.parent == 0 {
                 return Err(not_found(ino));
             }
-            names.push(i.name.as_str());
+            names.push(&*i.name);
             cur = i.parent;
             if names.len() > ns.inodes.len() {
                 return Err(FsError::new(
@@ -101,6 +101,18 @@ impl BlobFs {
 
     /// The entries of directory `ino`, sorted by name. Errors: `NotFound`, `NotADirectory`.
     pub fn readdir_ino(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        self.readdir_ino_from(ino, None, usize::MAX)
+    }
+
+    /// A page of directory `ino`: up to `limit` entries whose names sort after `after`, as
+    /// [`BlobFs::readdir_from`] (a name cursor: an entry that exists throughout a listing is
+    /// returned exactly once). Errors: `NotFound`, `NotADirectory`.
+    pub fn readdir_ino_from(
+        &self,
+        ino: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>> {
         let fs = &self.inner;
         let path = format!("<inode {ino}>");
         fs.live(&path)?;
@@ -108,7 +120,7 @@ impl BlobFs {
         if !ns.inodes.contains_key(&ino) {
             return Err(not_found(ino));
         }
-        BlobFs::readdir_of(&ns, ino, &path)
+        BlobFs::readdir_of(&ns, ino, after, limit, &path)
     }
 
     /// Opens the existing file `ino`, as [`BlobFs::open`] (`create` and `exclusive` are
