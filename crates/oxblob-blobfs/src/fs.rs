@@ -522,9 +522,9 @@ fn decode_record(r: &BlobRecord) -> Result<Found> {
         }
     };
     let name: Arc<str> = match name {
-        Some(v) => Arc::from(
-            std::str::from_utf8(v).map_err(|_| corrupt("name is not UTF-8".into()))?,
-        ),
+        Some(v) => {
+            Arc::from(std::str::from_utf8(v).map_err(|_| corrupt("name is not UTF-8".into()))?)
+        }
         None => Arc::from(""),
     };
     let parent = u(parent, X_PARENT)?;
