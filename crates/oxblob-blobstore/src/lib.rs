@@ -10,7 +10,12 @@
 //! ## Durability
 //! Durable on return: [`BlobStore::init`], [`BlobStore::create_blob`],
 //! [`BlobStore::delete_blob`], [`BlobStore::set_super_blob`], [`Txn::commit`],
-//! [`Blob::sync_md`], [`Blob::close`], [`BlobStore::unload`]. In memory until the blob's next
+//! [`Blob::sync_md`], [`Blob::close`] (of a dirty blob), [`BlobStore::flush`],
+//! [`BlobStore::unload`]. Deferred ([`Txn::commit_deferred`], [`Blob::commit_md_deferred`],
+//! [`Durability::Deferred`]): the record is written without a flush and is durable with the
+//! next flush of the store; after a crash the log keeps a prefix of the records in commit
+//! order. Concurrent durable commits and flushes share one device flush (group commit). A
+//! clean blob's close does no I/O. In memory until the blob's next
 //! `sync_md`/close: [`Blob::resize`], xattr changes, [`Blob::set_read_only`], and thin
 //! allocations made by writes. Data writes are durable after a later `sync_md`/close of any
 //! blob (each is a device flush covering every write completed before it). After a crash the

@@ -677,10 +677,10 @@ impl Filesystem for OxFuse {
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: Fh, _ds: bool, reply: ReplyEmpty) {
-        // Every namespace operation and every time change of a directory is one blobstore
-        // transaction, durable when it returned: nothing of a directory is pending.
-        match self.fs.getattr(self.blob(ino)) {
-            Ok(_) => reply.ok(),
+        // Namespace operations commit deferred (no flush of their own): fsyncdir makes every
+        // one completed so far durable (one device flush covers the whole log).
+        match self.fs.getattr(self.blob(ino)).and_then(|_| self.fs.sync()) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
