@@ -13,14 +13,18 @@
 # CPU spent compressing), --histogram=1 for P99. Both sides get identical db_bench flags.
 #
 # Two modes:
-#   buffered  ext4: the page cache.  oxblob: image opened with direct=0, so the image goes
-#             through the same host page cache (blobfs has no cache of its own yet).
+#   buffered  ext4: the host page cache.  oxblob: the image opened with O_DIRECT (direct=1)
+#             and blobfs's own data cache (cache=OXBLOB_RDB_FSCACHE): "ext4's page cache vs
+#             the oxblob cache", with no host page cache under oxblob.
 #   direct    ext4: --use_direct_reads --use_direct_io_for_flush_and_compaction.
 #             oxblob: the same flags (RocksDB's files in the plugin never report direct I/O,
-#             so RocksDB keeps its buffered code path) and the image opened with O_DIRECT
-#             (direct=1): every blobfs read and write goes to the disk.
-# Memory budget: --cache_size (block cache) is the same for both sides in both modes
-# (OXBLOB_RDB_CACHE, default 64 MiB); in buffered mode both also use the host page cache.
+#             so RocksDB keeps its buffered code path), the image opened with O_DIRECT and
+#             cache=0: every blobfs read and write goes to the disk.
+# Memory budget ("same memory budget"): --cache_size (RocksDB's block cache) is the same for
+# both sides in both modes (OXBLOB_RDB_CACHE, default 64 MiB). Below it, in buffered mode,
+# ext4 may use the whole host page cache (all free RAM) and oxblob may use its blobfs cache,
+# bounded by OXBLOB_RDB_FSCACHE (default: the plugin's default, a quarter of the RAM); both
+# hold the whole database at the default sizes. In direct mode neither has a file cache.
 #
 # ext4 and oxblob runs alternate workload by workload (the order flips every workload). The
 # oxblob image is a sparse file on the same disk, under the same directory as the ext4 DB.
@@ -29,6 +33,8 @@
 #   OXBLOB_RDB_NUM       keys (default 500000; about 0.5 GB of values)
 #   OXBLOB_RDB_DURATION  seconds of readwhilewriting (default 20)
 #   OXBLOB_RDB_CACHE     block cache bytes (default 67108864)
+#   OXBLOB_RDB_FSCACHE   oxblob's blobfs cache in buffered mode, a size such as 256MiB
+#                        (default empty: the plugin's default, a quarter of the RAM)
 #   OXBLOB_RDB_MODES     "buffered direct" (default both)
 #   OXBLOB_RDB_ROUNDS    runs of the repeatable workloads (overwrite-sync, readrandom), reported
 #                        as the median (default 3: sync latency on a virtual disk is very noisy)
@@ -41,6 +47,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NUM=${OXBLOB_RDB_NUM:-500000}
 DURATION=${OXBLOB_RDB_DURATION:-20}
 CACHE=${OXBLOB_RDB_CACHE:-67108864}
+FSCACHE=${OXBLOB_RDB_FSCACHE:-}
 MODES=${OXBLOB_RDB_MODES:-buffered direct}
 ROUNDS=${OXBLOB_RDB_ROUNDS:-3}
 DIR=${OXBLOB_RDB_DIR:-/var/tmp/oxblob-rdb}
@@ -86,15 +93,15 @@ run() {
     if [[ $mode == direct ]]; then
         args+=(--use_direct_reads=1 --use_direct_io_for_flush_and_compaction=1)
     fi
-    local direct=0 out=$RAW/$fs-$mode-$w.$round.txt
-    [[ $mode == direct ]] && direct=1
+    local fsopt="" out=$RAW/$fs-$mode-$w.$round.txt
+    if [[ $mode == direct ]]; then fsopt="&cache=0"; elif [[ -n $FSCACHE ]]; then fsopt="&cache=$FSCACHE"; fi
     echo "   $fs $mode $w (run $round)"
     if [[ $fs == ext4 ]]; then
         db_bench "${COMMON[@]}" "${args[@]}" --db="$DIR/ext4-db" >"$out" 2>&1 \
             || { cat "$out" >&2; die "db_bench on ext4 failed ($w, $mode)"; }
     else
         LD_PRELOAD=$SO db_bench "${COMMON[@]}" "${args[@]}" \
-            --fs_uri="oxblob://$DIR/oxblob.img?mkfs=1&size=${IMG_GIB}GiB&direct=$direct" \
+            --fs_uri="oxblob://$DIR/oxblob.img?mkfs=1&size=${IMG_GIB}GiB&direct=1$fsopt" \
             --db=/db >"$out" 2>&1 \
             || { cat "$out" >&2; die "db_bench on oxblob failed ($w, $mode)"; }
     fi

@@ -9,9 +9,11 @@
 //!   the read-modify-write of unaligned edges happens once per flush, not once per write.
 //! - **Clean chunks** ([`ReadState`]): [`CHUNK`]-sized, chunk-aligned copies of what the
 //!   device holds for the file (bytes at or past the device size are zero), in a per-inode
-//!   LRU behind a mutex that is never held across I/O. Filled by read-ahead, and by random
-//!   reads only on a second miss of the same chunk (a small ghost list): one-off random reads
-//!   go straight to the device and do not pollute the cache. Flushes patch the chunks they
+//!   LRU behind a mutex that is never held across I/O. Filled by read-ahead, by
+//!   [`crate::FileHandle::readahead`] hints, and by random-read misses: at once while the
+//!   cache has room, and under memory pressure only on a second miss of the same chunk (a
+//!   small ghost list), so one-off random reads then go straight to the device and do not
+//!   evict. Flushes patch the chunks they
 //!   overlap; truncate zeroes or drops the chunks past the new size.
 //! - **Read-ahead**: a read that starts where the previous one ended is sequential; the
 //!   window starts at [`RA_MIN`] and doubles to [`RA_MAX`]. A sequential read that misses

@@ -74,6 +74,66 @@ fn copy_from(pieces: &[(u64, IoBuf)], at: u64, dst: &mut [u8]) {
     }
 }
 
+/// Largest per-thread read buffer kept between reads.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    /// This thread's aligned read buffer and completion list, reused by every small device
+    /// read (any mount): a read allocates nothing but what the channel itself needs.
+    static SCRATCH: std::cell::RefCell<(Option<IoBuf>, Vec<BsCompletion>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// Reads `len` bytes at `off` of `blob` on `ch` (which has nothing in flight) into this
+/// thread's reused buffer and hands them to `f`.
+fn scratch_read<T>(
+    blob: &Blob,
+    ch: &mut BsChannel,
+    off: u64,
+    len: usize,
+    f: impl FnOnce(&[u8]) -> T,
+) -> oxblob_blobstore::Result<T> {
+    let (buf, mut done) = SCRATCH
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            (s.0.take(), std::mem::take(&mut s.1))
+        })
+        .unwrap_or((None, Vec::new()));
+    let mut buf = buf.unwrap_or_else(|| IoBuf::zeroed(0));
+    buf.resize(len);
+    let token = u64::MAX - 1;
+    let r = match blob.submit_read(ch, off, buf, token) {
+        Ok(()) => (|| loop {
+            ch.poll(&mut done, 1)?;
+            if let Some(i) = done.iter().position(|c| c.token == token) {
+                let c = done.swap_remove(i);
+                c.result?;
+                return Ok(c
+                    .bufs
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| IoBuf::zeroed(0)));
+            }
+            if ch.in_flight() == 0 {
+                return Err(oxblob_blobstore::BsError::InvalidArgument(
+                    "read vanished".into(),
+                ));
+            }
+        })(),
+        Err(r) => Err(r.error),
+    };
+    done.clear();
+    let b = r?;
+    let out = f(&b.as_slice()[..len.min(b.len())]);
+    let keep = (b.len() <= SCRATCH_KEEP).then_some(b);
+    let _ = SCRATCH.try_with(|s| {
+        let mut s = s.borrow_mut();
+        s.0 = keep;
+        s.1 = done;
+    });
+    Ok(out)
+}
+
 fn gone(path: &str) -> FsError {
     FsError::new(FsErrorKind::Io, path, "file system is unmounted")
 }
@@ -372,8 +432,9 @@ impl OpenInode {
         Ok(n)
     }
 
-    /// Reads the device's bytes of `[offset, offset + buf.len())` straight into `buf` (bytes
-    /// past the blob's clusters read as zeroes).
+    /// Reads the device's bytes of `[offset, offset + buf.len())` into `buf` (bytes past the
+    /// blob's clusters read as zeroes), through this thread's reused aligned buffer: no
+    /// allocation per read, one copy out.
     fn read_device(
         fs: &FsInner,
         blob: &Blob,
@@ -391,22 +452,23 @@ impl OpenInode {
             let mut at = a0;
             while at < a1 {
                 let stop = ((at / chunk + 1) * chunk).min(a1);
-                // Bytes past the blob's clusters read as zeroes.
-                let got = if at < blob_bytes {
-                    let len = usize::try_from(stop.min(blob_bytes) - at).unwrap_or(0);
-                    blob.read(ch, at, len)
-                        .map_err(|e| FsError::from_bs(e, path))?
-                } else {
-                    Vec::new()
-                };
-                // Copy the overlap of [at, stop) with [offset, end); past `got`, zeroes.
+                // Copy the overlap of [at, stop) with [offset, end); past the blob, zeroes.
                 let (s, e) = (at.max(offset), stop.min(end));
                 let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
                 let from = (s - at) as usize;
-                let avail = got.len().saturating_sub(from).min(dst.len());
-                if avail > 0 {
-                    dst[..avail].copy_from_slice(&got[from..from + avail]);
-                }
+                let avail = if at < blob_bytes {
+                    let len = usize::try_from(stop.min(blob_bytes) - at).unwrap_or(0);
+                    scratch_read(blob, ch, at, len, |got| {
+                        let avail = got.len().saturating_sub(from).min(dst.len());
+                        if avail > 0 {
+                            dst[..avail].copy_from_slice(&got[from..from + avail]);
+                        }
+                        avail
+                    })
+                    .map_err(|e| FsError::from_bs(e, path))?
+                } else {
+                    0
+                };
                 dst[avail..].fill(0);
                 at = stop;
             }
@@ -416,8 +478,9 @@ impl OpenInode {
 
     /// Reads `[offset, offset + buf.len())` (all below `dsize`) through the clean chunks:
     /// hits are copied; a sequential miss fetches the read-ahead window from the first
-    /// missing chunk; a random miss reads only the needed blocks, or the whole chunk if it
-    /// was missed recently. `read_end` is where the caller's read ends (the next sequential
+    /// missing chunk; a random miss fetches the whole chunk while the cache has room, and
+    /// under memory pressure reads only the needed blocks, or the whole chunk if it was
+    /// missed recently. `read_end` is where the caller's read ends (the next sequential
     /// offset).
     #[allow(clippy::too_many_arguments)]
     fn read_cached(
@@ -446,12 +509,15 @@ impl OpenInode {
                 (true, w) => (w * 2).min(ra_max),
             };
             rs.next = read_end;
+            // Room for every chunk of this read: random misses are cached at once. Under
+            // pressure only a second miss of the same chunk is (one-off reads must not evict).
+            let room = fs.cache.used() + (c1 - c0 + 1) * CHUNK <= fs.cache.limit;
             let mut first_miss = None;
             for c in c0..=c1 {
                 if !rs.copy_out(c, tick, offset, end, buf) {
                     first_miss.get_or_insert(c);
                     if !seq {
-                        if rs.ghost_hit(c) {
+                        if room || rs.ghost_hit(c) {
                             fetch.push(c);
                         } else {
                             direct.push(c);
@@ -513,6 +579,59 @@ impl OpenInode {
         {
             let mut rs = self.rs();
             for (c, data) in chunks {
+                let (a, f) = rs.insert(&fs.cache, c, data);
+                added += a;
+                freed += f;
+            }
+        }
+        self.sub_cached(freed);
+        self.add_cached(fs, added);
+        Ok(())
+    }
+
+    /// Fetches the chunks of `[offset, offset + len)` (at most a read-ahead window) that are
+    /// not cached, if the cache has room for them; a hint, so under memory pressure it does
+    /// nothing.
+    fn prefetch(self: &Arc<Self>, fs: &FsInner, offset: u64, len: u64, path: &str) -> Result<()> {
+        let ra_max = fs.cache.ra_max();
+        if ra_max == 0 || len == 0 {
+            return Ok(());
+        }
+        let d = self.read_lock();
+        let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
+        if d.inline.is_some() {
+            return Ok(());
+        }
+        let dsize = d.dsize;
+        let end = offset.saturating_add(len.min(ra_max)).min(dsize);
+        if offset >= end {
+            return Ok(());
+        }
+        let fetch: Vec<u64> = {
+            let rs = self.rs();
+            (offset / CHUNK..=(end - 1) / CHUNK)
+                .filter(|&c| !rs.contains(c))
+                .collect()
+        };
+        let want = fetch.len() as u64 * CHUNK;
+        if fetch.is_empty() || fs.cache.used() + want > fs.cache.limit {
+            return Ok(());
+        }
+        let ranges: Vec<(u64, u64)> = runs(&fetch)
+            .into_iter()
+            .map(|r| (r.0 * CHUNK, r.1 * CHUNK))
+            .collect();
+        let got = Self::read_ranges(fs, blob, &ranges, path)?;
+        let (mut added, mut freed) = (0, 0);
+        {
+            let mut rs = self.rs();
+            for &c in &fetch {
+                let base = c * CHUNK;
+                let mut data = vec![0u8; CHUNK as usize].into_boxed_slice();
+                copy_from(&got, base, &mut data);
+                if dsize < base + CHUNK {
+                    data[(dsize - base) as usize..].fill(0);
+                }
                 let (a, f) = rs.insert(&fs.cache, c, data);
                 added += a;
                 freed += f;
@@ -1016,6 +1135,15 @@ impl FileHandle {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.check(false)?;
         self.inode.read(&self.fs, offset, buf, &self.path)
+    }
+
+    /// A hint that `[offset, offset + len)` will be read soon: with the cache on and room in
+    /// it, the missing chunks of the range (up to one read-ahead window, 2 MiB) are read into
+    /// the cache now. Does nothing with the cache off, for inline files or under memory
+    /// pressure.
+    pub fn readahead(&self, offset: u64, len: u64) -> Result<()> {
+        self.check(false)?;
+        self.inode.prefetch(&self.fs, offset, len, &self.path)
     }
 
     /// Reads `len` bytes at `offset` (fewer at the end of the file) into a new vector.

@@ -25,8 +25,10 @@
 //!   the buffer size go to the device directly.
 //! - **read-ahead**: a read starting where the previous one of the file ended is sequential;
 //!   on a miss it fetches a window (128 KiB doubling to 2 MiB, at most a quarter of the
-//!   bound) in 64 KiB chunks, every run submitted at once on one channel. Random reads go to
-//!   the device; a chunk missed twice recently is cached (index and filter blocks).
+//!   bound) in 64 KiB chunks, every run submitted at once on one channel. A random-read miss
+//!   caches its 64 KiB chunk while the cache has room; under memory pressure random reads go
+//!   to the device and only a chunk missed twice recently is cached (index and filter
+//!   blocks). [`FileHandle::readahead`] is a hint that fills the cache ahead of reads.
 //! - Accounting is one atomic counter; over the bound, eviction takes other files' clean
 //!   chunks, then their buffers (only files whose locks are free), then the caller's own.
 //!   [`BlobFs::cache_stats`] reports the use.

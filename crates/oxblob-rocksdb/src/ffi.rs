@@ -234,6 +234,32 @@ pub extern "C" fn oxb_file_flush(f: *mut WFile, err: *mut *mut c_char) -> c_int 
     guard(err, || unsafe { file(f) }?.flush())
 }
 
+/// Makes the file's data and size durable (blobfs `fdatasync`).
+#[no_mangle]
+pub extern "C" fn oxb_file_datasync(f: *mut WFile, err: *mut *mut c_char) -> c_int {
+    // SAFETY: live handle per the header contract.
+    guard(err, || unsafe { file(f) }?.datasync())
+}
+
+/// Reads the whole file into the blobfs cache if it fits in half the free room.
+#[no_mangle]
+pub extern "C" fn oxb_file_warm(f: *mut WFile, err: *mut *mut c_char) -> c_int {
+    // SAFETY: live handle per the header contract.
+    guard(err, || unsafe { file(f) }?.warm())
+}
+
+/// A hint: `[off, off + len)` will be read soon (read into the blobfs cache if it has room).
+#[no_mangle]
+pub extern "C" fn oxb_file_readahead(
+    f: *mut WFile,
+    off: u64,
+    len: u64,
+    err: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: live handle per the header contract.
+    guard(err, || unsafe { file(f) }?.readahead(off, len))
+}
+
 /// Makes the file durable.
 #[no_mangle]
 pub extern "C" fn oxb_file_sync(f: *mut WFile, err: *mut *mut c_char) -> c_int {

@@ -6,16 +6,21 @@
 //! `flock`). Mounts still referenced when the process exits are unmounted by an `atexit`
 //! handler.
 //!
-//! Writable files buffer appends in memory (see [`WFile`]): data reaches blobfs every
-//! [`WRITE_CHUNK`] bytes and on `sync`, `fsync`, `truncate` and `close`. Like blobfs itself,
-//! this makes only synced data durable, against a process crash as against a power cut.
+//! The mount's blobfs data cache is sized by the URI's `cache=` (default
+//! [`crate::uri::default_cache_bytes`], a quarter of the RAM). Writable files buffer appends
+//! once: with the cache on, appends go straight to blobfs, whose write-behind buffer holds
+//! them (no second copy here); with `cache=0` (no write-behind in blobfs) [`WFile`] buffers
+//! them itself, and data reaches blobfs every [`WRITE_CHUNK`] bytes and on `sync`, `fsync`,
+//! `truncate` and `close`. Either way only synced data is durable, against a process crash as
+//! against a power cut.
 
 use crate::uri::{Device, Uri};
 use oxblob_blobfs::{BlobFs, FileHandle, FsError, MkfsOptions, MountOptions};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
-/// Buffered appends are written to blobfs once this many bytes are pending.
+/// With the blobfs cache off, buffered appends are written to blobfs once this many bytes
+/// are pending.
 pub const WRITE_CHUNK: usize = 1 << 20;
 
 /// An error crossing the C ABI: an errno and a message.
@@ -138,9 +143,13 @@ impl MountRef {
             });
         }
         let spec = u.device_spec();
+        let mount_opts = MountOptions {
+            cache_bytes: u.cache_bytes,
+            ..MountOptions::default()
+        };
         let fs = if exists {
             let dev = oxblob_bdev::spec::open(&spec).map_err(|e| bdev_error(uri, e))?;
-            BlobFs::mount(dev, MountOptions::default()).map_err(|e| {
+            BlobFs::mount(dev, mount_opts).map_err(|e| {
                 Error::new(
                     e.errno(),
                     format!("cannot mount {key} (is it a blobfs image?): {e}"),
@@ -159,7 +168,7 @@ impl MountRef {
             let made = BlobFs::mkfs(Arc::clone(&dev), mo)
                 .map_err(|e| Error::new(e.errno(), format!("mkfs of {key} failed: {e}")))
                 .and_then(|()| {
-                    BlobFs::mount(Arc::clone(&dev), MountOptions::default())
+                    BlobFs::mount(Arc::clone(&dev), mount_opts)
                         .map_err(|e| Error::new(e.errno(), format!("cannot mount {key}: {e}")))
                 });
             match (made, &u.device) {
@@ -282,13 +291,18 @@ struct Pending {
     buf: Vec<u8>,
 }
 
-/// An open file: a blobfs handle and, for writers, a buffer of appended bytes not yet
-/// written to blobfs.
+/// An open file: a blobfs handle and, for writers on a mount with the cache off, a buffer of
+/// appended bytes not yet written to blobfs.
 #[derive(Debug)]
 pub struct WFile {
     h: Option<FileHandle>,
     pending: Mutex<Pending>,
     writable: bool,
+    /// Buffer appends here (the blobfs cache is off, so blobfs would write each one).
+    buffered: bool,
+    /// The mount (for its cache's use, see [`WFile::warm`]); dropped on close, so a closed
+    /// file does not keep an unmounted image open.
+    fs: Option<BlobFs>,
 }
 
 fn closed() -> Error {
@@ -318,6 +332,8 @@ impl WFile {
                 buf: Vec::new(),
             }),
             writable: mode != OpenMode::Read,
+            buffered: m.fs().cache_stats().limit_bytes == 0,
+            fs: Some(m.fs().clone()),
         })
     }
 
@@ -387,6 +403,12 @@ impl WFile {
             return Err(Error::new(libc::EBADF, "file is opened read-only"));
         }
         let mut p = lock(&self.pending);
+        if !self.buffered {
+            // blobfs's write-behind buffers it (one copy, one buffer).
+            self.handle()?.write_at(p.base, data)?;
+            p.base += data.len() as u64;
+            return Ok(());
+        }
         p.buf.extend_from_slice(data);
         self.drain(&mut p, false)
     }
@@ -406,7 +428,46 @@ impl WFile {
         self.drain(&mut p, true)
     }
 
-    /// Writes buffered appends and makes the file durable (data, size, times).
+    /// Writes buffered appends and makes the file's data and size durable (one blobfs
+    /// `fdatasync`).
+    pub fn datasync(&self) -> Result<()> {
+        let mut p = lock(&self.pending);
+        self.drain(&mut p, true)?;
+        if self.writable {
+            self.handle()?.fdatasync()?;
+        }
+        Ok(())
+    }
+
+    /// A hint that `[offset, offset + len)` will be read soon: blobfs reads it into its
+    /// cache now if there is room.
+    pub fn readahead(&self, offset: u64, len: u64) -> Result<()> {
+        self.handle()?.readahead(offset, len)?;
+        Ok(())
+    }
+
+    /// Reads the whole file into the blobfs cache, as the page cache would hold a file just
+    /// written, if it fits in half of the cache's free room (the other half is left for
+    /// what is read later); otherwise reads nothing. For table files opened for reading.
+    pub fn warm(&self) -> Result<()> {
+        let h = self.handle()?;
+        let size = h.len();
+        let st = self.fs.as_ref().ok_or_else(closed)?.cache_stats();
+        let free = st.limit_bytes.saturating_sub(st.used_bytes);
+        if size == 0 || size > free / 2 {
+            return Ok(());
+        }
+        const STEP: u64 = 2 << 20;
+        let mut at = 0;
+        while at < size {
+            h.readahead(at, STEP)?;
+            at += STEP;
+        }
+        Ok(())
+    }
+
+    /// Writes buffered appends and makes the file durable (data, size, times; one blobfs
+    /// `fsync`).
     pub fn sync(&self) -> Result<()> {
         let mut p = lock(&self.pending);
         self.drain(&mut p, true)?;
@@ -431,6 +492,7 @@ impl WFile {
             let mut p = lock(&self.pending);
             self.drain(&mut p, true)
         };
+        self.fs = None;
         let r2 = match self.h.take() {
             Some(h) => h.close().map_err(Error::from),
             None => Ok(()),
@@ -458,8 +520,46 @@ mod tests {
 
     #[test]
     fn buffered_appends_read_back_byte_for_byte_and_survive_remount() {
+        // Cache on: appends go to blobfs's write-behind. Cache off: the plugin buffers.
+        appends_round_trip("");
+        appends_round_trip("&cache=0");
+    }
+
+    #[test]
+    fn warm_reads_a_table_into_the_cache_only_when_it_fits() {
+        let m = MountRef::mount("oxblob://malloc:128MiB?cache=32MiB").unwrap();
+        let w = WFile::open(&m, "/t.sst", OpenMode::Truncate).unwrap();
+        w.append(&pattern(4 << 20, 3)).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let r = WFile::open(&m, "/t.sst", OpenMode::Read).unwrap();
+        let before = m.fs().cache_stats().used_bytes;
+        r.warm().unwrap();
+        let after = m.fs().cache_stats().used_bytes;
+        assert!(after >= before + (4 << 20), "{before} -> {after}");
+        let mut got = vec![0u8; 5000];
+        assert_eq!(r.read_at(123_457, &mut got).unwrap(), 5000);
+        assert!(got[..] == pattern(4 << 20, 3)[123_457..128_457]);
+        drop(r);
+        // 20 MiB is more than half of what is free: not read.
+        let w = WFile::open(&m, "/big.sst", OpenMode::Truncate).unwrap();
+        w.append(&pattern(20 << 20, 4)).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let r = WFile::open(&m, "/big.sst", OpenMode::Read).unwrap();
+        let before = m.fs().cache_stats().used_bytes;
+        r.warm().unwrap();
+        assert_eq!(m.fs().cache_stats().used_bytes, before);
+        drop(r);
+        m.release().unwrap();
+    }
+
+    fn appends_round_trip(opt: &str) {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let uri = format!("oxblob://{}/m.img?mkfs=1&size=256MiB", dir.path().display());
+        let uri = format!(
+            "oxblob://{}/m.img?mkfs=1&size=256MiB{opt}",
+            dir.path().display()
+        );
         let m = MountRef::mount(&uri).unwrap();
         m.fs().mkdir("/d").unwrap();
         let mut w = WFile::open(&m, "/d/f", OpenMode::Truncate).unwrap();
@@ -493,7 +593,11 @@ mod tests {
         drop(r);
         m.release().unwrap();
 
-        let m = MountRef::mount(&format!("oxblob://{}/m.img", dir.path().display())).unwrap();
+        let m = MountRef::mount(&format!(
+            "oxblob://{}/m.img?mkfs=0{opt}",
+            dir.path().display()
+        ))
+        .unwrap();
         let r = WFile::open(&m, "/d/f", OpenMode::Read).unwrap();
         let mut got = vec![0u8; 64];
         let n = r.read_at(0, &mut got).unwrap();

@@ -14,6 +14,8 @@
 //!   size=SIZE     size of an image created by mkfs (default 4GiB; K/M/G/T binary suffixes)
 //!   cluster=SIZE  blobfs cluster size for mkfs (default 1MiB)
 //!   direct=0|1    O_DIRECT on the image file (default 1 where the host file system allows it)
+//!   cache=SIZE    blobfs data cache of the mount (default a quarter of the RAM; 0 = none:
+//!                 every read and write goes to the device)
 //!   bs=N, qd=N, sqpoll=0|1   passed to the device (see the oxblob-bdev device specs)
 //! ```
 //!
@@ -27,6 +29,21 @@ pub const SCHEME: &str = "oxblob";
 
 /// Default size of an image created by `mkfs=1`.
 pub const DEFAULT_MKFS_SIZE: u64 = 4 << 30;
+
+/// Default blobfs cache of a mount made by the plugin: a quarter of the physical memory
+/// (256 MiB if that cannot be determined). Memory is taken only as data is cached.
+pub fn default_cache_bytes() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib.saturating_mul(1024))
+    });
+    match total {
+        Some(t) if t > 0 => t / 4,
+        _ => 256 << 20,
+    }
+}
 
 /// Where the image is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +75,8 @@ pub struct Uri {
     pub cluster_size: Option<u64>,
     /// `O_DIRECT` on the image (`None`: the device's default, on).
     pub direct: Option<bool>,
+    /// The mount's blobfs cache bound (`cache=`; default [`default_cache_bytes`]).
+    pub cache_bytes: u64,
     /// Other device options (`bs`, `qd`, `sqpoll`) passed through to the device spec.
     pub device_options: Vec<(String, String)>,
 }
@@ -126,6 +145,7 @@ impl Uri {
             size: DEFAULT_MKFS_SIZE,
             cluster_size: None,
             direct: None,
+            cache_bytes: default_cache_bytes(),
             device_options: Vec::new(),
         };
         for kv in opts.split('&').filter(|s| !s.is_empty()) {
@@ -139,6 +159,9 @@ impl Uri {
                 "size" => {
                     u.size = oxblob_bdev::spec::parse_size(v).map_err(|_| bad("a size"))?;
                 }
+                "cache" => {
+                    u.cache_bytes = oxblob_bdev::spec::parse_size(v).map_err(|_| bad("a size"))?;
+                }
                 "cluster" => {
                     u.cluster_size =
                         Some(oxblob_bdev::spec::parse_size(v).map_err(|_| bad("a size"))?);
@@ -146,7 +169,7 @@ impl Uri {
                 "bs" | "qd" | "sqpoll" => u.device_options.push((k.to_string(), v.to_string())),
                 _ => {
                     return Err(err(format!(
-                        "unknown option {k:?} (mkfs, size, cluster, direct, bs, qd, sqpoll)"
+                        "unknown option {k:?} (mkfs, size, cluster, direct, cache, bs, qd, sqpoll)"
                     )))
                 }
             }
@@ -196,6 +219,12 @@ mod tests {
         assert!(u.mkfs);
         assert_eq!(u.size, 8 << 30);
         assert_eq!(u.device_spec(), "psync:/a/b?bs=512&direct=0");
+        assert_eq!(u.cache_bytes, default_cache_bytes());
+        assert!(u.cache_bytes > 0);
+        let u = Uri::parse("oxblob:///a?cache=0").unwrap();
+        assert_eq!(u.cache_bytes, 0);
+        let u = Uri::parse("oxblob:///a?cache:512MiB").unwrap();
+        assert_eq!(u.cache_bytes, 512 << 20);
         let u = Uri::parse("oxblob://malloc:64MiB").unwrap();
         assert_eq!(
             u.device,
@@ -217,6 +246,7 @@ mod tests {
             "oxblob:///x?mkfs=maybe",
             "oxblob:///x?size=lots",
             "oxblob:///x?mkfs",
+            "oxblob:///x?cache=big",
         ] {
             assert!(Uri::parse(bad).is_err(), "{bad} parsed");
         }
