@@ -17,6 +17,9 @@ pub const COPY_CHUNK: usize = 4 << 20;
 /// Copies of at least this many bytes show a progress bar (when stderr is a terminal).
 pub const PROGRESS_MIN: u64 = 32 << 20;
 
+/// Directory entries `ls` asks blobfs for per call.
+const LS_PAGE: usize = 1024;
+
 /// The canonical form of an absolute image path (`.`, `..`, repeated `/` resolved).
 pub fn normalize(path: &str) -> Result<String, FsError> {
     let c = components(path)?;
@@ -113,9 +116,6 @@ pub fn ls(
     let mut pending = vec![path.to_string()];
     let mut first = true;
     while let Some(dir) = pending.pop() {
-        let entries = fs
-            .readdir(&dir)
-            .map_err(|e| fs_err("cannot open directory", &dir, &e))?;
         if recursive {
             if !first {
                 line(out, "")?;
@@ -123,21 +123,31 @@ pub fn ls(
             line(out, &format!("{dir}:"))?;
         }
         first = false;
-        for e in &entries {
-            let p = join(&dir, &e.name);
-            if long {
-                let m = fs.stat(&p).map_err(|er| fs_err("cannot access", &p, &er))?;
-                line(out, &long_line(&m, &e.name))?;
-            } else {
-                line(out, &e.name)?;
+        // The directory in pages (a name cursor: each call costs O(log n + page), and an
+        // entry present throughout the listing is printed exactly once).
+        let mut subdirs = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let entries = fs
+                .readdir_from(&dir, after.as_deref(), LS_PAGE)
+                .map_err(|e| fs_err("cannot open directory", &dir, &e))?;
+            let Some(last) = entries.last() else { break };
+            after = Some(last.name.clone());
+            for e in &entries {
+                let p = join(&dir, &e.name);
+                if long {
+                    let m = fs.stat(&p).map_err(|er| fs_err("cannot access", &p, &er))?;
+                    line(out, &long_line(&m, &e.name))?;
+                } else {
+                    line(out, &e.name)?;
+                }
+                if recursive && e.kind == FileType::Dir {
+                    subdirs.push(p);
+                }
             }
         }
-        if recursive {
-            // Visit subdirectories in name order: push them reversed on the stack.
-            for e in entries.iter().rev().filter(|e| e.kind == FileType::Dir) {
-                pending.push(join(&dir, &e.name));
-            }
-        }
+        // Visit subdirectories in name order: push them reversed on the stack.
+        pending.extend(subdirs.into_iter().rev());
     }
     Ok(())
 }
