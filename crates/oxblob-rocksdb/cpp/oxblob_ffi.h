@@ -42,6 +42,8 @@ int oxb_unlink(OxbMount* m, const char* path, char** err);
 int oxb_rename(OxbMount* m, const char* from, const char* to, char** err);
 int oxb_mkdir(OxbMount* m, const char* path, char** err);
 int oxb_rmdir(OxbMount* m, const char* path, char** err);
+// Directory fsync: every namespace operation completed before it becomes durable.
+int oxb_fsync_dir(OxbMount* m, const char* path, char** err);
 int oxb_truncate_path(OxbMount* m, const char* path, uint64_t size, char** err);
 int oxb_lock(OxbMount* m, const char* path, char** err);
 int oxb_unlock(OxbMount* m, const char* path, char** err);

@@ -266,16 +266,25 @@ class OxRandomRWFile : public FSRandomRWFile {
   FileRef f_;
 };
 
-// Namespace operations in blobfs are durable when they return: a directory fsync has
-// nothing left to do.
+// blobfs commits namespace operations (create, rename, unlink, mkdir) deferred: they are
+// durable only after a flush. RocksDB fsyncs the directory after renaming CURRENT and after
+// creating files, and that is such a flush (one device flush covers every directory).
 class OxDirectory : public FSDirectory {
  public:
-  explicit OxDirectory(Holder h) : h_(std::move(h)) {}
-  IOStatus Fsync(const IOOptions&, IODebugContext*) override { return IOStatus::OK(); }
+  OxDirectory(Holder h, std::string path) : h_(std::move(h)), path_(std::move(path)) {}
+  IOStatus Fsync(const IOOptions&, IODebugContext*) override {
+    char* err = nullptr;
+    return ToStatus(oxb_fsync_dir(h_->m, path_.c_str(), &err), err);
+  }
+  IOStatus FsyncWithDirOptions(const IOOptions& o, IODebugContext* d,
+                               const rocksdb::DirFsyncOptions&) override {
+    return Fsync(o, d);
+  }
   IOStatus Close(const IOOptions&, IODebugContext*) override { return IOStatus::OK(); }
 
  private:
   Holder h_;
+  std::string path_;
 };
 
 // The info log (LOG) as a file in the image, formatted like RocksDB's posix logger.
@@ -409,7 +418,7 @@ class OxFileSystem : public FileSystem {
     IOStatus s = IsDirectory(name, o, &is_dir, d);
     if (!s.ok()) return s;
     if (!is_dir) return IOStatus::IOError("oxblob: not a directory", name);
-    result->reset(new OxDirectory(h_));
+    result->reset(new OxDirectory(h_, Norm(name)));
     return IOStatus::OK();
   }
   IOStatus FileExists(const std::string& fname, const IOOptions&, IODebugContext*) override {

@@ -401,6 +401,12 @@ path_op!(
     |m, p| Ok(m.fs().rmdir(p)?)
 );
 path_op!(
+    /// `fsync` of a directory: makes every namespace operation completed before the call
+    /// (creates, renames, unlinks, mkdirs — blobfs commits them deferred) durable.
+    oxb_fsync_dir,
+    |m, p| Ok(m.fs().fsync_dir(p)?)
+);
+path_op!(
     /// Takes the lock named `path` (`EBUSY` when held).
     oxb_lock,
     |m, p| m.lock_file(p)
@@ -860,5 +866,51 @@ impl Drop for RawIter<'_> {
     fn drop(&mut self) {
         // SAFETY: the owned iterator, freed once, before its DB (lifetime).
         unsafe { oxbdb_iter_free(self.0.as_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::ptr;
+
+    /// Calls `oxb_fsync_dir` as the C++ `OxDirectory::Fsync` does; returns the errno.
+    fn fsync_dir(m: *mut MountRef, path: &str) -> c_int {
+        let p = CString::new(path).unwrap();
+        let mut err: *mut c_char = ptr::null_mut();
+        let rc = oxb_fsync_dir(m, p.as_ptr(), &mut err);
+        assert_eq!(rc == 0, err.is_null(), "a message exactly on error");
+        oxb_free_string(err);
+        rc
+    }
+
+    #[test]
+    fn fsync_dir_flushes_the_device_and_maps_errors() {
+        let m = Box::into_raw(Box::new(
+            MountRef::mount("oxblob://malloc:64MiB?cache=4MiB").unwrap(),
+        ));
+        // SAFETY: `m` is live until released below.
+        let fs = unsafe { &*m }.fs().clone();
+        fs.mkdir("/db").unwrap();
+        let h = fs
+            .open(
+                "/db/CURRENT.tmp",
+                oxblob_blobfs::OpenFlags::create_truncate(),
+            )
+            .unwrap();
+        h.close().unwrap();
+        fs.rename("/db/CURRENT.tmp", "/db/CURRENT").unwrap();
+        // The rename is committed deferred; the directory fsync is the device flush that
+        // makes it durable.
+        let before = fs.store().device_flushes();
+        assert_eq!(fsync_dir(m, "/db"), 0);
+        assert!(fs.store().device_flushes() > before, "no device flush");
+        assert_eq!(fsync_dir(m, "/"), 0);
+        assert_eq!(fsync_dir(m, "/missing"), libc::ENOENT);
+        assert_eq!(fsync_dir(m, "/db/CURRENT"), libc::ENOTDIR);
+        assert_eq!(oxb_fsync_dir(m, ptr::null(), ptr::null_mut()), libc::EINVAL);
+        drop(fs);
+        assert_eq!(oxb_release(m, ptr::null_mut()), 0);
     }
 }
