@@ -336,3 +336,70 @@ fn fsynced_data_survives_sigkill_and_sigterm_unmounts_cleanly() {
     let o = oxblob().arg("fsck").arg(&f.img).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+/// A RocksDB database created in the mount by stock `db_bench`, the mount unmounted and mounted
+/// again, then read back and checksummed by a second `db_bench` process.
+#[test]
+fn rocksdb_database_in_the_mount_survives_a_remount() {
+    if !have("db_bench") {
+        eprintln!("skipped: db_bench is not installed (rocksdb-tools)");
+        return;
+    }
+    let Some(f) = Fixture::new("1GiB") else {
+        return;
+    };
+    f.mount();
+    // db_bench creates only the last component of --db, as on any file system.
+    std::fs::create_dir(f.mp.join("rocks")).unwrap();
+    let db = f.mp.join("rocks/db");
+    let common = [
+        format!("--db={}", db.display()),
+        "--num=20000".to_string(),
+        "--key_size=16".to_string(),
+        "--value_size=200".to_string(),
+        "--compression_type=none".to_string(),
+        "--progress_reports=false".to_string(),
+        "--write_buffer_size=1048576".to_string(),
+        "--target_file_size_base=1048576".to_string(),
+    ];
+    let fill = ok(Command::new("db_bench")
+        .args(&common)
+        .args(["--benchmarks=fillseq,compact", "--sync=1"])
+        .output()
+        .unwrap());
+    assert!(fill.contains("fillseq"), "{fill}");
+    f.umount();
+    assert!(!f.mounted());
+    f.mount();
+    let files: Vec<String> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|n| n == "CURRENT"), "{files:?}");
+    assert!(files.iter().any(|n| n.ends_with(".sst")), "{files:?}");
+    let read = ok(Command::new("db_bench")
+        .args(&common)
+        .args([
+            "--use_existing_db=1",
+            "--benchmarks=readseq,readrandom,verifychecksum",
+        ])
+        .output()
+        .unwrap());
+    // readseq walks every key: all 20000 written keys are there after the remount.
+    let readseq = read
+        .lines()
+        .find(|l| l.starts_with("readseq"))
+        .unwrap_or_else(|| panic!("no readseq line:\n{read}"));
+    assert!(readseq.contains("20000 operations"), "{readseq}");
+    let readrandom = read
+        .lines()
+        .find(|l| l.starts_with("readrandom"))
+        .unwrap_or_else(|| panic!("no readrandom line:\n{read}"));
+    assert!(
+        readrandom.contains("(20000 of 20000 found)"),
+        "{readrandom}"
+    );
+    assert!(read.contains("verifychecksum"), "{read}");
+    f.umount();
+    ok(oxblob().arg("fsck").arg(&f.img).output().unwrap());
+}
