@@ -247,3 +247,30 @@ fn mount_rebuilds_a_nested_tree_of_thousands_of_files() {
     assert_eq!(fs.readdir_ino(e.ino).unwrap()[0].name, "new");
     fs.unmount().unwrap();
 }
+
+#[test]
+fn mass_delete_shrinks_the_index_and_keeps_it_consistent() {
+    let (d, fs) = fresh(512, 4096);
+    fs.mkdir("/m").unwrap();
+    const N: usize = 12_000;
+    for i in 0..N {
+        fs.create(&format!("/m/f{i:05}")).unwrap().close().unwrap();
+    }
+    // Delete all but every 97th (the index shrinks on the way down).
+    for i in (0..N).filter(|i| i % 97 != 0) {
+        fs.unlink(&format!("/m/f{i:05}")).unwrap();
+    }
+    let left: Vec<String> = (0..N)
+        .filter(|i| i % 97 == 0)
+        .map(|i| format!("f{i:05}"))
+        .collect();
+    for n in &left {
+        assert_eq!(fs.stat(&format!("/m/{n}")).unwrap().kind, FileType::File);
+    }
+    assert!(!fs.exists("/m/f00001").unwrap());
+    assert_eq!(list_paged(&fs, "/m", 10, false), left);
+    fs.unmount().unwrap();
+    let fs = mount(&d);
+    assert_eq!(list_paged(&fs, "/m", 1000, true), left);
+    fs.unmount().unwrap();
+}
