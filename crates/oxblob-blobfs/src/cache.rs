@@ -13,8 +13,11 @@
 //!   [`crate::FileHandle::readahead`] hints, and by random-read misses: at once while the
 //!   cache has room, and under memory pressure only on a second miss of the same chunk (a
 //!   small ghost list), so one-off random reads then go straight to the device and do not
-//!   evict. Flushes patch the chunks they
-//!   overlap; truncate zeroes or drops the chunks past the new size.
+//!   evict. Flushes patch the chunks they overlap, and keep the chunks they wrote whole
+//!   (write-through, as a page cache keeps what was just written): chunk-aligned 64 KiB
+//!   pieces of the written range, and its last piece when it ends the file (zeroes after),
+//!   while the cache has room — never evicting anything for them, and not when the flush
+//!   itself is reclaiming memory. Truncate zeroes or drops the chunks past the new size.
 //! - **Read-ahead**: a read that starts where the previous one ended is sequential; the
 //!   window starts at [`RA_MIN`] and doubles to [`RA_MAX`]. A sequential read that misses
 //!   fetches the whole window from the first missing chunk, every contiguous run submitted
@@ -140,6 +143,25 @@ impl ReadState {
             },
         );
         (n, freed)
+    }
+
+    /// Inserts chunk `c` only if it fits under the bound as things are (no eviction: used
+    /// for data just written, which must not push out what readers cached). Returns the
+    /// bytes charged.
+    pub(crate) fn insert_if_room(&mut self, cache: &Cache, c: u64, data: Box<[u8]>) -> u64 {
+        let n = data.len() as u64;
+        if self.chunks.contains_key(&c) || cache.used() + n > cache.limit {
+            return 0;
+        }
+        cache.charge(n);
+        self.chunks.insert(
+            c,
+            Chunk {
+                data,
+                used: cache.tick(),
+            },
+        );
+        n
     }
 
     /// Drops the least recently used chunk; returns the bytes released.

@@ -219,7 +219,7 @@ impl OpenInode {
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => return,
         };
-        let _ = self.flush_wb(fs, &mut d, "");
+        let _ = self.flush_wb_as(fs, &mut d, "", false);
     }
 
     /// Bytes of clusters the write-behind buffer will allocate when flushed (reported by
@@ -242,8 +242,15 @@ impl OpenInode {
     }
 
     /// Writes the write-behind buffer to the device (one write of the whole extent; the
-    /// unaligned edges are read-modify-written here). On failure the buffer is kept.
+    /// unaligned edges are read-modify-written here), keeping what it wrote as clean chunks
+    /// while the cache has room (see [`Self::keep_written`]). On failure the buffer is kept.
     fn flush_wb(&self, fs: &FsInner, d: &mut Data, path: &str) -> Result<()> {
+        self.flush_wb_as(fs, d, path, true)
+    }
+
+    /// [`Self::flush_wb`]; `keep` false when the flush is to free memory (eviction): the
+    /// written bytes are then not kept as chunks.
+    fn flush_wb_as(&self, fs: &FsInner, d: &mut Data, path: &str, keep: bool) -> Result<()> {
         let Some(wb) = d.wb.take() else {
             return Ok(());
         };
@@ -260,7 +267,48 @@ impl OpenInode {
         let cap = wb.data.capacity() as u64;
         fs.cache.release(cap);
         self.sub_cached(cap);
+        if keep {
+            // The buffer's memory is released first: it turns into (at most) as many chunks.
+            // The inode stays registered (it was when it grew the buffer), so `cached` only.
+            let n = self.keep_written(fs, wb.start, &wb.data, d.dsize);
+            if n > 0 {
+                self.cached.fetch_add(n, Ordering::AcqRel);
+            }
+        }
         Ok(())
+    }
+
+    /// Write-through: after `data` was written to the device at `off` (the device now valid
+    /// up to `dsize`), keeps the chunks it fully determines and that are not cached yet —
+    /// those it covers whole, and the one it ends in when it ends at `dsize` (zeroes past
+    /// it) — while each fits under the bound; nothing is evicted for them. Chunks already
+    /// cached were patched by the caller. Returns the bytes charged (the caller adds them to
+    /// the file's `cached`).
+    fn keep_written(&self, fs: &FsInner, off: u64, data: &[u8], dsize: u64) -> u64 {
+        let end = off + data.len() as u64;
+        if data.is_empty() || fs.cache.ra_max() == 0 {
+            return 0;
+        }
+        let mut added = 0;
+        let mut rs = self.rs();
+        for c in off.div_ceil(CHUNK)..end.div_ceil(CHUNK) {
+            let base = c * CHUNK;
+            let stop = (base + CHUNK).min(end);
+            if stop < (base + CHUNK).min(dsize) {
+                break; // the last piece, with device bytes after it that are not in `data`
+            }
+            if rs.contains(c) {
+                continue;
+            }
+            if fs.cache.used() + CHUNK > fs.cache.limit {
+                break;
+            }
+            let mut chunk = vec![0u8; CHUNK as usize].into_boxed_slice();
+            chunk[..(stop - base) as usize]
+                .copy_from_slice(&data[(base - off) as usize..(stop - off) as usize]);
+            added += rs.insert_if_room(&fs.cache, c, chunk);
+        }
+        added
     }
 
     /// Drops the write-behind buffer and the clean chunks without writing anything (the
@@ -874,6 +922,8 @@ impl OpenInode {
             Self::write_clusters(fs, blob, off, data, d.dsize, path)?;
             d.dsize = d.dsize.max(end);
             self.rs().patch(off, data);
+            let n = self.keep_written(fs, off, data, d.dsize);
+            self.add_cached(fs, n);
             return Ok(());
         }
         let fits =
@@ -924,7 +974,7 @@ impl OpenInode {
             self.sub_cached(freed);
         }
         if fs.cache.over() {
-            self.flush_wb(fs, d, path)?;
+            self.flush_wb_as(fs, d, path, false)?;
         }
         Ok(())
     }

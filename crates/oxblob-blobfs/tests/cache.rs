@@ -710,3 +710,51 @@ fn bench_appends_then_sequential_read() {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+/// Write-through: what a write-behind flush wrote stays cached as clean chunks while the
+/// cache has room (the buffer's memory turns into chunks), reads of it are right — the
+/// tail chunk past the end reads as zeroes until later appends patch it — and the bound
+/// holds with a tiny cache.
+#[test]
+fn flushed_writes_stay_cached_as_clean_chunks_within_the_bound() {
+    for bound in [DEFAULT_CACHE_BYTES, TINY] {
+        let (_d, fs) = fresh_with(32, bound);
+        let full = pattern(21, (3 << 20) + 12_345);
+        let h = fs.create("/t.sst").unwrap();
+        let half = full.len() / 2 + 777;
+        for c in full[..half].chunks(4000) {
+            h.append(c).unwrap();
+            assert!(fs.cache_stats().used_bytes <= bound, "bound {bound}");
+        }
+        h.fdatasync().unwrap();
+        let used = fs.cache_stats().used_bytes;
+        assert!(used <= bound, "bound {bound}: {used}");
+        if bound == DEFAULT_CACHE_BYTES {
+            // Every chunk written, the unaligned last one included, is held.
+            assert_eq!(used, (half as u64).div_ceil(65_536) * 65_536, "kept chunks");
+        }
+        for c in full[half..].chunks(4000) {
+            h.append(c).unwrap();
+        }
+        h.fdatasync().unwrap();
+        assert!(fs.cache_stats().used_bytes <= bound, "bound {bound}");
+        let r = fs.open("/t.sst", OpenFlags::read()).unwrap();
+        let mut rng = rng(5);
+        for _ in 0..300 {
+            let off = rng.gen_range(0..full.len());
+            let n = rng.gen_range(1..9000).min(full.len() - off);
+            assert!(
+                r.read_vec(off as u64, n).unwrap() == full[off..off + n],
+                "bound {bound}: read at {off}+{n}"
+            );
+        }
+        assert_eq!(r.read_vec(0, full.len() + 10).unwrap(), full);
+        drop(r);
+        h.close().unwrap();
+        assert_eq!(
+            fs.cache_stats().used_bytes,
+            0,
+            "bound {bound}: every file closed"
+        );
+    }
+}

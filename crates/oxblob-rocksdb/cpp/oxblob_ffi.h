@@ -29,7 +29,6 @@ int oxb_file_flush(OxbFile* f, char** err);
 int oxb_file_sync(OxbFile* f, char** err);      // blobfs fsync: data, size and times
 int oxb_file_datasync(OxbFile* f, char** err);  // blobfs fdatasync: data and size
 int oxb_file_readahead(OxbFile* f, uint64_t off, uint64_t len, char** err);  // a hint
-int oxb_file_warm(OxbFile* f, char** err);  // whole file into the cache if it fits easily
 int oxb_file_truncate(OxbFile* f, uint64_t size, char** err);
 uint64_t oxb_file_size(OxbFile* f);
 int oxb_file_close(OxbFile* f, char** err);  // frees f, even on error

@@ -369,15 +369,7 @@ class OxFileSystem : public FileSystem {
                                IODebugContext*) override {
     OxbFile* f = nullptr;
     IOStatus s = Open(fname, OXB_OPEN_READ, &f);
-    if (!s.ok()) return s;
-    // A table file is read into the blobfs cache when opened (if it fits easily), as ext4's
-    // page cache still holds a table it just wrote: RocksDB's ~4 KiB random block reads then
-    // hit memory. Best effort: a failure here only means cache misses later.
-    if (fname.size() > 4 && fname.compare(fname.size() - 4, 4, ".sst") == 0) {
-      char* err = nullptr;
-      if (oxb_file_warm(f, &err) != 0) TakeMsg(err);
-    }
-    result->reset(new OxRandomAccessFile(h_, f));
+    if (s.ok()) result->reset(new OxRandomAccessFile(h_, f));
     return s;
   }
   IOStatus NewWritableFile(const std::string& fname, const FileOptions& o,

@@ -241,13 +241,6 @@ pub extern "C" fn oxb_file_datasync(f: *mut WFile, err: *mut *mut c_char) -> c_i
     guard(err, || unsafe { file(f) }?.datasync())
 }
 
-/// Reads the whole file into the blobfs cache if it fits in half the free room.
-#[no_mangle]
-pub extern "C" fn oxb_file_warm(f: *mut WFile, err: *mut *mut c_char) -> c_int {
-    // SAFETY: live handle per the header contract.
-    guard(err, || unsafe { file(f) }?.warm())
-}
-
 /// A hint: `[off, off + len)` will be read soon (read into the blobfs cache if it has room).
 #[no_mangle]
 pub extern "C" fn oxb_file_readahead(

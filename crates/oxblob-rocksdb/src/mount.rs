@@ -300,9 +300,6 @@ pub struct WFile {
     writable: bool,
     /// Buffer appends here (the blobfs cache is off, so blobfs would write each one).
     buffered: bool,
-    /// The mount (for its cache's use, see [`WFile::warm`]); dropped on close, so a closed
-    /// file does not keep an unmounted image open.
-    fs: Option<BlobFs>,
 }
 
 fn closed() -> Error {
@@ -333,7 +330,6 @@ impl WFile {
             }),
             writable: mode != OpenMode::Read,
             buffered: m.fs().cache_stats().limit_bytes == 0,
-            fs: Some(m.fs().clone()),
         })
     }
 
@@ -446,26 +442,6 @@ impl WFile {
         Ok(())
     }
 
-    /// Reads the whole file into the blobfs cache, as the page cache would hold a file just
-    /// written, if it fits in half of the cache's free room (the other half is left for
-    /// what is read later); otherwise reads nothing. For table files opened for reading.
-    pub fn warm(&self) -> Result<()> {
-        let h = self.handle()?;
-        let size = h.len();
-        let st = self.fs.as_ref().ok_or_else(closed)?.cache_stats();
-        let free = st.limit_bytes.saturating_sub(st.used_bytes);
-        if size == 0 || size > free / 2 {
-            return Ok(());
-        }
-        const STEP: u64 = 2 << 20;
-        let mut at = 0;
-        while at < size {
-            h.readahead(at, STEP)?;
-            at += STEP;
-        }
-        Ok(())
-    }
-
     /// Writes buffered appends and makes the file durable (data, size, times; one blobfs
     /// `fsync`).
     pub fn sync(&self) -> Result<()> {
@@ -492,7 +468,6 @@ impl WFile {
             let mut p = lock(&self.pending);
             self.drain(&mut p, true)
         };
-        self.fs = None;
         let r2 = match self.h.take() {
             Some(h) => h.close().map_err(Error::from),
             None => Ok(()),
@@ -523,35 +498,6 @@ mod tests {
         // Cache on: appends go to blobfs's write-behind. Cache off: the plugin buffers.
         appends_round_trip("");
         appends_round_trip("&cache=0");
-    }
-
-    #[test]
-    fn warm_reads_a_table_into_the_cache_only_when_it_fits() {
-        let m = MountRef::mount("oxblob://malloc:128MiB?cache=32MiB").unwrap();
-        let w = WFile::open(&m, "/t.sst", OpenMode::Truncate).unwrap();
-        w.append(&pattern(4 << 20, 3)).unwrap();
-        w.sync().unwrap();
-        drop(w);
-        let r = WFile::open(&m, "/t.sst", OpenMode::Read).unwrap();
-        let before = m.fs().cache_stats().used_bytes;
-        r.warm().unwrap();
-        let after = m.fs().cache_stats().used_bytes;
-        assert!(after >= before + (4 << 20), "{before} -> {after}");
-        let mut got = vec![0u8; 5000];
-        assert_eq!(r.read_at(123_457, &mut got).unwrap(), 5000);
-        assert!(got[..] == pattern(4 << 20, 3)[123_457..128_457]);
-        drop(r);
-        // 20 MiB is more than half of what is free: not read.
-        let w = WFile::open(&m, "/big.sst", OpenMode::Truncate).unwrap();
-        w.append(&pattern(20 << 20, 4)).unwrap();
-        w.sync().unwrap();
-        drop(w);
-        let r = WFile::open(&m, "/big.sst", OpenMode::Read).unwrap();
-        let before = m.fs().cache_stats().used_bytes;
-        r.warm().unwrap();
-        assert_eq!(m.fs().cache_stats().used_bytes, before);
-        drop(r);
-        m.release().unwrap();
     }
 
     fn appends_round_trip(opt: &str) {
