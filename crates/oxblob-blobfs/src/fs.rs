@@ -5,7 +5,7 @@ use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
 use crate::error::{FsError, FsErrorKind, Result};
 use crate::file::{FileHandle, OpenInode};
 use crate::path::{check_name, components};
-use oxblob_bdev::{blocking, BlockDevice, IoChannel};
+use oxblob_bdev::{BlockDevice, IoChannel};
 use oxblob_blobstore::{
     bstype, BlobRecord, BlobStore, BsChannel, CreateOptions, InitOptions, LoadOptions, Txn,
     DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
