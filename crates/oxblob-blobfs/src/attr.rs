@@ -1,4 +1,4 @@
-//! The inode attributes stored as blob xattrs (see `docs/blobfs.md`), and their codecs.
+//! The inode attributes stored as blob xattrs (see `docs/format.md`, blobfs section), and their codecs.
 
 use crate::error::{FsError, FsErrorKind, Result};
 

@@ -1079,7 +1079,7 @@ impl OpenInode {
                 // zeroed now: that would change bytes the durable (old) size still covers
                 // before the record is written, so a crash could show neither the old nor
                 // the new file. Every extension zeroes from the old size instead
-                // (`docs/blobfs.md`).
+                // (`docs/format.md`, blobfs section).
                 if new > ds {
                     fs.with_channel(path, |ch| Self::zero_from(fs, blob, ch, ds, new, path))?;
                 }

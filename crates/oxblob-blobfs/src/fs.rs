@@ -28,7 +28,7 @@ pub struct MkfsOptions {
     /// Cluster size in bytes (power of two, 64 KiB ..= 256 MiB). Default 1 MiB.
     pub cluster_size: u64,
     /// The md region is `device size / md_fraction` (at least the blobstore's minimum).
-    /// Default 8: room for about 100,000 inline 1 KiB files per 4 GiB (`docs/blobfs.md`).
+    /// Default 8: room for about 100,000 inline 1 KiB files per 4 GiB (`docs/format.md`, blobfs section).
     pub md_fraction: u64,
     /// Pages per md segment. Default 64 (256 KiB).
     pub md_segment_pages: u32,

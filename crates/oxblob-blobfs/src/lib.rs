@@ -7,7 +7,7 @@
 //! orphan handling for files unlinked while open, inline storage of small files, the file
 //! data path (reads and writes at any offset, truncate, holes, fsync), and the data cache
 //! (write-behind, read-ahead, clean chunks under one memory bound, `cache.rs`). The on-disk
-//! representation and the atomicity argument are in `docs/blobfs.md`.
+//! representation and the atomicity argument are in `docs/format.md` (blobfs section); the cache in `docs/blobfs.md`.
 //!
 //! It does **not** own: space allocation, the metadata log, recovery or crash atomicity of a
 //! single record (the blobstore); devices (`oxblob-bdev`); permissions, owners, links, symbolic
