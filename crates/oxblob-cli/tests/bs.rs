@@ -2,71 +2,17 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+use common::*;
+
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn oxblob(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oxblob"))
-        .args(args)
-        .output()
-        .expect("run oxblob")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs and requires success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = oxblob(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}{}",
-        stderr(&o),
-        stdout(&o)
-    );
-    stdout(&o)
-}
-
-/// Runs and requires a clean failure (exit 1, one `oxblob: ` line, no panic); returns stderr.
-fn fails(args: &[&str]) -> String {
-    let o = oxblob(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-    assert!(err.starts_with("oxblob: "), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s)
-        .map_err(|e| format!("bad JSON ({e}): {s}"))
-        .unwrap()
-}
 
 fn image(dir: &Path) -> String {
     let p = dir.join("disk.img");
     let s = p.to_str().unwrap().to_string();
     ok(&["bs", "init", &s, "--size", "64M", "--cluster-size", "64k"]);
     s
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -3,57 +3,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+use common::*;
+
 use oxblob_blobstore::{bstype, BlobStore, LoadOptions};
-use serde_json::Value;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_oxblob"))
-}
-
-fn oxblob(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run oxblob")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs and requires success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = oxblob(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}{}",
-        stderr(&o),
-        stdout(&o)
-    );
-    stdout(&o)
-}
-
-/// Runs and requires a clean failure (exit 1, one `oxblob: ` line, no panic); returns stderr.
-fn fails(args: &[&str]) -> String {
-    let o = oxblob(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-    assert!(err.starts_with("oxblob: "), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err.trim_end().to_string()
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s)
-        .map_err(|e| format!("bad JSON ({e}): {s}"))
-        .unwrap()
-}
 
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -67,18 +25,6 @@ fn image(dir: &Path) -> String {
     let s = dir.join("disk.img").to_str().unwrap().to_string();
     ok(&["mkfs", &s, "--size", "128M", "--cluster-size", "64k"]);
     s
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as u8
-        })
-        .collect()
 }
 
 fn p(path: &Path) -> &str {
