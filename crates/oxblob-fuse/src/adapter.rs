@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long the kernel may cache attributes and entries. Every change goes through this
-/// mount, so the kernel's own updates keep its cache right; the timeout only bounds how long
-/// a stale entry could live if that ever failed.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and entries. blobfs is the only writer of the
+/// image while it is mounted (the image lock refuses every other opener, this process's
+/// included), and every change goes through this mount, so the kernel's own updates keep its
+/// cache right; the timeout only bounds how long a stale entry could live if that ever failed
+/// (and how long `st_blocks` may lag behind blobfs's allocation after a write).
+const TTL: Duration = Duration::from_secs(60);
 /// Largest write request the kernel sends.
 const MAX_WRITE: u32 = 1 << 20;
 /// Preferred I/O size reported in `st_blksize` (tools size their buffers by it).
@@ -42,6 +44,7 @@ pub struct OxFuse {
     next_fh: AtomicU64,
     files: RwLock<HashMap<u64, Arc<FileHandle>>>,
     dirs: Mutex<HashMap<u64, DirSnapshot>>,
+    writeback_cache: bool,
 }
 
 impl std::fmt::Debug for OxFuse {
@@ -98,7 +101,18 @@ impl OxFuse {
             next_fh: AtomicU64::new(1),
             files: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            writeback_cache: false,
         }
+    }
+
+    /// Asks the kernel for its write-back cache (`FUSE_WRITEBACK_CACHE`): `write(2)` fills
+    /// the page cache and returns; the kernel sends the dirty pages later (at the latest on
+    /// `close`, `fsync`, `utimensat`, truncation and unmount), in large requests. The kernel
+    /// then owns size and mtime while it caches (it trusts its own values over `getattr`'s
+    /// and sends them back through `setattr`). Off unless asked for.
+    pub fn with_writeback_cache(mut self, on: bool) -> Self {
+        self.writeback_cache = on;
+        self
     }
 
     /// FUSE inode → blob id: 1 and the root's blob id swap places.
@@ -167,10 +181,13 @@ impl OxFuse {
     }
 
     fn open_flags(flags: i32) -> Result<OpenFlags, Errno> {
+        // Every handle that may write can also read: with the write-back cache the kernel
+        // reads the rest of a partly written page through whichever handle writes it, an
+        // O_WRONLY one included. The kernel checks each descriptor's own access mode, so
+        // this grants the caller nothing.
         let (read, write) = match flags & libc::O_ACCMODE {
             libc::O_RDONLY => (true, false),
-            libc::O_WRONLY => (false, true),
-            libc::O_RDWR => (true, true),
+            libc::O_WRONLY | libc::O_RDWR => (true, true),
             _ => return Err(Errno::EINVAL),
         };
         Ok(OpenFlags {
@@ -296,9 +313,17 @@ impl Filesystem for OxFuse {
             fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
             fuser::InitFlags::FUSE_PARALLEL_DIROPS,
             fuser::InitFlags::FUSE_ATOMIC_O_TRUNC,
+            fuser::InitFlags::FUSE_ASYNC_READ,
         ] {
             // Capabilities the kernel lacks are simply not used.
             let _ = config.add_capabilities(cap);
+        }
+        if self.writeback_cache
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            tracing::warn!("the kernel has no FUSE write-back cache; writes go through");
         }
         Ok(())
     }
@@ -763,9 +788,10 @@ impl Filesystem for OxFuse {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
-        // O_CREAT with O_RDONLY still creates: blobfs needs write access to create.
-        let read_only = !of.write;
+        // O_CREAT with O_RDONLY still creates: blobfs needs write access to create. The
+        // handle keeps it (the kernel checks the descriptor's own mode): no reopen.
         of.write = true;
+        of.read = true;
         let r = self
             .fs
             .create_at(self.blob(parent), name, of)
@@ -775,25 +801,6 @@ impl Filesystem for OxFuse {
             });
         match r {
             Ok((h, m)) => {
-                if read_only {
-                    // Reopen with the access the caller asked for.
-                    let h2 = self.fs.open_ino(h.ino(), OpenFlags::read());
-                    let closed = h.close();
-                    match (h2, closed) {
-                        (Ok(h2), Ok(())) => {
-                            let fh = self.insert(h2);
-                            reply.created(
-                                &TTL,
-                                &self.attr(&m),
-                                Generation(0),
-                                fh,
-                                FopenFlags::FOPEN_KEEP_CACHE,
-                            );
-                        }
-                        (Err(e), _) | (_, Err(e)) => reply.error(errno(&e)),
-                    }
-                    return;
-                }
                 let fh = self.insert(h);
                 reply.created(
                     &TTL,

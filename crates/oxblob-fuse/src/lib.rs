@@ -27,8 +27,18 @@
 //!   links, extended attributes, `mknod` of anything but a regular file; `EINVAL` for
 //!   `RENAME_EXCHANGE` and `RENAME_WHITEOUT`.
 //! - The kernel page cache is used (`FOPEN_KEEP_CACHE`: every change goes through this one
-//!   mount, so cached pages cannot go stale); there is no write-back cache, so each
-//!   `write(2)` reaches blobfs before it returns.
+//!   mount, so cached pages cannot go stale), with its write-back cache by default
+//!   ([`MountConfig::writeback_cache`]): `write(2)` returns once the page cache has the data,
+//!   the kernel sends dirty pages in large requests at the latest on `close`, `fsync`,
+//!   `utimensat`, truncation and unmount, and owns size and mtime while it caches (it sends
+//!   them back through `setattr`). Every handle that may write is opened read-write in blobfs,
+//!   as the kernel reads the rest of a partly written page through it. Errors of delayed
+//!   writes (`ENOSPC`) surface at `close`/`fsync`, as on NFS.
+//! - Attributes and entries are cached by the kernel for 60 s, read-ahead is 1 MiB (raised
+//!   through `/sys/class/bdi` when root), directory operations run in parallel
+//!   (`FUSE_PARALLEL_DIROPS`) and reads asynchronously (`FUSE_ASYNC_READ`). The long TTL is
+//!   safe because blobfs is the only writer of the image while it is mounted: the image lock
+//!   (`BdevError::InUse`) refuses every other opener, and every change goes through the mount.
 //! - No `allow_other` unless asked for ([`MountConfig::allow_other`]);
 //!   `default_permissions` is always on, so the kernel checks the fixed modes.
 //!
@@ -54,6 +64,10 @@
 mod adapter;
 mod mountpoint;
 
+/// Read-ahead window of the mount (KiB): one largest FUSE request (`max_write`, 1 MiB).
+const READAHEAD_KIB: u32 = 1024;
+use mountpoint::raise_readahead;
+
 pub use adapter::OxFuse;
 pub use mountpoint::{
     check_mountpoint, find_mount, image_file, is_mounted, mounts, unmount_now, unmount_path,
@@ -76,6 +90,12 @@ pub struct MountConfig {
     pub source: String,
     /// Mount read-only (the blobfs must be mounted read-only too).
     pub read_only: bool,
+    /// Use the kernel's write-back cache (`FUSE_WRITEBACK_CACHE`): `write(2)` returns once
+    /// the page cache has the data, which reaches blobfs later in large requests (at the
+    /// latest on `close`, `fsync`, `utimensat`, truncation and unmount). `fsync` stays
+    /// durable (the kernel sends its dirty pages first); after a crash of the server, what
+    /// was not `fsync`ed may be lost either way. On by default.
+    pub writeback_cache: bool,
 }
 
 impl Default for MountConfig {
@@ -85,6 +105,7 @@ impl Default for MountConfig {
             threads: 4,
             source: "oxblob".to_string(),
             read_only: false,
+            writeback_cache: true,
         }
     }
 }
@@ -144,12 +165,19 @@ fn session(
     cfg: &MountConfig,
 ) -> Result<fuser::Session<OxFuse>, MountError> {
     check_mountpoint(mountpoint)?;
-    fuser::Session::new(OxFuse::new(fs.clone()), mountpoint, &fuse_config(cfg)).map_err(|err| {
-        MountError::Fuse {
+    let canonical = mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| mountpoint.to_path_buf());
+    let ox = OxFuse::new(fs.clone()).with_writeback_cache(cfg.writeback_cache && !cfg.read_only);
+    let s =
+        fuser::Session::new(ox, mountpoint, &fuse_config(cfg)).map_err(|err| MountError::Fuse {
             what: format!("mounting FUSE at {}", mountpoint.display()),
             err,
-        }
-    })
+        })?;
+    // The handshake is done: the kernel clipped `max_readahead` to its default window
+    // (128 KiB); widen the window itself to a whole `max_write`.
+    raise_readahead(&canonical, READAHEAD_KIB);
+    Ok(s)
 }
 
 /// Mounts `fs` at `mountpoint` and serves it until the mount goes away or SIGINT/SIGTERM

@@ -152,6 +152,35 @@ pub fn wait_image_released(image: &Path, timeout: std::time::Duration) -> std::i
     }
 }
 
+/// Raises the read-ahead window of the FUSE mount at `mp` (canonical) to `kib` KiB through
+/// its backing-device entry `/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`: the kernel caps the
+/// `max_readahead` a FUSE server may ask for at that value (128 KiB by default), and only
+/// root may raise it. Reads `/proc/self/mountinfo` only (never the mount itself, which may
+/// not be served yet). Best effort: returns whether it was set.
+pub(crate) fn raise_readahead(mp: &Path, kib: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let dev = text.lines().rev().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mut f = pre.split(' ');
+        let dev = f.nth(2)?;
+        let at = f.nth(1)?;
+        (PathBuf::from(unescape(at)) == mp && post.starts_with("fuse")).then(|| dev.to_string())
+    });
+    let Some(dev) = dev else {
+        return false;
+    };
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&path, kib.to_string()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("raising the read-ahead of {}: {path}: {e}", mp.display());
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -1,4 +1,5 @@
-//! `oxblob mount IMAGE MOUNTPOINT [--foreground] [--allow-other] [--threads N]` and
+//! `oxblob mount IMAGE MOUNTPOINT [--foreground] [--allow-other] [--threads N]
+//! [--no-writeback-cache]` and
 //! `oxblob umount MOUNTPOINT`: an image as an ordinary directory tree through FUSE
 //! (`oxblob-fuse`).
 //!
@@ -40,6 +41,10 @@ pub struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
+    /// Without the kernel's write-back cache: every `write(2)` reaches blobfs before it
+    /// returns (slower; `fsync` is durable either way).
+    #[arg(long)]
+    pub no_writeback_cache: bool,
     /// Memory bound of blobfs's data cache (e.g. 256MiB; 0 disables it). Default: blobfs's
     /// default (64 MiB).
     #[arg(long, value_name = "SIZE")]
@@ -62,8 +67,8 @@ pub fn run_mount(a: MountArgs) -> CliResult<()> {
     let image = a.image.clone();
     let t = Target::new(
         "mount",
-        a.image,
-        a.args,
+        a.image.clone(),
+        a.args.clone(),
         1,
         1,
         "IMAGE MOUNTPOINT [--foreground]",
@@ -79,17 +84,9 @@ pub fn run_mount(a: MountArgs) -> CliResult<()> {
     };
     oxblob_fuse::check_mountpoint(&mp).map_err(|e| CliError::new(&what, e))?;
     if a.foreground {
-        foreground(&t, &mp, a.allow_other, a.threads, cache_bytes, &what)
+        foreground(&t, &mp, &a, cache_bytes, &what)
     } else {
-        background(
-            &t,
-            &image,
-            &mp,
-            a.allow_other,
-            a.threads,
-            cache_bytes,
-            &what,
-        )
+        background(&t, &image, &mp, &a, cache_bytes, &what)
     }
 }
 
@@ -106,14 +103,7 @@ fn source_of(t: &Target) -> String {
     }
 }
 
-fn foreground(
-    t: &Target,
-    mp: &Path,
-    allow_other: bool,
-    threads: u16,
-    cache_bytes: u64,
-    what: &str,
-) -> CliResult<()> {
+fn foreground(t: &Target, mp: &Path, a: &MountArgs, cache_bytes: u64, what: &str) -> CliResult<()> {
     let dev = match t.dev.open() {
         Ok(d) => d,
         Err(e) => return Err(open_error(t, e, what)),
@@ -127,10 +117,11 @@ fn foreground(
     )
     .map_err(|e| CliError::new(what, mount_why(&e)))?;
     let cfg = oxblob_fuse::MountConfig {
-        allow_other,
-        threads: usize::from(threads),
+        allow_other: a.allow_other,
+        threads: usize::from(a.threads),
         source: source_of(t),
         read_only: false,
+        writeback_cache: !a.no_writeback_cache,
     };
     let name = t.name.clone();
     oxblob_fuse::run(fs, mp, &cfg, |mp| {
@@ -163,8 +154,7 @@ fn background(
     t: &Target,
     image: &ImageOpts,
     mp: &Path,
-    allow_other: bool,
-    threads: u16,
+    a: &MountArgs,
     cache_bytes: u64,
     what: &str,
 ) -> CliResult<()> {
@@ -187,10 +177,13 @@ fn background(
         cmd.arg(spec);
     }
     cmd.arg(mp);
-    cmd.arg("--threads").arg(threads.to_string());
+    cmd.arg("--threads").arg(a.threads.to_string());
     cmd.arg("--cache-size").arg(cache_bytes.to_string());
-    if allow_other {
+    if a.allow_other {
         cmd.arg("--allow-other");
+    }
+    if a.no_writeback_cache {
+        cmd.arg("--no-writeback-cache");
     }
     {
         use std::os::unix::process::CommandExt;
