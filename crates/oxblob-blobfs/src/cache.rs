@@ -1,36 +1,45 @@
 //! The data cache of a mount: write-behind buffers, read-ahead and a small clean-chunk cache,
 //! all under one memory bound ([`crate::MountOptions::cache_bytes`]).
 //!
-//! Per open inode (in `file.rs`, under the inode's own locks):
+//! Write-behind and read-ahead are per open inode (in `file.rs`, under the inode's own
+//! locks); clean chunks are the mount's:
 //! - **Write-behind** ([`Wb`]): one contiguous dirty extent, at most [`Cache::wb_max`] bytes,
 //!   kept under the inode's data lock. Small writes inside or right after it are copied into
 //!   it; anything else (a write elsewhere, a full buffer, a read is *not* a reason: reads
 //!   overlay it) flushes it first. Flushing is one `write_clusters` of the whole extent, so
 //!   the read-modify-write of unaligned edges happens once per flush, not once per write.
-//! - **Clean chunks** ([`ReadState`]): [`CHUNK`]-sized, chunk-aligned copies of what the
-//!   device holds for the file (bytes at or past the device size are zero), in a per-inode
-//!   LRU behind a mutex that is never held across I/O. Filled by read-ahead, by
-//!   [`crate::FileHandle::readahead`] hints, and by random-read misses: at once while the
-//!   cache has room, and under memory pressure only on a second miss of the same chunk (a
-//!   small ghost list), so one-off random reads then go straight to the device and do not
-//!   evict. Flushes patch the chunks they overlap, and keep the chunks they wrote whole
-//!   (write-through, as a page cache keeps what was just written): chunk-aligned 64 KiB
-//!   pieces of the written range, and its last piece when it ends the file (zeroes after),
-//!   while the cache has room — never evicting anything for them, and not when the flush
-//!   itself is reclaiming memory. Truncate zeroes or drops the chunks past the new size.
+//! - **Clean chunks** (mount-wide, in [`Cache`]): [`CHUNK`]-sized, chunk-aligned copies of
+//!   what the device holds for a file (bytes at or past the device size are zero), keyed by
+//!   inode number and chunk index — inode numbers are blob ids, never reused, so no
+//!   generation is needed — in one LRU behind a mutex that is never held across I/O. They
+//!   do not belong to an open: a file's clean chunks stay cached after its last close (its
+//!   dirty data is written back at close, so they match the device) and serve the next open,
+//!   as a page cache does. They are dropped when the blob is deleted (unlink, rmdir, rename
+//!   over a closed file; an orphan's at its last close) and at unmount. Filled by
+//!   read-ahead, by [`crate::FileHandle::readahead`] hints, and by random-read misses: at
+//!   once while the cache has room, and under memory pressure only on a second miss of the
+//!   same chunk (a small per-open ghost list), so one-off random reads then go straight to
+//!   the device and do not evict. Flushes patch the chunks they overlap (a failed write
+//!   drops them), and keep the chunks they wrote whole (write-through, as a page cache keeps
+//!   what was just written): chunk-aligned 64 KiB pieces of the written range, and its last
+//!   piece when it ends the file (zeroes after), while the cache has room — never evicting
+//!   anything for them, and not when the flush itself is reclaiming memory. Truncate drops
+//!   the chunks past the new size and zeroes the tail of the last one. Every write reaches
+//!   the device through an open inode's flush, so this keeps chunks coherent across opens.
 //! - **Read-ahead**: a read that starts where the previous one ended is sequential; the
 //!   window starts at [`RA_MIN`] and doubles to [`RA_MAX`]. A sequential read that misses
 //!   fetches the whole window from the first missing chunk, every contiguous run submitted
 //!   at once on one [`oxblob_blobstore::BsChannel`] and reaped together.
 //!
 //! Global: [`Cache`] counts the bytes held (buffer capacities and chunks) in an atomic.
-//! Going over the bound reclaims from other files first — clean chunks, then (for writers)
-//! dirty buffers, each victim only if its lock is free right now (`try_lock`), so eviction
-//! never waits on another file's I/O — and then from the caller's own file. The registry of
-//! files holding cache memory is a map behind a mutex taken only to list victims.
+//! Going over the bound reclaims the mount's least recently used clean chunks first (open
+//! files' or not), then (for writers) other files' dirty buffers, each victim only if its
+//! lock is free right now (`try_lock`), so eviction never waits on another file's I/O — and
+//! then the caller's own buffer. The registry of open files holding write-behind buffers is
+//! a map behind a mutex taken only to list victims.
 
 use crate::file::OpenInode;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -61,16 +70,103 @@ impl Wb {
     }
 }
 
-/// One cached chunk.
+/// One cached chunk and its LRU stamp.
 struct Chunk {
     data: Box<[u8]>,
-    used: u64,
+    stamp: u64,
 }
 
-/// A file's clean chunks and read-ahead state (behind the inode's read-state mutex).
+/// The mount's clean chunks, keyed by inode number (a blob id, never reused, so a key never
+/// names another file's bytes) and chunk index, with one LRU order over all of them.
+#[derive(Default)]
+struct Clean {
+    files: HashMap<u64, HashMap<u64, Chunk>>,
+    /// Stamp → (inode, chunk): oldest first.
+    lru: BTreeMap<u64, (u64, u64)>,
+    stamp: u64,
+}
+
+impl Clean {
+    fn next_stamp(&mut self) -> u64 {
+        self.stamp += 1;
+        self.stamp
+    }
+
+    fn contains(&self, ino: u64, c: u64) -> bool {
+        self.files.get(&ino).is_some_and(|f| f.contains_key(&c))
+    }
+
+    /// Chunk `c` of `ino`, made the most recently used.
+    fn touch(&mut self, ino: u64, c: u64) -> Option<&mut Chunk> {
+        let stamp = self.next_stamp();
+        let ch = self.files.get_mut(&ino)?.get_mut(&c)?;
+        self.lru.remove(&ch.stamp);
+        self.lru.insert(stamp, (ino, c));
+        ch.stamp = stamp;
+        Some(ch)
+    }
+
+    fn put(&mut self, ino: u64, c: u64, data: Box<[u8]>) {
+        let stamp = self.next_stamp();
+        self.lru.insert(stamp, (ino, c));
+        if let Some(old) = self
+            .files
+            .entry(ino)
+            .or_default()
+            .insert(c, Chunk { data, stamp })
+        {
+            self.lru.remove(&old.stamp);
+        }
+    }
+
+    /// Removes chunk `c` of `ino`; returns the bytes it held.
+    fn remove(&mut self, ino: u64, c: u64) -> u64 {
+        let Some(f) = self.files.get_mut(&ino) else {
+            return 0;
+        };
+        let Some(ch) = f.remove(&c) else {
+            return 0;
+        };
+        if f.is_empty() {
+            self.files.remove(&ino);
+        }
+        self.lru.remove(&ch.stamp);
+        ch.data.len() as u64
+    }
+
+    /// Drops the least recently used chunk of the mount; returns the bytes released.
+    fn pop_lru(&mut self) -> u64 {
+        let Some((_, (ino, c))) = self.lru.pop_first() else {
+            return 0;
+        };
+        let Some(f) = self.files.get_mut(&ino) else {
+            return 0;
+        };
+        let n = f.remove(&c).map_or(0, |ch| ch.data.len() as u64);
+        if f.is_empty() {
+            self.files.remove(&ino);
+        }
+        n
+    }
+
+    /// Drops every chunk of `ino`; returns the bytes released.
+    fn drop_file(&mut self, ino: u64) -> u64 {
+        let Some(f) = self.files.remove(&ino) else {
+            return 0;
+        };
+        let mut n = 0;
+        for ch in f.into_values() {
+            self.lru.remove(&ch.stamp);
+            n += ch.data.len() as u64;
+        }
+        n
+    }
+}
+
+/// An open file's read-ahead state and recent random misses (behind the inode's read-state
+/// mutex). Its clean chunks are the mount's ([`Cache`]), and outlive the open.
 #[derive(Default)]
 pub(crate) struct ReadState {
-    chunks: HashMap<u64, Chunk>,
     ghosts: VecDeque<u64>,
     /// Where the next sequential read starts.
     pub(crate) next: u64,
@@ -79,33 +175,6 @@ pub(crate) struct ReadState {
 }
 
 impl ReadState {
-    /// Copies the cached part of chunk `c` overlapping `[from, to)` into `dst` (which holds
-    /// `[from, to)`); false if the chunk is not cached.
-    pub(crate) fn copy_out(
-        &mut self,
-        c: u64,
-        tick: u64,
-        from: u64,
-        to: u64,
-        dst: &mut [u8],
-    ) -> bool {
-        let Some(ch) = self.chunks.get_mut(&c) else {
-            return false;
-        };
-        ch.used = tick;
-        let base = c * CHUNK;
-        let (s, e) = (from.max(base), to.min(base + CHUNK));
-        if s < e {
-            dst[(s - from) as usize..(e - from) as usize]
-                .copy_from_slice(&ch.data[(s - base) as usize..(e - base) as usize]);
-        }
-        true
-    }
-
-    pub(crate) fn contains(&self, c: u64) -> bool {
-        self.chunks.contains_key(&c)
-    }
-
     /// Records a random miss of chunk `c`; true if it was missed recently (cache it now).
     pub(crate) fn ghost_hit(&mut self, c: u64) -> bool {
         if let Some(i) = self.ghosts.iter().position(|&g| g == c) {
@@ -118,122 +187,17 @@ impl ReadState {
         self.ghosts.push_back(c);
         false
     }
-
-    /// Inserts chunk `c` if the bound allows (evicting this file's least recently used
-    /// chunks first). Returns (bytes charged, bytes released by eviction).
-    pub(crate) fn insert(&mut self, cache: &Cache, c: u64, data: Box<[u8]>) -> (u64, u64) {
-        if self.chunks.contains_key(&c) {
-            return (0, 0);
-        }
-        let n = data.len() as u64;
-        let mut freed = 0;
-        while cache.used() + n > cache.limit {
-            let f = self.evict_oldest(cache);
-            if f == 0 {
-                return (0, freed);
-            }
-            freed += f;
-        }
-        cache.charge(n);
-        self.chunks.insert(
-            c,
-            Chunk {
-                data,
-                used: cache.tick(),
-            },
-        );
-        (n, freed)
-    }
-
-    /// Inserts chunk `c` only if it fits under the bound as things are (no eviction: used
-    /// for data just written, which must not push out what readers cached). Returns the
-    /// bytes charged.
-    pub(crate) fn insert_if_room(&mut self, cache: &Cache, c: u64, data: Box<[u8]>) -> u64 {
-        let n = data.len() as u64;
-        if self.chunks.contains_key(&c) || cache.used() + n > cache.limit {
-            return 0;
-        }
-        cache.charge(n);
-        self.chunks.insert(
-            c,
-            Chunk {
-                data,
-                used: cache.tick(),
-            },
-        );
-        n
-    }
-
-    /// Drops the least recently used chunk; returns the bytes released.
-    pub(crate) fn evict_oldest(&mut self, cache: &Cache) -> u64 {
-        let Some((&c, _)) = self.chunks.iter().min_by_key(|(_, ch)| ch.used) else {
-            return 0;
-        };
-        self.chunks.remove(&c).map_or(0, |ch| {
-            let n = ch.data.len() as u64;
-            cache.release(n);
-            n
-        })
-    }
-
-    /// Copies `data` (the new device bytes of `[off, off + len)`) into the cached chunks it
-    /// overlaps.
-    pub(crate) fn patch(&mut self, off: u64, data: &[u8]) {
-        if self.chunks.is_empty() || data.is_empty() {
-            return;
-        }
-        let end = off + data.len() as u64;
-        for c in off / CHUNK..=(end - 1) / CHUNK {
-            if let Some(ch) = self.chunks.get_mut(&c) {
-                let base = c * CHUNK;
-                let (s, e) = (off.max(base), end.min(base + CHUNK));
-                ch.data[(s - base) as usize..(e - base) as usize]
-                    .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
-            }
-        }
-    }
-
-    /// The file is now `size` bytes long: bytes at or past it read as zeroes. Returns bytes
-    /// released.
-    pub(crate) fn cut(&mut self, cache: &Cache, size: u64) -> u64 {
-        let first = size.div_ceil(CHUNK);
-        let gone: Vec<u64> = self
-            .chunks
-            .keys()
-            .copied()
-            .filter(|&c| c >= first)
-            .collect();
-        let mut freed = 0;
-        for c in gone {
-            if let Some(ch) = self.chunks.remove(&c) {
-                freed += ch.data.len() as u64;
-            }
-        }
-        if size % CHUNK != 0 {
-            if let Some(ch) = self.chunks.get_mut(&(size / CHUNK)) {
-                ch.data[(size % CHUNK) as usize..].fill(0);
-            }
-        }
-        cache.release(freed);
-        freed
-    }
-
-    /// Drops every chunk; returns bytes released.
-    pub(crate) fn clear(&mut self, cache: &Cache) -> u64 {
-        let freed: u64 = self.chunks.values().map(|c| c.data.len() as u64).sum();
-        self.chunks.clear();
-        self.ghosts.clear();
-        cache.release(freed);
-        freed
-    }
 }
 
-/// The mount-wide cache accounting and the registry of files holding cache memory.
+/// The mount-wide cache: accounting, the clean chunks of every file (open or not), and the
+/// registry of open files holding write-behind buffers.
 pub(crate) struct Cache {
     /// The bound in bytes; 0 disables the cache (every read and write goes to the device).
     pub(crate) limit: u64,
     used: AtomicU64,
-    clock: AtomicU64,
+    /// Clean chunks; the mutex is never held across I/O. Lock order: an inode's `data`,
+    /// then its read state, then this.
+    clean: Mutex<Clean>,
     files: Mutex<HashMap<u64, Weak<OpenInode>>>,
 }
 
@@ -242,7 +206,7 @@ impl Cache {
         Cache {
             limit,
             used: AtomicU64::new(0),
-            clock: AtomicU64::new(1),
+            clean: Mutex::new(Clean::default()),
             files: Mutex::new(HashMap::new()),
         }
     }
@@ -291,16 +255,190 @@ impl Cache {
             });
     }
 
-    /// A logical clock for LRU stamps.
-    pub(crate) fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed)
+    fn clean(&self) -> std::sync::MutexGuard<'_, Clean> {
+        self.clean.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies the cached parts of chunks `c0..=c1` of `ino` overlapping `[from, to)` into
+    /// `dst` (which holds `[from, to)`), marking them used; returns the chunks not cached.
+    pub(crate) fn copy_out(
+        &self,
+        ino: u64,
+        c0: u64,
+        c1: u64,
+        from: u64,
+        to: u64,
+        dst: &mut [u8],
+    ) -> Vec<u64> {
+        let mut misses = Vec::new();
+        let mut cl = self.clean();
+        for c in c0..=c1 {
+            let Some(ch) = cl.touch(ino, c) else {
+                misses.push(c);
+                continue;
+            };
+            let base = c * CHUNK;
+            let (s, e) = (from.max(base), to.min(base + CHUNK));
+            if s < e {
+                dst[(s - from) as usize..(e - from) as usize]
+                    .copy_from_slice(&ch.data[(s - base) as usize..(e - base) as usize]);
+            }
+        }
+        misses
+    }
+
+    /// Which of `cs` are not cached for `ino`.
+    pub(crate) fn missing(&self, ino: u64, cs: impl Iterator<Item = u64>) -> Vec<u64> {
+        let cl = self.clean();
+        cs.filter(|&c| !cl.contains(ino, c)).collect()
+    }
+
+    /// Inserts chunks of `ino`, evicting the mount's least recently used chunks while over
+    /// the bound; a chunk that cannot fit (the rest is write-behind memory) is not kept.
+    pub(crate) fn insert(&self, ino: u64, chunks: Vec<(u64, Box<[u8]>)>) {
+        let mut cl = self.clean();
+        for (c, data) in chunks {
+            if cl.contains(ino, c) {
+                continue;
+            }
+            let n = data.len() as u64;
+            let mut fits = true;
+            while self.used() + n > self.limit {
+                let f = cl.pop_lru();
+                if f == 0 {
+                    fits = false;
+                    break;
+                }
+                self.release(f);
+            }
+            if !fits {
+                break;
+            }
+            self.charge(n);
+            cl.put(ino, c, data);
+        }
+    }
+
+    /// Whether chunk `c` of `ino` is cached.
+    pub(crate) fn contains(&self, ino: u64, c: u64) -> bool {
+        self.clean().contains(ino, c)
+    }
+
+    /// Inserts chunk `c` of `ino` only if it fits under the bound as things are (no
+    /// eviction: used for data just written, which must not push out what readers cached).
+    /// False if it did not fit.
+    pub(crate) fn insert_if_room(&self, ino: u64, c: u64, data: Box<[u8]>) -> bool {
+        let n = data.len() as u64;
+        let mut cl = self.clean();
+        if cl.contains(ino, c) {
+            return true;
+        }
+        if self.used() + n > self.limit {
+            return false;
+        }
+        self.charge(n);
+        cl.put(ino, c, data);
+        true
+    }
+
+    /// Drops the mount's least recently used clean chunks until `want` more bytes fit under
+    /// the bound or none are left.
+    fn evict_clean(&self, want: u64) {
+        let mut cl = self.clean();
+        while self.used() + want > self.limit {
+            let f = cl.pop_lru();
+            if f == 0 {
+                break;
+            }
+            self.release(f);
+        }
+    }
+
+    /// Copies `data` (the new device bytes of `[off, off + len)` of `ino`) into the cached
+    /// chunks it overlaps.
+    pub(crate) fn patch(&self, ino: u64, off: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let mut cl = self.clean();
+        let Some(f) = cl.files.get_mut(&ino) else {
+            return;
+        };
+        let end = off + data.len() as u64;
+        for c in off / CHUNK..=(end - 1) / CHUNK {
+            if let Some(ch) = f.get_mut(&c) {
+                let base = c * CHUNK;
+                let (s, e) = (off.max(base), end.min(base + CHUNK));
+                ch.data[(s - base) as usize..(e - base) as usize]
+                    .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
+            }
+        }
+    }
+
+    /// Drops the chunks of `ino` overlapping `[off, off + len)` (a write whose outcome on the
+    /// device is unknown).
+    pub(crate) fn forget(&self, ino: u64, off: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let mut cl = self.clean();
+        let mut freed = 0;
+        for c in off / CHUNK..=(off + len - 1) / CHUNK {
+            freed += cl.remove(ino, c);
+        }
+        self.release(freed);
+    }
+
+    /// File `ino` is now `size` bytes long: chunks past it are dropped, and the bytes at or
+    /// past it in its last chunk read as zeroes.
+    pub(crate) fn cut(&self, ino: u64, size: u64) {
+        let mut cl = self.clean();
+        let first = size.div_ceil(CHUNK);
+        let gone: Vec<u64> = cl
+            .files
+            .get(&ino)
+            .map(|f| f.keys().copied().filter(|&c| c >= first).collect())
+            .unwrap_or_default();
+        let mut freed = 0;
+        for c in gone {
+            freed += cl.remove(ino, c);
+        }
+        if size % CHUNK != 0 {
+            if let Some(ch) = cl
+                .files
+                .get_mut(&ino)
+                .and_then(|f| f.get_mut(&(size / CHUNK)))
+            {
+                ch.data[(size % CHUNK) as usize..].fill(0);
+            }
+        }
+        self.release(freed);
+    }
+
+    /// Drops every chunk of `ino` (its blob is deleted).
+    pub(crate) fn drop_file(&self, ino: u64) {
+        let freed = self.clean().drop_file(ino);
+        self.release(freed);
+    }
+
+    /// Drops every clean chunk (unmount).
+    pub(crate) fn clear_clean(&self) {
+        let mut cl = self.clean();
+        let freed: u64 = cl
+            .files
+            .values()
+            .flat_map(|f| f.values())
+            .map(|ch| ch.data.len() as u64)
+            .sum();
+        *cl = Clean::default();
+        self.release(freed);
     }
 
     fn files(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<OpenInode>>> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Lists `inode` as holding cache memory (idempotent).
+    /// Lists `inode` as holding a write-behind buffer (idempotent).
     pub(crate) fn register(&self, inode: &Arc<OpenInode>) {
         self.files()
             .entry(inode.ino())
@@ -311,12 +449,17 @@ impl Cache {
         self.files().remove(&ino);
     }
 
-    /// Frees memory held by files other than `me` until `want` more bytes fit under the
-    /// bound: clean chunks first, then (with `flush_dirty`) write-behind buffers. Victims are
-    /// taken largest first and only if their locks are free right now.
+    /// Frees memory until `want` more bytes fit under the bound: the mount's least recently
+    /// used clean chunks first (any file's, open or closed), then (with `flush_dirty`) the
+    /// write-behind buffers of files other than `me`, largest first and only if their locks
+    /// are free right now.
     pub(crate) fn reclaim(&self, fs: &crate::fs::FsInner, me: u64, want: u64, flush_dirty: bool) {
         let fits = |c: &Cache| c.used() + want <= c.limit;
         if fits(self) {
+            return;
+        }
+        self.evict_clean(want);
+        if fits(self) || !flush_dirty {
             return;
         }
         let mut victims: Vec<Arc<OpenInode>> = self
@@ -327,22 +470,10 @@ impl Cache {
             .collect();
         victims.sort_by_key(|v| std::cmp::Reverse(v.cached_bytes()));
         for v in &victims {
-            while !fits(self) {
-                if v.try_evict_clean(self) == 0 {
-                    break;
-                }
-            }
             if fits(self) {
                 return;
             }
-        }
-        if flush_dirty {
-            for v in &victims {
-                if fits(self) {
-                    return;
-                }
-                v.try_flush(fs);
-            }
+            v.try_flush(fs);
         }
     }
 }

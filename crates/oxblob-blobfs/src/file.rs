@@ -40,10 +40,11 @@ pub(crate) struct OpenInode {
     ctime: AtomicU64,
     orphan: AtomicBool,
     data: RwLock<Data>,
-    /// Clean chunks and read-ahead state; never held across I/O. Lock order: `data`, then
-    /// this.
+    /// Read-ahead state and recent misses; never held across I/O. Lock order: `data`, then
+    /// this, then the mount's clean chunks. (The chunks themselves are the mount's, keyed by
+    /// inode number: they outlive this open.)
     rs: Mutex<ReadState>,
-    /// Bytes of cache memory this file holds (buffer capacity plus chunks), for eviction.
+    /// Bytes of write-behind buffer this file holds, for eviction.
     cached: AtomicU64,
 }
 
@@ -197,19 +198,6 @@ impl OpenInode {
             });
     }
 
-    /// Eviction by another file: drops this file's least recently used clean chunk if its
-    /// read state is free right now. Returns bytes released.
-    pub(crate) fn try_evict_clean(&self, cache: &crate::cache::Cache) -> u64 {
-        let mut rs = match self.rs.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return 0,
-        };
-        let n = rs.evict_oldest(cache);
-        self.sub_cached(n);
-        n
-    }
-
     /// Eviction by another file: writes this file's write-behind buffer to the device if its
     /// data lock is free right now. A failed write keeps the buffer (the next fsync reports
     /// the error).
@@ -259,21 +247,19 @@ impl OpenInode {
             return Err(gone(path));
         };
         if let Err(e) = Self::write_clusters(fs, blob, wb.start, &wb.data, d.dsize, path) {
+            // What reached the device is unknown: cached chunks of the range go.
+            fs.cache.forget(self.ino, wb.start, wb.data.len() as u64);
             d.wb = Some(wb);
             return Err(e);
         }
         d.dsize = d.dsize.max(wb.end());
-        self.rs().patch(wb.start, &wb.data);
+        fs.cache.patch(self.ino, wb.start, &wb.data);
         let cap = wb.data.capacity() as u64;
         fs.cache.release(cap);
         self.sub_cached(cap);
         if keep {
             // The buffer's memory is released first: it turns into (at most) as many chunks.
-            // The inode stays registered (it was when it grew the buffer), so `cached` only.
-            let n = self.keep_written(fs, wb.start, &wb.data, d.dsize);
-            if n > 0 {
-                self.cached.fetch_add(n, Ordering::AcqRel);
-            }
+            self.keep_written(fs, wb.start, &wb.data, d.dsize);
         }
         Ok(())
     }
@@ -282,22 +268,19 @@ impl OpenInode {
     /// up to `dsize`), keeps the chunks it fully determines and that are not cached yet —
     /// those it covers whole, and the one it ends in when it ends at `dsize` (zeroes past
     /// it) — while each fits under the bound; nothing is evicted for them. Chunks already
-    /// cached were patched by the caller. Returns the bytes charged (the caller adds them to
-    /// the file's `cached`).
-    fn keep_written(&self, fs: &FsInner, off: u64, data: &[u8], dsize: u64) -> u64 {
+    /// cached were patched by the caller.
+    fn keep_written(&self, fs: &FsInner, off: u64, data: &[u8], dsize: u64) {
         let end = off + data.len() as u64;
         if data.is_empty() || fs.cache.ra_max() == 0 {
-            return 0;
+            return;
         }
-        let mut added = 0;
-        let mut rs = self.rs();
         for c in off.div_ceil(CHUNK)..end.div_ceil(CHUNK) {
             let base = c * CHUNK;
             let stop = (base + CHUNK).min(end);
             if stop < (base + CHUNK).min(dsize) {
                 break; // the last piece, with device bytes after it that are not in `data`
             }
-            if rs.contains(c) {
+            if fs.cache.contains(self.ino, c) {
                 continue;
             }
             if fs.cache.used() + CHUNK > fs.cache.limit {
@@ -306,21 +289,23 @@ impl OpenInode {
             let mut chunk = vec![0u8; CHUNK as usize].into_boxed_slice();
             chunk[..(stop - base) as usize]
                 .copy_from_slice(&data[(base - off) as usize..(stop - off) as usize]);
-            added += rs.insert_if_room(&fs.cache, c, chunk);
+            if !fs.cache.insert_if_room(self.ino, c, chunk) {
+                break;
+            }
         }
-        added
     }
 
-    /// Drops the write-behind buffer and the clean chunks without writing anything (the
-    /// file is gone, or was persisted).
-    fn discard_cache(&self, fs: &FsInner, d: &mut Data) {
+    /// Drops the write-behind buffer without writing it (the file is gone, or was
+    /// persisted), and with `keep_clean` false the file's clean chunks (its blob is deleted).
+    fn discard_cache(&self, fs: &FsInner, d: &mut Data, keep_clean: bool) {
         if let Some(wb) = d.wb.take() {
             let cap = wb.data.capacity() as u64;
             fs.cache.release(cap);
             self.sub_cached(cap);
         }
-        let n = self.rs().clear(&fs.cache);
-        self.sub_cached(n);
+        if !keep_clean {
+            fs.cache.drop_file(self.ino);
+        }
         fs.cache.unregister(self.ino);
     }
 
@@ -361,11 +346,13 @@ impl OpenInode {
     }
 
     /// Drops the blob handle (after the last close), syncing it if still dirty, and the
-    /// file's cache memory (unwritten buffered data is dropped: the file was persisted by its
-    /// close, or it is an orphan and deleted).
-    pub(crate) fn release_blob(&self, fs: &FsInner) {
+    /// file's write-behind buffer (unwritten buffered data is dropped: the file was persisted
+    /// by its close, or it is an orphan and deleted). With `keep_clean` the file's clean
+    /// chunks stay cached (they match the device, like a page cache after close); without
+    /// (an orphan, unmount) they are dropped.
+    pub(crate) fn release_blob(&self, fs: &FsInner, keep_clean: bool) {
         let mut d = self.write_lock();
-        self.discard_cache(fs, &mut d);
+        self.discard_cache(fs, &mut d, keep_clean);
         if let Some(b) = d.blob.take() {
             if b.is_dirty() {
                 // Best effort: `unload` writes dirty blobs anyway.
@@ -381,7 +368,7 @@ impl OpenInode {
             // Deferred: the unload's checkpoint makes it durable.
             self.persist(fs, &mut d, "", Durability::Deferred)
         };
-        self.release_blob(fs);
+        self.release_blob(fs, false);
         r
     }
 
@@ -549,7 +536,6 @@ impl OpenInode {
         let ra_max = fs.cache.ra_max();
         {
             let mut rs = self.rs();
-            let tick = fs.cache.tick();
             let seq = offset == rs.next;
             rs.window = match (seq, rs.window) {
                 (false, _) => 0,
@@ -560,25 +546,22 @@ impl OpenInode {
             // Room for every chunk of this read: random misses are cached at once. Under
             // pressure only a second miss of the same chunk is (one-off reads must not evict).
             let room = fs.cache.used() + (c1 - c0 + 1) * CHUNK <= fs.cache.limit;
-            let mut first_miss = None;
-            for c in c0..=c1 {
-                if !rs.copy_out(c, tick, offset, end, buf) {
-                    first_miss.get_or_insert(c);
-                    if !seq {
-                        if room || rs.ghost_hit(c) {
-                            fetch.push(c);
-                        } else {
-                            direct.push(c);
-                        }
+            let misses = fs.cache.copy_out(self.ino, c0, c1, offset, end, buf);
+            if !seq {
+                for &c in &misses {
+                    if room || rs.ghost_hit(c) {
+                        fetch.push(c);
+                    } else {
+                        direct.push(c);
                     }
                 }
             }
-            if let (true, Some(fm)) = (seq, first_miss) {
+            if let (true, Some(&fm)) = (seq, misses.first()) {
                 let wend = (fm * CHUNK + rs.window)
                     .div_ceil(CHUNK)
                     .max(c1 + 1)
                     .min(last + 1);
-                fetch.extend((fm..wend).filter(|&c| !rs.contains(c)));
+                fetch.extend(fs.cache.missing(self.ino, fm..wend));
             }
         }
         if fetch.is_empty() && direct.is_empty() {
@@ -621,19 +604,7 @@ impl OpenInode {
         if chunks.is_empty() {
             return Ok(());
         }
-        let want = chunks.len() as u64 * CHUNK;
-        fs.cache.reclaim(fs, self.ino, want, false);
-        let (mut added, mut freed) = (0, 0);
-        {
-            let mut rs = self.rs();
-            for (c, data) in chunks {
-                let (a, f) = rs.insert(&fs.cache, c, data);
-                added += a;
-                freed += f;
-            }
-        }
-        self.sub_cached(freed);
-        self.add_cached(fs, added);
+        fs.cache.insert(self.ino, chunks);
         Ok(())
     }
 
@@ -655,12 +626,9 @@ impl OpenInode {
         if offset >= end {
             return Ok(());
         }
-        let fetch: Vec<u64> = {
-            let rs = self.rs();
-            (offset / CHUNK..=(end - 1) / CHUNK)
-                .filter(|&c| !rs.contains(c))
-                .collect()
-        };
+        let fetch = fs
+            .cache
+            .missing(self.ino, offset / CHUNK..=(end - 1) / CHUNK);
         let want = fetch.len() as u64 * CHUNK;
         if fetch.is_empty() || fs.cache.used() + want > fs.cache.limit {
             return Ok(());
@@ -670,23 +638,17 @@ impl OpenInode {
             .map(|r| (r.0 * CHUNK, r.1 * CHUNK))
             .collect();
         let got = Self::read_ranges(fs, blob, &ranges, path)?;
-        let (mut added, mut freed) = (0, 0);
-        {
-            let mut rs = self.rs();
-            for &c in &fetch {
-                let base = c * CHUNK;
-                let mut data = vec![0u8; CHUNK as usize].into_boxed_slice();
-                copy_from(&got, base, &mut data);
-                if dsize < base + CHUNK {
-                    data[(dsize - base) as usize..].fill(0);
-                }
-                let (a, f) = rs.insert(&fs.cache, c, data);
-                added += a;
-                freed += f;
+        let mut chunks = Vec::with_capacity(fetch.len());
+        for &c in &fetch {
+            let base = c * CHUNK;
+            let mut data = vec![0u8; CHUNK as usize].into_boxed_slice();
+            copy_from(&got, base, &mut data);
+            if dsize < base + CHUNK {
+                data[(dsize - base) as usize..].fill(0);
             }
+            chunks.push((c, data));
         }
-        self.sub_cached(freed);
-        self.add_cached(fs, added);
+        fs.cache.insert(self.ino, chunks);
         Ok(())
     }
 
@@ -919,11 +881,13 @@ impl OpenInode {
         if len >= wb_max {
             self.flush_wb(fs, d, path)?;
             let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
-            Self::write_clusters(fs, blob, off, data, d.dsize, path)?;
+            if let Err(e) = Self::write_clusters(fs, blob, off, data, d.dsize, path) {
+                fs.cache.forget(self.ino, off, len);
+                return Err(e);
+            }
             d.dsize = d.dsize.max(end);
-            self.rs().patch(off, data);
-            let n = self.keep_written(fs, off, data, d.dsize);
-            self.add_cached(fs, n);
+            fs.cache.patch(self.ino, off, data);
+            self.keep_written(fs, off, data, d.dsize);
             return Ok(());
         }
         let fits =
@@ -955,24 +919,10 @@ impl OpenInode {
         Ok(())
     }
 
-    /// Over the memory bound with the data lock held: reclaim from other files (clean, then
-    /// dirty), then this file's clean chunks, then its write-behind buffer.
+    /// Over the memory bound with the data lock held: reclaim the mount's clean chunks
+    /// (least recently used first), then other files' write-behind buffers, then this file's.
     fn make_room(self: &Arc<Self>, fs: &FsInner, d: &mut Data, path: &str) -> Result<()> {
         fs.cache.reclaim(fs, self.ino, 0, true);
-        if fs.cache.over() {
-            let mut freed = 0;
-            {
-                let mut rs = self.rs();
-                while fs.cache.over() {
-                    let f = rs.evict_oldest(&fs.cache);
-                    if f == 0 {
-                        break;
-                    }
-                    freed += f;
-                }
-            }
-            self.sub_cached(freed);
-        }
         if fs.cache.over() {
             self.flush_wb_as(fs, d, path, false)?;
         }
@@ -1091,8 +1041,7 @@ impl OpenInode {
                 }
             }
             d.dsize = new;
-            let freed = self.rs().cut(&fs.cache, new);
-            self.sub_cached(freed);
+            fs.cache.cut(self.ino, new);
         }
         let now = now_ns();
         self.size.store(new, Ordering::Release);

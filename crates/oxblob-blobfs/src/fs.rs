@@ -779,6 +779,7 @@ impl BlobFs {
             }
         }
         ns.open.clear();
+        self.inner.cache.clear_clean();
         self.inner.unmounted.store(true, Ordering::Release);
         lock(&self.inner.chans).clear();
         lock(&self.inner.raw).clear();
@@ -1026,6 +1027,7 @@ impl BlobFs {
         ns.unlink_entry(dir, name);
         ns.dirs.remove(&ino);
         ns.inodes.remove(&ino);
+        fs.cache.drop_file(ino);
         Ok(())
     }
 
@@ -1059,7 +1061,7 @@ impl BlobFs {
             Ok(())
         })?;
         ns.unlink_entry(dir, name);
-        finish_drop(&mut ns, ino, open);
+        finish_drop(fs, &mut ns, ino, open);
         Ok(())
     }
 
@@ -1158,7 +1160,7 @@ impl BlobFs {
         })?;
         if let Some(tino) = target {
             ns.unlink_entry(ddir, dname);
-            finish_drop(&mut ns, tino, topen);
+            finish_drop(fs, &mut ns, tino, topen);
         }
         ns.unlink_entry(sdir, sname);
         let dname: Arc<str> = Arc::from(dname);
@@ -1303,8 +1305,9 @@ fn drop_target(t: &mut Txn, ino: u64, open: bool) {
     }
 }
 
-/// After the transaction of [`drop_target`]: update the in-memory tables.
-fn finish_drop(ns: &mut Ns, ino: u64, open: Option<Arc<OpenInode>>) {
+/// After the transaction of [`drop_target`]: update the in-memory tables. A deleted file's
+/// clean chunks are dropped now; an orphan's at its last close.
+fn finish_drop(fs: &FsInner, ns: &mut Ns, ino: u64, open: Option<Arc<OpenInode>>) {
     match open {
         Some(oi) => {
             oi.mark_orphan();
@@ -1315,6 +1318,7 @@ fn finish_drop(ns: &mut Ns, ino: u64, open: Option<Arc<OpenInode>>) {
         }
         None => {
             ns.inodes.remove(&ino);
+            fs.cache.drop_file(ino);
         }
     }
 }
@@ -1335,7 +1339,9 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
     };
     let (size, mtime, ctime) = e.inode.times_and_size();
     let orphan = e.inode.is_orphan();
-    e.inode.release_blob(fs);
+    // A closed file's clean chunks stay cached (they match the device); an orphan's go with
+    // its blob.
+    e.inode.release_blob(fs, !orphan);
     if orphan {
         ns.inodes.remove(&ino);
         if !fs.read_only {
