@@ -10,15 +10,10 @@
 //! capacity); channels share only the `File`. There is no lock anywhere on the I/O path.
 //! In-flight requests live in a slab whose slot index is the SQE's `user_data`; the slot owns
 //! the [`IoOp`] (and the iovec array of a vectored request), so every buffer stays alive and at
-//! the same address while the kernel uses it. [`IoChannel::submit`] writes an SQE into the shared
-//! ring memory; when the channel is idle (nothing submitted to the kernel is still in flight) it
-//! makes no system call, so at queue depth 1 the request is submitted by the same
-//! `io_uring_enter` that waits for it. When requests are already in flight it submits the new
-//! one at once (one `io_uring_enter` without waiting), as fio's io_uring engine does: holding
-//! the requests refilled after a reap until the next [`IoChannel::poll`] delays each by the
-//! time it takes to handle the whole batch, and on a virtio disk at QD32 cost ~15-20% of the
-//! IOPS. [`IoChannel::poll`] makes one `io_uring_enter` that submits anything still queued and
-//! waits for `min` completions, then reaps every completion available.
+//! the same address while the kernel uses it. [`IoChannel::submit`] only writes an SQE into the
+//! shared ring memory (no system call); [`IoChannel::poll`] makes one `io_uring_enter` that
+//! submits everything queued and waits for `min` completions, then reaps every completion
+//! available — batching both ways, as fio does.
 //!
 //! Reads and writes use `IORING_OP_READ`/`WRITE` (`READV`/`WRITEV` for vectored requests); a
 //! short transfer is resubmitted for the remainder, and a transfer of zero bytes fails with
@@ -514,8 +509,6 @@ impl IoChannel for UringChannel {
             done: 0,
             zero,
         });
-        // Requests the kernel already has, not counting SQEs still waiting in the ring.
-        let busy = self.in_flight > self.unsubmitted;
         self.in_flight += 1;
         if let Err(e) = self.push(idx) {
             let offset;
@@ -539,13 +532,6 @@ impl IoChannel for UringChannel {
                 },
                 op,
             });
-        }
-        if busy {
-            // The SQE is in the ring either way: if this enter fails, the next `poll` submits
-            // it and reports the error.
-            if self.ring.submit().is_ok() {
-                self.unsubmitted = 0;
-            }
         }
         Ok(())
     }
