@@ -454,6 +454,22 @@ impl Ns {
         }
     }
 
+    /// [`Ns::resolve`] of an entry that must exist: its directory, name and inode. `missing`
+    /// describes it in the `NotFound` error ("no such file", "no such directory", ...).
+    pub(crate) fn resolve_existing<'a>(
+        &self,
+        root: u64,
+        loc: Loc<'a>,
+        path: &str,
+        missing: &str,
+    ) -> Result<(u64, &'a str, u64)> {
+        let (dir, name) = self.resolve(root, loc, path)?;
+        let ino = self
+            .child(dir, name)
+            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, missing))?;
+        Ok((dir, name, ino))
+    }
+
     pub(crate) fn child(&self, dir: u64, name: &str) -> Option<u64> {
         self.dirs.get(&dir).and_then(|c| c.get(name))
     }
@@ -999,10 +1015,7 @@ impl BlobFs {
         let fs = &self.inner;
         fs.writable(path)?;
         let mut ns = fs.ns_write();
-        let (dir, name) = ns.resolve(fs.root, loc, path)?;
-        let ino = ns
-            .child(dir, name)
-            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, "no such directory"))?;
+        let (dir, name, ino) = ns.resolve_existing(fs.root, loc, path, "no such directory")?;
         match ns.dirs.get(&ino) {
             None => {
                 return Err(FsError::new(
@@ -1044,10 +1057,7 @@ impl BlobFs {
         let fs = &self.inner;
         fs.writable(path)?;
         let mut ns = fs.ns_write();
-        let (dir, name) = ns.resolve(fs.root, loc, path)?;
-        let ino = ns
-            .child(dir, name)
-            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, "no such file"))?;
+        let (dir, name, ino) = ns.resolve_existing(fs.root, loc, path, "no such file")?;
         if ns.dirs.contains_key(&ino) {
             return Err(FsError::new(
                 FsErrorKind::IsADirectory,

@@ -82,10 +82,8 @@ impl BlobFs {
         let path = self.at_path(parent, name);
         fs.live(&path)?;
         let ns = fs.ns_read();
-        let (dir, name) = ns.resolve(fs.root, Loc::At(parent, name), &path)?;
-        let ino = ns
-            .child(dir, name)
-            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, &path, "no such entry"))?;
+        let (_, _, ino) =
+            ns.resolve_existing(fs.root, Loc::At(parent, name), &path, "no such entry")?;
         self.stat_of(&ns, ino, &path)
     }
 
