@@ -30,7 +30,40 @@ struct Data {
     dsize: u64,
     /// Write-behind buffer (cache on, file in clusters).
     wb: Option<Wb>,
+    /// The io-unit block this file last wrote at its unaligned end, as the device holds it
+    /// (offset, bytes): the next append's read-modify-write of that block needs no read.
+    /// Dropped by any other write of the block and by a failed write.
+    tail: Option<(u64, Vec<u8>)>,
+    /// Bytes appended since the size was last committed, with their CRC (see
+    /// [`Appended`]); `None` once anything else changed bytes at or past that size.
+    append: Option<Appended>,
 }
+
+/// The bytes `[from, end)` a file gained by pure appends since its last metadata record
+/// (whose size was `from`), and their CRC-32C. An fsync then commits the new size with a
+/// blobstore data check over exactly those bytes (`Blob::commit_md_checked`): the data and
+/// the record share one flush, and a replay drops the record if the data did not make it.
+#[derive(Debug, Clone, Copy)]
+struct Appended {
+    from: u64,
+    end: u64,
+    crc: u32,
+}
+
+impl Appended {
+    fn at(size: u64) -> Self {
+        Appended {
+            from: size,
+            end: size,
+            crc: 0,
+        }
+    }
+}
+
+/// Largest append an fsync commits with a data check (one flush); larger ones keep the
+/// ordered commit (flush, record, flush), whose extra flush they amortize, and a replay
+/// never reads more than this back per record.
+const CHECKED_APPEND_MAX: u64 = 4 << 20;
 
 /// The in-memory inode of an open file, shared by all its handles.
 pub(crate) struct OpenInode {
@@ -164,6 +197,8 @@ impl OpenInode {
                 size_dirty: false,
                 dsize: meta.size,
                 wb: None,
+                tail: None,
+                append: Some(Appended::at(meta.size)),
             }),
             rs: Mutex::new(ReadState::default()),
             cached: AtomicU64::new(0),
@@ -246,7 +281,9 @@ impl OpenInode {
             d.wb = Some(wb);
             return Err(gone(path));
         };
-        if let Err(e) = Self::write_clusters(fs, blob, wb.start, &wb.data, d.dsize, path) {
+        if let Err(e) =
+            Self::write_clusters(fs, blob, wb.start, &wb.data, d.dsize, &mut d.tail, path)
+        {
             // What reached the device is unknown: cached chunks of the range go.
             fs.cache.forget(self.ino, wb.start, wb.data.len() as u64);
             d.wb = Some(wb);
@@ -403,19 +440,34 @@ impl OpenInode {
         }
         let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
         let bs = |e| FsError::from_bs(e, path);
-        if d.inline.is_none() && d.size_dirty {
+        let (size, mtime, ctime) = self.times_and_size();
+        // An fsync after pure appends: the record carries a check of the appended bytes
+        // instead of waiting for a flush of them (one flush instead of two).
+        let checked = d.append.filter(|a| {
+            dur == Durability::Durable
+                && d.inline.is_none()
+                && d.size_dirty
+                && a.end == size
+                && a.end > a.from
+                && a.end - a.from <= CHECKED_APPEND_MAX
+        });
+        if d.inline.is_none() && d.size_dirty && checked.is_none() {
             fs.flush_device(path)?;
         }
-        let (size, mtime, ctime) = self.times_and_size();
         blob.set_xattr(X_SIZE, &enc_u64(size)).map_err(bs)?;
         blob.set_xattr(X_MTIME, &enc_u64(mtime)).map_err(bs)?;
         blob.set_xattr(X_CTIME, &enc_u64(ctime)).map_err(bs)?;
         if let Some(v) = &d.inline {
             blob.set_internal_xattr(X_INLINE, v).map_err(bs)?;
         }
-        blob.commit_md(dur).map_err(bs)?;
+        match checked {
+            Some(a) => blob.commit_md_checked(a.from, a.end - a.from, a.crc, dur),
+            None => blob.commit_md(dur),
+        }
+        .map_err(bs)?;
         d.meta_dirty = false;
         d.size_dirty = false;
+        d.append = Some(Appended::at(size));
         Ok(())
     }
 
@@ -799,6 +851,8 @@ impl OpenInode {
             blob.remove_internal_xattr(X_INLINE).map_err(bs)?;
             Ok(())
         })();
+        d.tail = None;
+        d.append = None;
         if r.is_err() {
             d.inline = Some(v);
         } else {
@@ -807,6 +861,19 @@ impl OpenInode {
             d.size_dirty = true;
         }
         r
+    }
+
+    /// Before bytes `[off, off + len)` below the size change in place: if a data check in
+    /// the blobstore log covers any of them, a plain record is made durable first (see
+    /// `Blob::commit_md_checked`), else a crash could drop an acknowledged fsync's record.
+    /// Never the case for appends; costs a flush when it is.
+    fn confirm_before_rewrite(d: &Data, off: u64, len: u64, path: &str) -> Result<()> {
+        match d.blob.as_ref() {
+            Some(b) if d.inline.is_none() && b.checked_overlaps(off, len) => {
+                b.confirm_checked().map_err(|e| FsError::from_bs(e, path))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn write(
@@ -833,6 +900,9 @@ impl OpenInode {
         if len == 0 {
             return Ok(off);
         }
+        if off < size {
+            Self::confirm_before_rewrite(&d, off, len, path)?;
+        }
         if d.inline.is_some() && end > INLINE_MAX {
             self.migrate(fs, &mut d, end, path)?;
         }
@@ -846,10 +916,20 @@ impl OpenInode {
         } else if fs.cache.enabled() {
             self.write_cached(fs, &mut d, off, data, path)?;
         } else {
-            let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
-            Self::write_clusters(fs, blob, off, data, size, path)?;
+            let dd = &mut *d;
+            let blob = dd.blob.as_ref().ok_or_else(|| gone(path))?;
+            Self::write_clusters(fs, blob, off, data, size, &mut dd.tail, path)?;
             d.dsize = d.dsize.max(end);
         }
+        d.append = match d.append {
+            Some(mut a) if off == size && a.end == size => {
+                a.crc = crc32c::crc32c_append(a.crc, data);
+                a.end = end;
+                Some(a)
+            }
+            Some(a) if end <= a.from => Some(a),
+            _ => None,
+        };
         let new_size = size.max(end);
         self.size.store(new_size, Ordering::Release);
         self.mtime.store(now_ns(), Ordering::Release);
@@ -881,7 +961,7 @@ impl OpenInode {
         if len >= wb_max {
             self.flush_wb(fs, d, path)?;
             let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
-            if let Err(e) = Self::write_clusters(fs, blob, off, data, d.dsize, path) {
+            if let Err(e) = Self::write_clusters(fs, blob, off, data, d.dsize, &mut d.tail, path) {
                 fs.cache.forget(self.ino, off, len);
                 return Err(e);
             }
@@ -945,14 +1025,22 @@ impl OpenInode {
         }
     }
 
+    /// Writes `data` at `off` (the device valid up to `size`): unaligned edges are
+    /// read-modify-written, the block at the end from `tail` when it holds it; afterwards
+    /// `tail` holds the new end block when the write ends unaligned.
+    #[allow(clippy::too_many_arguments)]
     fn write_clusters(
         fs: &FsInner,
         blob: &Blob,
         off: u64,
         data: &[u8],
         size: u64,
+        tail: &mut Option<(u64, Vec<u8>)>,
         path: &str,
     ) -> Result<()> {
+        // Taken: on any error the device's copy of the block is unknown.
+        let memo = tail.take();
+        let mut last: Option<(u64, Vec<u8>)> = None;
         let bs = |e| FsError::from_bs(e, path);
         let (cs, unit) = (fs.cluster_size, fs.io_unit);
         let end = off + data.len() as u64;
@@ -984,22 +1072,61 @@ impl OpenInode {
                 } else {
                     let u = unit as usize;
                     if s != at {
-                        let b = Self::block(blob, ch, unit, at, size, path)?;
+                        let b = Self::block_memo(memo.as_ref(), blob, ch, unit, at, size, path)?;
                         buf[..u].copy_from_slice(&b);
                     }
                     if e != stop && (stop - unit != at || s == at) {
-                        let b = Self::block(blob, ch, unit, stop - unit, size, path)?;
+                        let b = Self::block_memo(
+                            memo.as_ref(),
+                            blob,
+                            ch,
+                            unit,
+                            stop - unit,
+                            size,
+                            path,
+                        )?;
                         let l = buf.len();
                         buf[l - u..].copy_from_slice(&b);
                     }
                     buf[(s - at) as usize..(e - at) as usize]
                         .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
                     blob.write(ch, at, &buf).map_err(bs)?;
+                    if stop == a1 && end % unit != 0 {
+                        last = Some((stop - unit, buf[buf.len() - u..].to_vec()));
+                    }
                 }
                 at = stop;
             }
             Ok(())
-        })
+        })?;
+        // The block the write ends in; or, when the write ended aligned before a memo'd
+        // block it did not touch, that block is still what the device holds.
+        *tail = last.or_else(|| memo.filter(|(o, _)| *o >= end.div_ceil(unit) * unit));
+        Ok(())
+    }
+
+    /// [`Self::block`], from the memo of the file's end block when it is that block.
+    #[allow(clippy::too_many_arguments)]
+    fn block_memo(
+        memo: Option<&(u64, Vec<u8>)>,
+        blob: &Blob,
+        ch: &mut BsChannel,
+        unit: u64,
+        off: u64,
+        valid: u64,
+        path: &str,
+    ) -> Result<Vec<u8>> {
+        match memo {
+            Some((o, b)) if *o == off && b.len() as u64 == unit => {
+                let mut b = b.clone();
+                let keep = usize::try_from(valid.saturating_sub(off)).unwrap_or(b.len());
+                if keep < b.len() {
+                    b[keep..].fill(0);
+                }
+                Ok(b)
+            }
+            _ => Self::block(blob, ch, unit, off, valid, path),
+        }
     }
 
     fn truncate(&self, fs: &FsInner, new: u64, path: &str) -> Result<()> {
@@ -1008,6 +1135,10 @@ impl OpenInode {
             return Err(gone(path));
         }
         let size = self.size.load(Ordering::Acquire);
+        if new < size {
+            Self::confirm_before_rewrite(&d, new, size - new, path)?;
+        }
+        d.append = None;
         if d.inline.is_some() && new > INLINE_MAX {
             self.migrate(fs, &mut d, new, path)?;
         }
@@ -1020,6 +1151,9 @@ impl OpenInode {
             self.clip_wb(fs, &mut d, new);
             self.flush_wb(fs, &mut d, path)?;
             let ds = d.dsize;
+            if new > ds {
+                d.tail = None;
+            }
             if new != size || ds != new {
                 let blob = d.blob.as_ref().ok_or_else(|| gone(path))?;
                 let bs = |e| FsError::from_bs(e, path);

@@ -178,6 +178,122 @@ impl Blob {
         }
     }
 
+    /// Writes the blob's metadata to the log together with a **data check**: the record
+    /// states that bytes `[offset, offset + len)` of the blob have CRC-32C `crc`, and a
+    /// replay that finds other bytes there skips the record. So the data and the record that
+    /// makes it visible (typically a larger size in an xattr) can share **one** flush: if a
+    /// crash keeps the record but not the data, the record is dropped instead of exposing
+    /// bytes that never reached the media. With `Durable` this costs one record write and one
+    /// flush (group commit), against a flush, a record write and a flush for an ordered
+    /// commit.
+    ///
+    /// The caller's writes of those bytes must have **completed** before the call, and until
+    /// the log holding the record is checkpointed (any later load, or the store's own
+    /// checkpoints), bytes of the range must not be changed in place without
+    /// [`Blob::confirm_checked`] first: a replayed check would then fail and drop an
+    /// acknowledged record. [`Blob::checked_overlaps`] tells whether that applies.
+    /// `len` 0 is a plain [`Blob::commit_md`]. Errors: `InvalidArgument` for a clone, a range
+    /// past the blob or longer than 16 MiB.
+    pub fn commit_md_checked(
+        &self,
+        offset: u64,
+        len: u64,
+        crc: u32,
+        durability: crate::Durability,
+    ) -> Result<()> {
+        self.live()?;
+        if self.inner.read_only {
+            return Ok(());
+        }
+        if len == 0 {
+            return self.commit_md(durability);
+        }
+        let t = {
+            let mut md = self.inner.md_writable()?;
+            let rec = self.entry.read().current.clone();
+            let end = offset.checked_add(len);
+            let cap = rec.num_clusters.saturating_mul(self.inner.geo.cluster_size);
+            if rec.parent != 0
+                || len > oxblob_format::record::MAX_CHECK_LEN
+                || end.is_none_or(|e| e > cap)
+            {
+                return Err(BsError::InvalidArgument(format!(
+                    "data check {offset}+{len} on blob {:#x} ({} clusters{})",
+                    self.id,
+                    rec.num_clusters,
+                    if rec.parent != 0 { ", a clone" } else { "" }
+                )));
+            }
+            let generation = md.sb.generation;
+            let check = Mutation::CheckData(oxblob_format::DataCheck {
+                blob: self.id,
+                offset,
+                len,
+                crc,
+            });
+            let muts = [Mutation::PutBlob(rec), check];
+            if md
+                .commit_apply(&self.inner, &muts, false)
+                .map_err(|e| e.error)?
+            {
+                return Ok(()); // went into a checkpoint: durable, nothing to replay
+            }
+            if md.sb.generation == generation {
+                let mut st = self.entry.write();
+                let (lo, hi) = match st.checked {
+                    Some((l, h, g)) if g == generation => (l.min(offset), h.max(offset + len)),
+                    _ => (offset, offset + len),
+                };
+                st.checked = Some((lo, hi, generation));
+            }
+            md.last_ticket
+        };
+        match durability {
+            crate::Durability::Durable => self.inner.wait_durable(t),
+            crate::Durability::Deferred => Ok(()),
+        }
+    }
+
+    /// Whether bytes `[offset, offset + len)` meet a data check still in the log (see
+    /// [`Blob::commit_md_checked`]): rewriting them in place needs [`Blob::confirm_checked`]
+    /// first. Appending past the checked range never does.
+    pub fn checked_overlaps(&self, offset: u64, len: u64) -> bool {
+        let g = self
+            .inner
+            .group
+            .log_generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        match self.entry.read().checked {
+            Some((lo, hi, gen)) if gen == g => offset < hi && offset.saturating_add(len) > lo,
+            _ => false,
+        }
+    }
+
+    /// Makes the blob's checked records safe to invalidate: writes its metadata as a plain
+    /// record (no check) and flushes, so a replay that skips an earlier checked record still
+    /// ends at this state. A no-op when no check of the blob is in the log. Blocks.
+    pub fn confirm_checked(&self) -> Result<()> {
+        self.live()?;
+        if self.inner.read_only || !self.checked_overlaps(0, u64::MAX) {
+            return Ok(());
+        }
+        let t = {
+            let mut md = self.inner.md_writable()?;
+            let rec = self.entry.read().current.clone();
+            if md
+                .commit_apply(&self.inner, &[Mutation::PutBlob(rec)], false)
+                .map_err(|e| e.error)?
+            {
+                self.entry.write().checked = None;
+                return Ok(());
+            }
+            md.last_ticket
+        };
+        self.inner.wait_durable(t)?;
+        self.entry.write().checked = None;
+        Ok(())
+    }
+
     /// Makes the blob read-only (data and metadata). In memory until `sync_md`.
     pub fn set_read_only(&self) -> Result<()> {
         self.live()?;

@@ -110,6 +110,9 @@ pub enum FindingKind {
     MetadataInvalid,
     /// Where the log ends and why (informational).
     LogEnd,
+    /// A log record is skipped because its data check failed: it was written with its data
+    /// by an fsync that a crash interrupted, and never acknowledged (informational).
+    SkippedRecord,
     /// The log stops at a damaged record, but durable records of the same epoch follow it.
     LogRecordLost,
     /// A log record deletes a blob that does not exist.
@@ -702,6 +705,19 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
     let mut next_id = ins.checkpoint.next_blob_id;
     let mut sup = ins.checkpoint.super_blob;
     for e in ins.log.iter().filter(|e| e.link.is_none()) {
+        if let Some(why) = &e.skipped {
+            f.push(finding(
+                Severity::Info,
+                FindingKind::SkippedRecord,
+                None,
+                Some(e.page),
+                format!(
+                    "log record seq {} at md page {} is skipped: {why}",
+                    e.header.seq, e.page
+                ),
+            ));
+            continue;
+        }
         for m in &e.mutations {
             match m {
                 Mutation::PutBlob(r) => {
@@ -728,6 +744,7 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
                 }
                 Mutation::SetSuperBlob(s) => sup = *s,
                 Mutation::SetNextId(n) => next_id = next_id.max(*n),
+                Mutation::CheckData(_) => {}
             }
         }
     }

@@ -46,6 +46,10 @@ pub(crate) struct FlushGroup {
     ch: Mutex<Option<Box<dyn IoChannel>>>,
     /// Device flushes submitted (all channels of the store), for tests and benchmarks.
     flushes: AtomicU64,
+    /// Generation of the superblock that started the current log: a checkpoint or a new
+    /// epoch changes it, and the records of the old log are never replayed again (so the
+    /// data checks they carry stop mattering, see `BlobState::checked`).
+    pub(crate) log_generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -64,6 +68,7 @@ impl FlushGroup {
             cv: Condvar::new(),
             ch: Mutex::new(None),
             flushes: AtomicU64::new(0),
+            log_generation: AtomicU64::new(0),
         }
     }
 
@@ -397,6 +402,9 @@ impl MdState {
                 }
                 Mutation::SetSuperBlob(s) => sup = *s,
                 Mutation::SetNextId(n) => next = next.max(*n),
+                // The checked data completed before the commit; the checkpoint's own flush
+                // (before its superblock) makes it durable.
+                Mutation::CheckData(_) => {}
             }
         }
         // The blob table is ordered by id: the checkpoint streams it in order, with no sort.
@@ -489,6 +497,9 @@ impl MdState {
         self.tail_page = sb.log_first_page;
         self.seg_end_page = self.tail_page + self.seg_pages();
         self.log_records = 0;
+        self.group
+            .log_generation
+            .store(sb.generation, Ordering::Release);
         self.sb = sb;
         self.slot = other;
         self.needs_checkpoint = false;
@@ -565,6 +576,7 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
                 }
                 Mutation::SetSuperBlob(s) => md.super_blob = *s,
                 Mutation::SetNextId(n) => md.next_blob_id = md.next_blob_id.max(*n),
+                Mutation::CheckData(_) => {}
             }
         }
     }

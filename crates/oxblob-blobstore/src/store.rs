@@ -8,6 +8,7 @@ use crate::md::{clusters_of, MdState, PAGE};
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
 use oxblob_format::blob::FLAG_THIN;
 use oxblob_format::record::{self, Mutation, RecordHeader, RecordKind};
+use oxblob_format::superblock::INCOMPAT_CHECKED_DATA;
 use oxblob_format::{
     BlobRecord, Checkpoint, CheckpointRef, DecodeError, Extent, Superblock, Xattr, FORMAT_VERSION,
     MAX_CLUSTER_SIZE, MAX_XATTR_NAME, MAX_XATTR_VALUE, MD_PAGE_SIZE, MIN_CLUSTER_SIZE,
@@ -109,6 +110,11 @@ pub(crate) struct BlobState {
     pub(crate) committed: BlobRecord,
     pub(crate) dirty: bool,
     pub(crate) open: u32,
+    /// Bytes `[lo, hi)` named by data checks (`CheckData`) in records of the current log,
+    /// with the log's generation: while the log may replay, rewriting those bytes in place
+    /// would make a replayed check fail and drop an acknowledged record, so
+    /// [`crate::Blob::confirm_checked`] writes a plain record first.
+    pub(crate) checked: Option<(u64, u64, u64)>,
 }
 
 pub(crate) struct BlobEntry {
@@ -123,6 +129,7 @@ impl BlobEntry {
                 committed: r,
                 dirty: false,
                 open: 0,
+                checked: None,
             }),
         }
     }
@@ -362,6 +369,10 @@ pub struct LogEntry {
     pub mutations: Vec<Mutation>,
     /// The Link's target page, for a Link.
     pub link: Option<u64>,
+    /// Why a transaction with valid checksums is not applied: one of its data checks
+    /// (`CheckData`) failed, so its data never reached the media and it was never
+    /// acknowledged. Replay and fsck skip it; the log goes on after it.
+    pub skipped: Option<String>,
 }
 
 /// Everything on disk that describes the store, decoded without changing anything.
@@ -398,6 +409,67 @@ pub fn inspect(dev: &dyn BlockDevice) -> Result<Inspection> {
 /// (2^62 operations); a superblock, checkpoint or log claiming one is corrupt. The headroom
 /// keeps every `+ 1` on them from overflowing.
 pub(crate) const COUNTER_LIMIT: u64 = 1 << 62;
+
+/// Evaluates a `CheckData` of a replayed transaction: reads the blob's bytes through the
+/// extents of the transaction's own `PutBlob` (unmapped clusters read as zeroes) and compares
+/// their CRC-32C. `None`: the check holds; `Some(why)`: it fails and the transaction is
+/// skipped. Ranges past the blob or the data region fail the check (decode validated the
+/// rest).
+fn verify_check(
+    ch: &mut dyn IoChannel,
+    sb: &Superblock,
+    muts: &[Mutation],
+    c: &oxblob_format::DataCheck,
+) -> Result<Option<String>> {
+    let Some(put) = muts.iter().rev().find_map(|m| match m {
+        Mutation::PutBlob(r) if r.id == c.blob => Some(r),
+        _ => None,
+    }) else {
+        return Ok(Some(format!("blob {:#x} not put", c.blob)));
+    };
+    let cs = sb.cluster_size;
+    let unit = u64::from(sb.io_unit).max(1);
+    let end = c.offset + c.len;
+    if end > put.num_clusters.saturating_mul(cs) {
+        return Ok(Some(format!(
+            "check {}+{} beyond the blob's {} clusters",
+            c.offset, c.len, put.num_clusters
+        )));
+    }
+    let mut crc = 0u32;
+    let mut at = c.offset;
+    while at < end {
+        let lc = at / cs;
+        let stop = ((lc + 1) * cs).min(end);
+        let n = (stop - at) as usize;
+        let i = put.extents.partition_point(|e| e.logical + e.count <= lc);
+        match put.extents.get(i).filter(|e| e.logical <= lc) {
+            Some(e) => {
+                let pc = e.physical + (lc - e.logical);
+                if pc >= sb.data_cluster_count {
+                    return Ok(Some(format!("cluster {pc} outside the data region")));
+                }
+                let dev_off = sb.data_first_byte + pc * cs + at % cs;
+                let a0 = dev_off / unit * unit;
+                let a1 = (dev_off + n as u64).div_ceil(unit) * unit;
+                let buf = blocking::read(ch, a0, (a1 - a0) as usize)?;
+                let s = (dev_off - a0) as usize;
+                crc = oxblob_format::crc32c_append(crc, &buf[s..s + n]);
+            }
+            None => {
+                let z = vec![0u8; n];
+                crc = oxblob_format::crc32c_append(crc, &z);
+            }
+        }
+        at = stop;
+    }
+    Ok((crc != c.crc).then(|| {
+        format!(
+            "data check failed: blob {:#x} bytes {}+{} have crc {crc:#010x}, the record says {:#010x}",
+            c.blob, c.offset, c.len, c.crc
+        )
+    }))
+}
 
 fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
     let mut buf = blocking::read(ch, 0, 2 * MD_PAGE_SIZE)?;
@@ -510,11 +582,21 @@ fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
                 RecordKind::Txn => {
                     let mutations =
                         record::decode_txn(payload).map_err(|e| BsError::from_decode(e, page))?;
+                    let mut skipped = None;
+                    for m in &mutations {
+                        if let Mutation::CheckData(c) = m {
+                            if let Some(why) = verify_check(ch, &sb, &mutations, c)? {
+                                skipped = Some(why);
+                                break;
+                            }
+                        }
+                    }
                     log.push(LogEntry {
                         page,
                         header: h,
                         mutations,
                         link: None,
+                        skipped,
                     });
                     off += h.pages();
                 }
@@ -536,6 +618,7 @@ fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
                         header: h,
                         mutations: Vec::new(),
                         link: Some(target),
+                        skipped: None,
                     });
                     log_segments.push(tseg);
                     seg_page = target;
@@ -615,7 +698,7 @@ impl BlobStore {
             version: FORMAT_VERSION,
             compat: 0,
             ro_compat: 0,
-            incompat: 0,
+            incompat: INCOMPAT_CHECKED_DATA,
             bstype: opts.bstype,
             store_id,
             generation: 1,
@@ -709,6 +792,9 @@ impl BlobStore {
                 continue;
             }
             log_records += 1;
+            if e.skipped.is_some() {
+                continue;
+            }
             for m in e.mutations {
                 match m {
                     Mutation::PutBlob(r) => {
@@ -724,6 +810,7 @@ impl BlobStore {
                     }
                     Mutation::SetSuperBlob(s) => sup = s,
                     Mutation::SetNextId(n) => next_id = next_id.max(n),
+                    Mutation::CheckData(_) => {}
                 }
             }
         }
@@ -825,6 +912,9 @@ impl BlobStore {
         });
         if !read_only {
             let mut md = inner.md()?;
+            // The new superblock this load writes (checkpoint or epoch) announces checked
+            // records, which this build may write from now on.
+            md.sb.incompat |= INCOMPAT_CHECKED_DATA;
             if !log_empty {
                 md.checkpoint(&inner, None).map_err(|e| e.error)?;
             } else {
@@ -1081,6 +1171,9 @@ fn new_epoch(md: &mut MdState) -> Result<()> {
     let other = 1 - md.slot;
     md.write_pages(other, &page)?;
     md.flush()?;
+    md.group
+        .log_generation
+        .store(sb.generation, std::sync::atomic::Ordering::Release);
     md.sb = sb;
     md.slot = other;
     md.tail_page = md.sb.log_first_page;

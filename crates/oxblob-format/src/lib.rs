@@ -24,7 +24,7 @@ pub mod superblock;
 
 pub use blob::{BlobRecord, Extent, Xattr};
 pub use checkpoint::{Checkpoint, CheckpointEncoder};
-pub use record::{Mutation, RecordHeader, RecordKind};
+pub use record::{DataCheck, Mutation, RecordHeader, RecordKind};
 pub use superblock::{CheckpointRef, Superblock};
 
 /// Size of a metadata page in bytes: every metadata I/O is whole, aligned pages.
@@ -43,6 +43,12 @@ pub const MAX_XATTR_VALUE: usize = 64 * 1024;
 /// CRC-32C (Castagnoli) of `bytes`.
 pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
+}
+
+/// CRC-32C of the bytes hashed into `crc` followed by `bytes` (`crc32c_append(0, b)` is
+/// `crc32c(b)`).
+pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, bytes)
 }
 
 /// Why a byte string is not a valid encoding of a structure.

@@ -22,6 +22,10 @@
 //!   tag 2 DeleteBlob    body = id u64
 //!   tag 3 SetSuperBlob  body = id u64 (0 = none)
 //!   tag 4 SetNextId     body = next id u64
+//!   tag 5 CheckData     body = blob u64, offset u64, len u64, crc u32 (incompat feature
+//!                       CHECKED_DATA): the transaction applies only if the blob's bytes
+//!                       [offset, offset + len), read through the PutBlob of the same blob in
+//!                       this transaction, have this CRC-32C; otherwise replay skips it whole
 //! Link payload:  next_segment_first_page u64
 //! ```
 
@@ -93,7 +97,29 @@ pub enum Mutation {
     SetSuperBlob(Option<u64>),
     /// The next id to hand out (ids are never reused).
     SetNextId(u64),
+    /// A condition on data: the transaction is valid only if the blob's bytes
+    /// `[offset, offset + len)` (through the extents of the `PutBlob` of the same blob in the
+    /// same transaction) have CRC-32C `crc`. Replay skips a transaction whose check fails: it
+    /// was written together with its data and never acknowledged, so it must not expose
+    /// bytes that did not reach the media. This lets an appending fsync cost one flush.
+    CheckData(DataCheck),
 }
+
+/// The body of [`Mutation::CheckData`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataCheck {
+    /// Blob whose bytes are checked.
+    pub blob: u64,
+    /// First byte checked.
+    pub offset: u64,
+    /// Bytes checked (at most [`MAX_CHECK_LEN`]).
+    pub len: u64,
+    /// CRC-32C of those bytes.
+    pub crc: u32,
+}
+
+/// Largest range one [`DataCheck`] may cover: replay reads it back, so it stays small.
+pub const MAX_CHECK_LEN: u64 = 16 << 20;
 
 /// Encodes a whole record (header, payload, zero padding) as a page-multiple byte vector.
 pub fn encode_record(
@@ -196,6 +222,14 @@ pub fn encode_txn(mutations: &[Mutation]) -> Result<Vec<u8>, DecodeError> {
             Mutation::DeleteBlob(id) => (2, id.to_le_bytes().to_vec()),
             Mutation::SetSuperBlob(id) => (3, id.unwrap_or(0).to_le_bytes().to_vec()),
             Mutation::SetNextId(id) => (4, id.to_le_bytes().to_vec()),
+            Mutation::CheckData(c) => {
+                let mut v = Vec::with_capacity(28);
+                v.put_u64(c.blob);
+                v.put_u64(c.offset);
+                v.put_u64(c.len);
+                v.put_u32(c.crc);
+                (5, v)
+            }
         };
         b.put_u8(tag);
         b.put_u32(body.len() as u32);
@@ -234,11 +268,57 @@ pub fn decode_txn(payload: &[u8]) -> Result<Vec<Mutation>, DecodeError> {
             }
             3 => Mutation::SetSuperBlob(Some(id()?).filter(|&v| v != 0)),
             4 => Mutation::SetNextId(id()?),
+            5 => {
+                let mut br = Reader::new(body, "transaction CheckData");
+                let c = DataCheck {
+                    blob: br.u64()?,
+                    offset: br.u64()?,
+                    len: br.u64()?,
+                    crc: br.u32()?,
+                };
+                br.finish()?;
+                Mutation::CheckData(c)
+            }
             t => return Err(DecodeError::invalid("transaction tag", format!("{t}"))),
         });
     }
     r.finish()?;
+    validate_checks(&out)?;
     Ok(out)
+}
+
+/// A `CheckData` must name a blob the same transaction puts, with a range that fits in it
+/// and is at most [`MAX_CHECK_LEN`] long.
+fn validate_checks(muts: &[Mutation]) -> Result<(), DecodeError> {
+    for m in muts {
+        let Mutation::CheckData(c) = m else { continue };
+        let put = muts.iter().rev().find_map(|m| match m {
+            Mutation::PutBlob(r) if r.id == c.blob => Some(r),
+            _ => None,
+        });
+        let Some(put) = put else {
+            return Err(DecodeError::invalid(
+                "transaction CheckData",
+                format!("blob {:#x} is not put by the same transaction", c.blob),
+            ));
+        };
+        if c.len == 0 || c.len > MAX_CHECK_LEN || c.offset.checked_add(c.len).is_none() {
+            return Err(DecodeError::invalid(
+                "transaction CheckData",
+                format!(
+                    "range {}+{} is empty, too long or overflows",
+                    c.offset, c.len
+                ),
+            ));
+        }
+        if put.parent != 0 {
+            return Err(DecodeError::invalid(
+                "transaction CheckData",
+                format!("blob {:#x} is a clone", c.blob),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Encodes a link payload.
@@ -342,5 +422,53 @@ mod tests {
             Err(DecodeError::Truncated { .. })
         ));
         assert!(encode_txn(&[]).is_err());
+    }
+
+    fn put(id: u64) -> Mutation {
+        Mutation::PutBlob(BlobRecord {
+            id,
+            num_clusters: 1,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn check_data_round_trip_and_validation() {
+        let c = DataCheck {
+            blob: 3,
+            offset: 4000,
+            len: 1200,
+            crc: 0xdead_beef,
+        };
+        let muts = vec![put(3), Mutation::CheckData(c)];
+        assert_eq!(decode_txn(&encode_txn(&muts).unwrap()).unwrap(), muts);
+        // A check on a blob the transaction does not put.
+        let bad = encode_txn(&[put(4), Mutation::CheckData(c)]).unwrap();
+        assert!(matches!(
+            decode_txn(&bad),
+            Err(DecodeError::Invalid {
+                what: "transaction CheckData",
+                ..
+            })
+        ));
+        // Empty, too long, overflowing ranges.
+        for (offset, len) in [(0, 0), (0, MAX_CHECK_LEN + 1), (u64::MAX, 2)] {
+            let c = DataCheck { offset, len, ..c };
+            let b = encode_txn(&[put(3), Mutation::CheckData(c)]).unwrap();
+            assert!(decode_txn(&b).is_err(), "{offset}+{len} accepted");
+        }
+        // A clone.
+        let clone = Mutation::PutBlob(BlobRecord {
+            id: 3,
+            parent: 9,
+            ..Default::default()
+        });
+        let b = encode_txn(&[clone, Mutation::CheckData(c)]).unwrap();
+        assert!(decode_txn(&b).is_err());
+        // A body of the wrong length.
+        let mut b = encode_txn(&[put(3), Mutation::CheckData(c)]).unwrap();
+        let n = b.len();
+        b.truncate(n - 1);
+        assert!(decode_txn(&b).is_err());
     }
 }

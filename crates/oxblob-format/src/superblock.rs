@@ -37,8 +37,11 @@ use crate::{DecodeError, FORMAT_VERSION, MAX_CLUSTER_SIZE, MD_PAGE_SIZE, MIN_CLU
 
 /// Magic bytes of a superblock slot.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"OXBLOBSB";
-/// Incompatible feature bits this version understands (none yet).
-pub const KNOWN_INCOMPAT: u64 = 0;
+/// Incompatible feature bit: log transactions may carry `CheckData` mutations (a reader that
+/// ignored them would replay a size over data that never reached the media).
+pub const INCOMPAT_CHECKED_DATA: u64 = 1;
+/// Incompatible feature bits this version understands.
+pub const KNOWN_INCOMPAT: u64 = INCOMPAT_CHECKED_DATA;
 /// Read-only-compatible feature bits this version understands (none yet).
 pub const KNOWN_RO_COMPAT: u64 = 0;
 /// Number of superblock slots (pages 0 and 1).

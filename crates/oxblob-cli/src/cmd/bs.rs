@@ -560,6 +560,9 @@ fn mutation_json(m: &Mutation) -> Value {
         Mutation::DeleteBlob(id) => json!({"delete_blob": id}),
         Mutation::SetSuperBlob(s) => json!({"set_super_blob": s}),
         Mutation::SetNextId(n) => json!({"set_next_id": n}),
+        Mutation::CheckData(c) => json!({"check_data": {
+            "blob": c.blob, "offset": c.offset, "len": c.len, "crc": c.crc,
+        }}),
     }
 }
 
@@ -581,6 +584,10 @@ fn mutation_text(m: &Mutation) -> String {
         Mutation::SetSuperBlob(Some(s)) => format!("set super blob {s}"),
         Mutation::SetSuperBlob(None) => "clear super blob".to_string(),
         Mutation::SetNextId(n) => format!("next id {n}"),
+        Mutation::CheckData(c) => format!(
+            "if blob {} bytes {}+{} have crc {:#010x}",
+            c.blob, c.offset, c.len, c.crc
+        ),
     }
 }
 
@@ -606,6 +613,7 @@ fn dump(p: Pos, json: bool) -> CliResult<()> {
                 "pages": e.header.pages(),
                 "link": e.link,
                 "mutations": e.mutations.iter().map(mutation_json).collect::<Vec<_>>(),
+                "skipped": e.skipped,
             })
         })
         .collect();
@@ -688,10 +696,14 @@ fn dump(p: Pos, json: bool) -> CliResult<()> {
             None => {
                 let ms: Vec<String> = e.mutations.iter().map(mutation_text).collect();
                 t += &format!(
-                    "  page {} seq {}: {}\n",
+                    "  page {} seq {}: {}{}\n",
                     e.page,
                     e.header.seq,
-                    ms.join("; ")
+                    ms.join("; "),
+                    e.skipped
+                        .as_ref()
+                        .map(|w| format!(" — SKIPPED: {w}"))
+                        .unwrap_or_default()
                 );
             }
         }
