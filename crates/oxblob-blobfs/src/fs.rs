@@ -10,7 +10,9 @@ use oxblob_blobstore::{
     bstype, BlobRecord, BlobStore, BsChannel, CreateOptions, InitOptions, LoadOptions, Txn,
     DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
 };
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -162,61 +164,222 @@ impl OpenFlags {
     }
 }
 
-/// An inode as the namespace knows it (for an open file, size, times and allocation are the
-/// open inode's; these are refreshed at its last close).
+/// Index of an inode in the namespace's slab ([`Ns`]). Slots are reused after a delete;
+/// inode numbers are not.
+pub(crate) type Slot = u32;
+/// No slot: the parent of the root and of orphans, the empty entry of a directory table.
+const NO_SLOT: Slot = Slot::MAX;
+/// No directory: the `dir` of a file's slot.
+const NO_DIR: u32 = u32::MAX;
+/// Longest name kept inline in an inode's slot; longer names live in [`Ns`]'s `long_names`.
+const INLINE_NAME: usize = 15;
+/// `len` of a [`SlotName`] whose name is longer than [`INLINE_NAME`].
+const LONG_NAME: u8 = u8::MAX;
+
+/// An entry name inside an inode's slot (16 bytes): the name itself if it has at most
+/// [`INLINE_NAME`] bytes, so comparing it during a lookup reads no other cache line; else a
+/// marker, and the name is in [`Ns`]'s `long_names`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotName {
+    len: u8,
+    bytes: [u8; INLINE_NAME],
+}
+
+impl SlotName {
+    /// `name` inline, or the long-name marker.
+    fn new(name: &str) -> SlotName {
+        let mut bytes = [0; INLINE_NAME];
+        match bytes.get_mut(..name.len()) {
+            Some(b) => {
+                b.copy_from_slice(name.as_bytes());
+                SlotName {
+                    len: name.len() as u8,
+                    bytes,
+                }
+            }
+            None => SlotName {
+                len: LONG_NAME,
+                bytes,
+            },
+        }
+    }
+
+    fn is_long(&self) -> bool {
+        self.len == LONG_NAME
+    }
+
+    /// The inline name (empty for a long one).
+    fn inline(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+/// An inode as the namespace knows it: one 64-byte, cache-line-aligned slot of [`Ns`]'s slab
+/// holding everything `stat` reports and the entry name a lookup compares, so resolving the
+/// last component of a path and stating it touches this one line (for an open file, size,
+/// times and allocation are the open inode's; these are refreshed at its last close).
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 pub(crate) struct Inode {
-    pub(crate) kind: FileType,
-    /// 0 for the root and for orphans.
-    pub(crate) parent: u64,
-    /// Shared with the parent directory's [`Dir`] (one allocation per name).
-    pub(crate) name: Arc<str>,
+    /// Inode number (blob id); 0 in a free slot.
+    pub(crate) ino: u64,
     pub(crate) size: u64,
     pub(crate) mtime: u64,
     pub(crate) ctime: u64,
     /// Allocated clusters of a closed file (from its blob record at mount, refreshed at its
     /// last close: only an open file changes its clusters), so `stat` never opens a blob.
     pub(crate) alloc_clusters: u64,
+    /// The parent directory's slot; [`NO_SLOT`] for the root and for orphans.
+    parent: Slot,
+    /// The directory's entries in `Ns::dirs`; [`NO_DIR`] for a file.
+    dir: u32,
+    /// The entry name in the parent (empty for the root and orphans).
+    name: SlotName,
 }
 
-/// One directory's entries: a hash index for lookups (one probe) and the same entries in
-/// name order for `readdir` (a stable order and a cursor, no sort per call). Both hold the
-/// same `Arc<str>` names as the children's [`Inode`]s.
+const _: () = assert!(std::mem::size_of::<Inode>() == 64);
+
+impl Inode {
+    fn kind(&self) -> FileType {
+        if self.dir == NO_DIR {
+            FileType::File
+        } else {
+            FileType::Dir
+        }
+    }
+}
+
+/// One entry of a directory's hash table: the top 32 bits of the name's hash and the child's
+/// slot. The tag alone places an entry (its home bucket is the tag's top bits), so the table
+/// grows, shrinks and deletes without reading a name; a lookup compares a name only where the
+/// tag matches, in the child's slot, which `stat` reads next anyway.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    tag: u32,
+    slot: Slot,
+}
+
+const EMPTY: Entry = Entry {
+    tag: 0,
+    slot: NO_SLOT,
+};
+
+/// Smallest non-empty directory table.
+const MIN_TABLE: usize = 8;
+
+/// One directory's entries: an open-addressing hash table of (tag, slot) for lookups — 8
+/// bytes an entry, linear probing, at most 3/4 full, deletes by backward shift (no
+/// tombstones) — and the same entries in name order for `readdir` (a stable order and a
+/// cursor, no sort per call, no slot read per entry).
 #[derive(Debug, Default)]
 pub(crate) struct Dir {
-    index: HashMap<Arc<str>, u64>,
-    order: BTreeMap<Arc<str>, (u64, FileType)>,
+    table: Vec<Entry>,
+    len: usize,
+    order: BTreeMap<Box<str>, (u64, FileType)>,
 }
 
 impl Dir {
-    /// The child named `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<u64> {
-        self.index.get(name).copied()
-    }
-
     /// Entries in the directory.
     pub(crate) fn len(&self) -> usize {
-        self.index.len()
+        self.len
     }
 
-    /// No entries.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.index.is_empty()
+    /// The home bucket of `tag` (the table is a non-empty power of two).
+    fn home(&self, tag: u32) -> usize {
+        let bits = self.table.len().trailing_zeros();
+        (u64::from(tag) >> (32 - bits)) as usize
     }
 
-    fn insert(&mut self, name: Arc<str>, ino: u64, kind: FileType) {
-        self.order.insert(Arc::clone(&name), (ino, kind));
-        self.index.insert(name, ino);
+    /// The slot of the entry with `tag` whose name `is_name` accepts.
+    fn find(&self, tag: u32, is_name: impl Fn(Slot) -> bool) -> Option<Slot> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let mask = self.table.len() - 1;
+        let mut i = self.home(tag);
+        loop {
+            let e = self.table[i];
+            if e.slot == NO_SLOT {
+                return None;
+            }
+            if e.tag == tag && is_name(e.slot) {
+                return Some(e.slot);
+            }
+            i = (i + 1) & mask;
+        }
     }
 
-    fn remove(&mut self, name: &str) {
-        self.index.remove(name);
-        self.order.remove(name);
-        // A hash map never shrinks by itself: after mass deletes, give the memory back once
-        // a quarter is used (O(n) every O(n) removals: amortized O(1)).
-        let cap = self.index.capacity();
-        if cap > 4096 && self.index.len() < cap / 4 {
-            self.index.shrink_to(self.index.len() * 2);
+    /// Puts an entry in the table (the name is not in the directory).
+    fn put(&mut self, e: Entry) {
+        if (self.len + 1) * 4 > self.table.len() * 3 {
+            self.resize((self.table.len() * 2).max(MIN_TABLE));
+        }
+        let mask = self.table.len() - 1;
+        let mut i = self.home(e.tag);
+        while self.table[i].slot != NO_SLOT {
+            i = (i + 1) & mask;
+        }
+        self.table[i] = e;
+        self.len += 1;
+    }
+
+    /// Removes the entry of `slot` (with `tag`) from the table.
+    fn take(&mut self, tag: u32, slot: Slot) {
+        if self.table.is_empty() {
+            return;
+        }
+        let mask = self.table.len() - 1;
+        let mut i = self.home(tag);
+        loop {
+            let e = self.table[i];
+            if e.slot == NO_SLOT {
+                return; // not there
+            }
+            if e.slot == slot {
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        // Backward shift: move later entries of the run into the hole unless their home lies
+        // cyclically in (hole, entry].
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.table[j];
+            if e.slot == NO_SLOT {
+                break;
+            }
+            let k = self.home(e.tag);
+            let stays = if i <= j {
+                i < k && k <= j
+            } else {
+                i < k || k <= j
+            };
+            if !stays {
+                self.table[i] = e;
+                i = j;
+            }
+        }
+        self.table[i] = EMPTY;
+        self.len -= 1;
+        // Give memory back after mass deletes once an eighth is used (O(n) every O(n)
+        // removals: amortized O(1)).
+        if self.table.len() > 64 && self.len * 8 < self.table.len() {
+            self.resize((self.len * 2).next_power_of_two().max(MIN_TABLE));
+        }
+    }
+
+    /// Rebuilds the table with `cap` buckets (a power of two above the entry count) from the
+    /// tags alone.
+    fn resize(&mut self, cap: usize) {
+        let old = std::mem::replace(&mut self.table, vec![EMPTY; cap]);
+        let mask = cap - 1;
+        for e in old.into_iter().filter(|e| e.slot != NO_SLOT) {
+            let mut i = self.home(e.tag);
+            while self.table[i].slot != NO_SLOT {
+                i = (i + 1) & mask;
+            }
+            self.table[i] = e;
         }
     }
 
@@ -245,9 +408,28 @@ pub(crate) struct OpenEntry {
 }
 
 /// The namespace: every inode, every directory's children, the open files.
+///
+/// Inodes live in a dense slab of 64-byte slots ([`Inode`]); a directory entry names its
+/// child by slot, so a path lookup is, per component, one probe of the directory's table and
+/// one read of the child's slot — which also holds the child's name (short names inline) and
+/// everything `stat` reports. With a million files, where nothing fits in the CPU caches,
+/// a `stat` thus costs about two cache misses instead of five (the hash bucket, the name's
+/// heap string, and a second hash lookup by inode number). Inode numbers map to slots in
+/// `by_ino`, used only by the inode-level API and the namespace operations.
 pub(crate) struct Ns {
-    pub(crate) inodes: HashMap<u64, Inode>,
-    pub(crate) dirs: HashMap<u64, Dir>,
+    slab: Vec<Inode>,
+    /// Free slots of the slab.
+    free: Vec<Slot>,
+    by_ino: HashMap<u64, Slot>,
+    /// Directory entries, indexed by a directory slot's `dir`.
+    dirs: Vec<Dir>,
+    /// Free indices of `dirs`.
+    free_dirs: Vec<u32>,
+    /// Names over [`INLINE_NAME`] bytes, by slot.
+    long_names: HashMap<Slot, Box<str>>,
+    /// Keys the name hash of the directory tables (random per mount).
+    hasher: RandomState,
+    root: Slot,
     pub(crate) open: HashMap<u64, OpenEntry>,
 }
 
@@ -370,37 +552,255 @@ pub(crate) enum Loc<'a> {
     At(u64, &'a str),
 }
 
+/// The entry name of slot `s` (the body of [`Ns::name`], on the fields it reads, so a caller
+/// can hold it while changing a directory).
+fn slot_name<'a>(slab: &'a [Inode], long_names: &'a HashMap<Slot, Box<str>>, s: Slot) -> &'a str {
+    let n = &slab[s as usize].name;
+    if n.is_long() {
+        long_names.get(&s).map_or("", |l| l)
+    } else {
+        // A whole name copied from a `&str`: always UTF-8.
+        std::str::from_utf8(n.inline()).unwrap_or_default()
+    }
+}
+
 impl Ns {
+    /// An empty namespace with room for `n` inodes.
+    fn with_capacity(n: usize) -> Ns {
+        Ns {
+            slab: Vec::with_capacity(n),
+            free: Vec::new(),
+            by_ino: HashMap::with_capacity(n),
+            dirs: Vec::new(),
+            free_dirs: Vec::new(),
+            long_names: HashMap::new(),
+            hasher: RandomState::new(),
+            root: NO_SLOT,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Inodes (files and directories, the root and orphans still open included).
+    pub(crate) fn len(&self) -> usize {
+        self.by_ino.len()
+    }
+
+    /// The root directory's slot.
+    pub(crate) fn root(&self) -> Slot {
+        self.root
+    }
+
+    /// The inode in slot `s` (a slot this namespace handed out).
+    pub(crate) fn inode(&self, s: Slot) -> &Inode {
+        &self.slab[s as usize]
+    }
+
+    pub(crate) fn inode_mut(&mut self, s: Slot) -> &mut Inode {
+        &mut self.slab[s as usize]
+    }
+
+    /// The slot of inode number `ino`.
+    pub(crate) fn slot_of(&self, ino: u64) -> Option<Slot> {
+        self.by_ino.get(&ino).copied()
+    }
+
+    pub(crate) fn kind(&self, s: Slot) -> FileType {
+        self.inode(s).kind()
+    }
+
+    pub(crate) fn is_dir(&self, s: Slot) -> bool {
+        self.inode(s).dir != NO_DIR
+    }
+
+    /// The parent directory's slot (`None` for the root and orphans).
+    pub(crate) fn parent(&self, s: Slot) -> Option<Slot> {
+        let p = self.inode(s).parent;
+        (p != NO_SLOT).then_some(p)
+    }
+
+    /// The entry name of slot `s` (empty for the root and orphans).
+    pub(crate) fn name(&self, s: Slot) -> &str {
+        slot_name(&self.slab, &self.long_names, s)
+    }
+
+    /// Whether slot `s` is named `name`.
+    fn name_is(&self, s: Slot, name: &str) -> bool {
+        let n = &self.inode(s).name;
+        if n.is_long() {
+            self.long_names.get(&s).is_some_and(|l| **l == *name)
+        } else {
+            n.inline() == name.as_bytes()
+        }
+    }
+
+    fn set_name(&mut self, s: Slot, name: &str) {
+        let n = SlotName::new(name);
+        if n.is_long() {
+            self.long_names.insert(s, Box::from(name));
+        } else if self.inode(s).name.is_long() {
+            self.long_names.remove(&s);
+        }
+        self.inode_mut(s).name = n;
+    }
+
+    /// The entries of directory `s` (`None` for a file).
+    pub(crate) fn dir(&self, s: Slot) -> Option<&Dir> {
+        self.dirs.get(self.inode(s).dir as usize)
+    }
+
+    /// The directory-table tag of `name`.
+    fn tag(&self, name: &str) -> u32 {
+        (self.hasher.hash_one(name) >> 32) as u32
+    }
+
+    /// The child named `name` of directory `dir` (`None` also when `dir` is a file).
+    pub(crate) fn child(&self, dir: Slot, name: &str) -> Option<Slot> {
+        let d = self.dir(dir)?;
+        d.find(self.tag(name), |s| self.name_is(s, name))
+    }
+
+    /// Fails if the slab has no room for another inode (checked before a transaction
+    /// creates one, so [`Ns::add`] cannot fail after it).
+    fn room(&self, path: &str) -> Result<()> {
+        if self.free.is_empty() && self.slab.len() >= NO_SLOT as usize {
+            return Err(FsError::new(
+                FsErrorKind::Io,
+                path,
+                "too many inodes for the in-memory namespace",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts an inode in a free slot (not yet linked into its parent: see [`Ns::link`]).
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        ino: u64,
+        kind: FileType,
+        parent: Slot,
+        name: &str,
+        size: u64,
+        mtime: u64,
+        ctime: u64,
+        alloc_clusters: u64,
+    ) -> Slot {
+        let dir = match kind {
+            FileType::File => NO_DIR,
+            FileType::Dir => match self.free_dirs.pop() {
+                Some(d) => d,
+                None => {
+                    self.dirs.push(Dir::default());
+                    (self.dirs.len() - 1) as u32
+                }
+            },
+        };
+        let inode = Inode {
+            ino,
+            size,
+            mtime,
+            ctime,
+            alloc_clusters,
+            parent,
+            dir,
+            name: SlotName::new(""),
+        };
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.slab[s as usize] = inode;
+                s
+            }
+            None => {
+                self.slab.push(inode);
+                (self.slab.len() - 1) as Slot
+            }
+        };
+        self.set_name(s, name);
+        self.by_ino.insert(ino, s);
+        s
+    }
+
+    /// Frees slot `s` (already unlinked from its parent; a directory must be empty).
+    fn remove(&mut self, s: Slot) {
+        let i = self.inode(s);
+        let (ino, dir, long) = (i.ino, i.dir, i.name.is_long());
+        if long {
+            self.long_names.remove(&s);
+        }
+        if let Some(d) = self.dirs.get_mut(dir as usize) {
+            *d = Dir::default();
+            self.free_dirs.push(dir);
+        }
+        self.by_ino.remove(&ino);
+        *self.inode_mut(s) = Inode {
+            ino: 0,
+            size: 0,
+            mtime: 0,
+            ctime: 0,
+            alloc_clusters: 0,
+            parent: NO_SLOT,
+            dir: NO_DIR,
+            name: SlotName::new(""),
+        };
+        self.free.push(s);
+    }
+
+    /// Makes slot `s` (already unlinked from its parent) an orphan: no parent, no name.
+    fn orphan(&mut self, s: Slot) {
+        self.set_name(s, "");
+        self.inode_mut(s).parent = NO_SLOT;
+    }
+
+    /// Enters slot `s` under its name in directory `dir`.
+    fn link(&mut self, dir: Slot, s: Slot) {
+        let name = self.name(s);
+        let tag = self.tag(name);
+        let key: Box<str> = Box::from(name);
+        let (ino, kind) = (self.inode(s).ino, self.kind(s));
+        let d = self.inode(dir).dir as usize;
+        if let Some(d) = self.dirs.get_mut(d) {
+            d.put(Entry { tag, slot: s });
+            d.order.insert(key, (ino, kind));
+        }
+    }
+
+    /// Removes the entry of slot `s` (under its current name) from directory `dir`.
+    fn unlink(&mut self, dir: Slot, s: Slot) {
+        let tag = self.tag(self.name(s));
+        let d = self.inode(dir).dir as usize;
+        let name = slot_name(&self.slab, &self.long_names, s);
+        if let Some(d) = self.dirs.get_mut(d) {
+            d.take(tag, s);
+            d.order.remove(name);
+        }
+    }
+
     /// The directory and the entry name a [`Loc`] names. Errors: as `lookup_parent` for a
     /// path; for `At`, `NotFound` (no such inode), `NotADirectory`, and the name checks.
-    pub(crate) fn resolve<'a>(
-        &self,
-        root: u64,
-        loc: Loc<'a>,
-        path: &str,
-    ) -> Result<(u64, &'a str)> {
+    pub(crate) fn resolve<'a>(&self, loc: Loc<'a>, path: &str) -> Result<(Slot, &'a str)> {
         match loc {
-            Loc::Path(comps) => self.lookup_parent(root, comps, path),
+            Loc::Path(comps) => self.lookup_parent(comps, path),
             Loc::At(dir, name) => {
-                if !self.dirs.contains_key(&dir) {
-                    let kind = if self.inodes.contains_key(&dir) {
+                let s = self.slot_of(dir).filter(|&s| self.is_dir(s));
+                let Some(s) = s else {
+                    let kind = if self.slot_of(dir).is_some() {
                         FsErrorKind::NotADirectory
                     } else {
                         FsErrorKind::NotFound
                     };
                     return Err(FsError::new(kind, path, format!("directory inode {dir}")));
-                }
+                };
                 check_name(name, path)?;
-                Ok((dir, name))
+                Ok((s, name))
             }
         }
     }
 
-    /// The inode a path names.
-    pub(crate) fn lookup(&self, root: u64, comps: &[&str], path: &str) -> Result<u64> {
-        let mut cur = root;
+    /// The slot of the inode a path names.
+    pub(crate) fn lookup(&self, comps: &[&str], path: &str) -> Result<Slot> {
+        let mut cur = self.root;
         for (i, c) in comps.iter().enumerate() {
-            let Some(children) = self.dirs.get(&cur) else {
+            let Some(children) = self.dir(cur) else {
                 let kind = if i == 0 {
                     FsErrorKind::Corrupt
                 } else {
@@ -412,9 +812,11 @@ impl Ns {
                     format!("{:?} is not a directory", comps[..i].join("/")),
                 ));
             };
-            cur = children.get(c).ok_or_else(|| {
-                FsError::new(FsErrorKind::NotFound, path, format!("no entry {c:?}"))
-            })?;
+            cur = children
+                .find(self.tag(c), |s| self.name_is(s, c))
+                .ok_or_else(|| {
+                    FsError::new(FsErrorKind::NotFound, path, format!("no entry {c:?}"))
+                })?;
         }
         Ok(cur)
     }
@@ -423,10 +825,9 @@ impl Ns {
     /// no parent: `InvalidArgument`.
     pub(crate) fn lookup_parent<'a>(
         &self,
-        root: u64,
         comps: &[&'a str],
         path: &str,
-    ) -> Result<(u64, &'a str)> {
+    ) -> Result<(Slot, &'a str)> {
         let Some((last, dir)) = comps.split_last() else {
             return Err(FsError::new(
                 FsErrorKind::InvalidArgument,
@@ -434,8 +835,8 @@ impl Ns {
                 "the root directory has no parent entry",
             ));
         };
-        let d = self.lookup(root, dir, path)?;
-        if !self.dirs.contains_key(&d) {
+        let d = self.lookup(dir, path)?;
+        if !self.is_dir(d) {
             return Err(FsError::new(
                 FsErrorKind::NotADirectory,
                 path,
@@ -446,44 +847,20 @@ impl Ns {
         Ok((d, last))
     }
 
-    pub(crate) fn kind(&self, ino: u64) -> FileType {
-        if self.dirs.contains_key(&ino) {
-            FileType::Dir
-        } else {
-            FileType::File
-        }
-    }
-
-    /// [`Ns::resolve`] of an entry that must exist: its directory, name and inode. `missing`
-    /// describes it in the `NotFound` error ("no such file", "no such directory", ...).
-    pub(crate) fn resolve_existing<'a>(
+    /// [`Ns::resolve`] of an entry that must exist: its directory's slot and its own.
+    /// `missing` describes it in the `NotFound` error ("no such file", "no such directory",
+    /// ...).
+    pub(crate) fn resolve_existing(
         &self,
-        root: u64,
-        loc: Loc<'a>,
+        loc: Loc<'_>,
         path: &str,
         missing: &str,
-    ) -> Result<(u64, &'a str, u64)> {
-        let (dir, name) = self.resolve(root, loc, path)?;
-        let ino = self
+    ) -> Result<(Slot, Slot)> {
+        let (dir, name) = self.resolve(loc, path)?;
+        let s = self
             .child(dir, name)
             .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, missing))?;
-        Ok((dir, name, ino))
-    }
-
-    pub(crate) fn child(&self, dir: u64, name: &str) -> Option<u64> {
-        self.dirs.get(&dir).and_then(|c| c.get(name))
-    }
-
-    fn link(&mut self, dir: u64, name: Arc<str>, ino: u64, kind: FileType) {
-        if let Some(c) = self.dirs.get_mut(&dir) {
-            c.insert(name, ino, kind);
-        }
-    }
-
-    fn unlink_entry(&mut self, dir: u64, name: &str) {
-        if let Some(c) = self.dirs.get_mut(&dir) {
-            c.remove(name);
-        }
+        Ok((dir, s))
     }
 }
 
@@ -508,7 +885,13 @@ fn entry_xattrs(kind: FileType, parent: u64, name: &str, now: u64) -> Vec<(Strin
 /// Decoded attributes of one blob at mount.
 struct Found {
     ino: u64,
-    inode: Inode,
+    kind: FileType,
+    parent: u64,
+    name: Box<str>,
+    size: u64,
+    mtime: u64,
+    ctime: u64,
+    alloc_clusters: u64,
     orphan: bool,
 }
 
@@ -543,31 +926,30 @@ fn decode_record(r: &BlobRecord) -> Result<Found> {
             None => Ok(0),
         }
     };
-    let name: Arc<str> = match name {
+    let name: Box<str> = match name {
         Some(v) => {
-            Arc::from(std::str::from_utf8(v).map_err(|_| corrupt("name is not UTF-8".into()))?)
+            Box::from(std::str::from_utf8(v).map_err(|_| corrupt("name is not UTF-8".into()))?)
         }
-        None => Arc::from(""),
+        None => Box::from(""),
     };
     let parent = u(parent, X_PARENT)?;
     Ok(Found {
         ino: r.id,
         orphan: orphan || parent == 0,
-        inode: Inode {
-            kind,
-            parent,
-            name,
-            size: u(size, X_SIZE)?,
-            mtime: u(mtime, X_MTIME)?,
-            ctime: u(ctime, X_CTIME)?,
-            alloc_clusters: r.allocated_clusters(),
-        },
+        kind,
+        parent,
+        name,
+        size: u(size, X_SIZE)?,
+        mtime: u(mtime, X_MTIME)?,
+        ctime: u(ctime, X_CTIME)?,
+        alloc_clusters: r.allocated_clusters(),
     })
 }
 
-/// Builds the namespace from every blob record (by reference, under the store's lock):
-/// the inode table and every directory's index, pre-sized; each directory's name order is
-/// bulk-built from its sorted entries. Returns it and the orphans to delete.
+/// Builds the namespace from every blob record (by reference, under the store's lock): the
+/// slab (one slot per inode, in record order) and every directory's table, pre-sized; each
+/// directory's name order is bulk-built from its sorted entries. Returns it and the orphans
+/// to delete.
 fn build_ns(bs: &BlobStore, root: u64) -> Result<(Ns, Vec<u64>)> {
     let n = bs.blob_count().map_err(|e| FsError::from_bs(e, "/"))?;
     let mut found = Vec::with_capacity(n);
@@ -594,70 +976,96 @@ fn build_ns(bs: &BlobStore, root: u64) -> Result<(Ns, Vec<u64>)> {
     if let Some(e) = bad {
         return Err(e);
     }
-    // Every directory's entries, gathered then sorted by name.
-    let mut lists: HashMap<u64, Vec<(Arc<str>, u64, FileType)>> = HashMap::new();
+    if found.len() >= NO_SLOT as usize {
+        return Err(FsError::new(
+            FsErrorKind::Io,
+            "/",
+            "too many inodes for the in-memory namespace",
+        ));
+    }
+    let mut ns = Ns::with_capacity(found.len());
     for f in &found {
-        if f.inode.kind == FileType::Dir {
-            lists.insert(f.ino, Vec::new());
-        } else if f.ino == root {
+        if f.ino == root && f.kind != FileType::Dir {
             return Err(FsError::new(
                 FsErrorKind::Corrupt,
                 "/",
                 "root is not a directory",
             ));
         }
+        let s = ns.add(
+            f.ino,
+            f.kind,
+            NO_SLOT,
+            if f.ino == root { "" } else { &f.name },
+            f.size,
+            f.mtime,
+            f.ctime,
+            f.alloc_clusters,
+        );
+        if f.ino == root {
+            ns.root = s;
+        }
     }
-    for f in &found {
+    if ns.root == NO_SLOT {
+        return Err(FsError::new(
+            FsErrorKind::Corrupt,
+            "/",
+            format!("no root directory (inode {root})"),
+        ));
+    }
+    // Every directory's entries, gathered then sorted by name.
+    let mut lists: Vec<Vec<(Box<str>, Slot)>> = (0..ns.dirs.len()).map(|_| Vec::new()).collect();
+    for (s, f) in found.into_iter().enumerate() {
         if f.ino == root {
             continue;
         }
-        let Some(list) = lists.get_mut(&f.inode.parent) else {
+        let p = ns.slot_of(f.parent).map(|p| ns.inode(p).dir as usize);
+        let Some(list) = p.and_then(|d| lists.get_mut(d)) else {
             return Err(FsError::new(
                 FsErrorKind::Corrupt,
                 "",
-                format!(
-                    "inode {} names parent {}, not a directory",
-                    f.ino, f.inode.parent
-                ),
+                format!("inode {} names parent {}, not a directory", f.ino, f.parent),
             ));
         };
-        list.push((Arc::clone(&f.inode.name), f.ino, f.inode.kind));
+        let s = s as Slot;
+        ns.inode_mut(s).parent = ns.slot_of(f.parent).unwrap_or(NO_SLOT);
+        list.push((f.name, s));
     }
-    let mut dirs = HashMap::with_capacity(lists.len());
-    for (d, mut list) in lists {
+    for (d, mut list) in lists.into_iter().enumerate() {
         list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if let Some(w) = list.windows(2).find(|w| w[0].0 == w[1].0) {
+            let (a, b) = (ns.inode(w[0].1), ns.inode(w[1].1));
+            let parent = ns.inode(a.parent).ino;
             return Err(FsError::new(
                 FsErrorKind::Corrupt,
                 "",
                 format!(
-                    "inodes {} and {} both named {:?} in directory {d}",
-                    w[0].1, w[1].1, w[0].0
+                    "inodes {} and {} both named {:?} in directory {parent}",
+                    a.ino, b.ino, w[0].0
                 ),
             ));
         }
-        let mut index = HashMap::with_capacity(list.len());
-        for (name, ino, _) in &list {
-            index.insert(Arc::clone(name), *ino);
+        let mut table = Dir::default();
+        if !list.is_empty() {
+            // At most half full after the bulk build.
+            table.resize((list.len() * 2).next_power_of_two().max(MIN_TABLE));
         }
-        let order = list
+        for (name, s) in &list {
+            table.put(Entry {
+                tag: ns.tag(name),
+                slot: *s,
+            });
+        }
+        table.order = list
             .into_iter()
-            .map(|(name, ino, kind)| (name, (ino, kind)))
+            .map(|(name, s)| {
+                let i = ns.inode(s);
+                (name, (i.ino, i.kind()))
+            })
             .collect();
-        dirs.insert(d, Dir { index, order });
+        ns.dirs[d] = table;
     }
-    let mut inodes = HashMap::with_capacity(found.len());
-    for f in found {
-        inodes.insert(f.ino, f.inode);
-    }
-    Ok((
-        Ns {
-            inodes,
-            dirs,
-            open: HashMap::new(),
-        },
-        orphans,
-    ))
+    Ok((ns, orphans))
 }
 
 impl BlobFs {
@@ -854,57 +1262,46 @@ impl BlobFs {
         }
         let inode = {
             let mut ns = fs.ns_write();
-            let (dir, name) = ns.resolve(fs.root, loc, path)?;
-            let ino = match ns.child(dir, name) {
-                Some(ino) => {
+            let (dir, name) = ns.resolve(loc, path)?;
+            let slot = match ns.child(dir, name) {
+                Some(s) => {
                     if flags.create && flags.exclusive {
                         return Err(FsError::new(FsErrorKind::Exists, path, "file exists"));
                     }
-                    if ns.kind(ino) == FileType::Dir {
+                    if ns.is_dir(s) {
                         return Err(FsError::new(
                             FsErrorKind::IsADirectory,
                             path,
                             "is a directory",
                         ));
                     }
-                    ino
+                    s
                 }
                 None => {
                     if !flags.create {
                         return Err(FsError::new(FsErrorKind::NotFound, path, "no such file"));
                     }
+                    ns.room(path)?;
                     let now = now_ns();
+                    let dir_ino = ns.inode(dir).ino;
                     let ino = fs.commit(path, |t| {
                         t.create(CreateOptions {
                             num_clusters: 0,
                             thin: true,
-                            xattrs: entry_xattrs(FileType::File, dir, name, now),
+                            xattrs: entry_xattrs(FileType::File, dir_ino, name, now),
                         })
                     })?;
-                    let name: Arc<str> = Arc::from(name);
-                    ns.inodes.insert(
-                        ino,
-                        Inode {
-                            kind: FileType::File,
-                            parent: dir,
-                            name: Arc::clone(&name),
-                            size: 0,
-                            mtime: now,
-                            ctime: now,
-                            alloc_clusters: 0,
-                        },
-                    );
-                    ns.link(dir, name, ino, FileType::File);
-                    ino
+                    let s = ns.add(ino, FileType::File, dir, name, 0, now, now, 0);
+                    ns.link(dir, s);
+                    s
                 }
             };
+            let ino = ns.inode(slot).ino;
             if let Some(e) = ns.open.get_mut(&ino) {
                 e.handles += 1;
                 Arc::clone(&e.inode)
             } else {
-                let meta = ns.inodes.get(&ino).cloned().ok_or_else(|| {
-                    FsError::new(FsErrorKind::Corrupt, path, format!("inode {ino} missing"))
-                })?;
+                let meta = ns.inode(slot).clone();
                 let blob = fs
                     .bs
                     .open_blob(ino)
@@ -937,40 +1334,31 @@ impl BlobFs {
             return Err(FsError::new(FsErrorKind::Exists, path, "the root exists"));
         }
         let mut ns = fs.ns_write();
-        self.mkdir_locked(&mut ns, Loc::Path(&comps), path)
+        let s = self.mkdir_locked(&mut ns, Loc::Path(&comps), path)?;
+        Ok(ns.inode(s).ino)
     }
 
-    /// [`BlobFs::mkdir`] of the entry `loc` names, under the namespace lock.
-    pub(crate) fn mkdir_locked(&self, ns: &mut Ns, loc: Loc<'_>, path: &str) -> Result<u64> {
+    /// [`BlobFs::mkdir`] of the entry `loc` names, under the namespace lock; the new
+    /// directory's slot.
+    pub(crate) fn mkdir_locked(&self, ns: &mut Ns, loc: Loc<'_>, path: &str) -> Result<Slot> {
         let fs = &self.inner;
-        let (dir, name) = ns.resolve(fs.root, loc, path)?;
+        let (dir, name) = ns.resolve(loc, path)?;
         if ns.child(dir, name).is_some() {
             return Err(FsError::new(FsErrorKind::Exists, path, "entry exists"));
         }
+        ns.room(path)?;
         let now = now_ns();
+        let dir_ino = ns.inode(dir).ino;
         let ino = fs.commit(path, |t| {
             t.create(CreateOptions {
                 num_clusters: 0,
                 thin: true,
-                xattrs: entry_xattrs(FileType::Dir, dir, name, now),
+                xattrs: entry_xattrs(FileType::Dir, dir_ino, name, now),
             })
         })?;
-        let name: Arc<str> = Arc::from(name);
-        ns.inodes.insert(
-            ino,
-            Inode {
-                kind: FileType::Dir,
-                parent: dir,
-                name: Arc::clone(&name),
-                size: 0,
-                mtime: now,
-                ctime: now,
-                alloc_clusters: 0,
-            },
-        );
-        ns.dirs.insert(ino, Dir::default());
-        ns.link(dir, name, ino, FileType::Dir);
-        Ok(ino)
+        let s = ns.add(ino, FileType::Dir, dir, name, 0, now, now, 0);
+        ns.link(dir, s);
+        Ok(s)
     }
 
     /// Creates a directory and every missing ancestor (one transaction per directory created;
@@ -981,10 +1369,10 @@ impl BlobFs {
         fs.writable(path)?;
         let comps = components(path)?;
         let mut ns = fs.ns_write();
-        let mut cur = fs.root;
+        let mut cur = ns.root();
         for i in 0..comps.len() {
             match ns.child(cur, comps[i]) {
-                Some(ino) if ns.dirs.contains_key(&ino) => cur = ino,
+                Some(s) if ns.is_dir(s) => cur = s,
                 Some(_) => {
                     let kind = if i + 1 == comps.len() {
                         FsErrorKind::Exists
@@ -1015,8 +1403,8 @@ impl BlobFs {
         let fs = &self.inner;
         fs.writable(path)?;
         let mut ns = fs.ns_write();
-        let (dir, name, ino) = ns.resolve_existing(fs.root, loc, path, "no such directory")?;
-        match ns.dirs.get(&ino) {
+        let (dir, s) = ns.resolve_existing(loc, path, "no such directory")?;
+        match ns.dir(s) {
             None => {
                 return Err(FsError::new(
                     FsErrorKind::NotADirectory,
@@ -1024,7 +1412,7 @@ impl BlobFs {
                     "not a directory",
                 ))
             }
-            Some(c) if !c.is_empty() => {
+            Some(c) if c.len() > 0 => {
                 return Err(FsError::new(
                     FsErrorKind::NotEmpty,
                     path,
@@ -1033,13 +1421,13 @@ impl BlobFs {
             }
             Some(_) => {}
         }
+        let ino = ns.inode(s).ino;
         fs.commit(path, |t| {
             t.delete(ino);
             Ok(())
         })?;
-        ns.unlink_entry(dir, name);
-        ns.dirs.remove(&ino);
-        ns.inodes.remove(&ino);
+        ns.unlink(dir, s);
+        ns.remove(s);
         fs.cache.drop_file(ino);
         Ok(())
     }
@@ -1057,21 +1445,22 @@ impl BlobFs {
         let fs = &self.inner;
         fs.writable(path)?;
         let mut ns = fs.ns_write();
-        let (dir, name, ino) = ns.resolve_existing(fs.root, loc, path, "no such file")?;
-        if ns.dirs.contains_key(&ino) {
+        let (dir, s) = ns.resolve_existing(loc, path, "no such file")?;
+        if ns.is_dir(s) {
             return Err(FsError::new(
                 FsErrorKind::IsADirectory,
                 path,
                 "is a directory",
             ));
         }
+        let ino = ns.inode(s).ino;
         let open = ns.open.get(&ino).map(|e| Arc::clone(&e.inode));
         fs.commit(path, |t| {
             drop_target(t, ino, open.is_some());
             Ok(())
         })?;
-        ns.unlink_entry(dir, name);
-        finish_drop(fs, &mut ns, ino, open);
+        ns.unlink(dir, s);
+        finish_drop(fs, &mut ns, s, open);
         Ok(())
     }
 
@@ -1099,11 +1488,11 @@ impl BlobFs {
         let fs = &self.inner;
         fs.writable(from)?;
         let mut ns = fs.ns_write();
-        let (sdir, sname) = ns.resolve(fs.root, src_loc, from)?;
+        let (sdir, sname) = ns.resolve(src_loc, from)?;
         let src = ns
             .child(sdir, sname)
             .ok_or_else(|| FsError::new(FsErrorKind::NotFound, from, "no such entry"))?;
-        let (ddir, dname) = ns.resolve(fs.root, dst_loc, to)?;
+        let (ddir, dname) = ns.resolve(dst_loc, to)?;
         let skind = ns.kind(src);
         if skind == FileType::Dir {
             // Walk up from the destination directory: meeting `src` means a cycle.
@@ -1116,10 +1505,10 @@ impl BlobFs {
                         format!("cannot move {from:?} into its own subtree"),
                     ));
                 }
-                if cur == fs.root {
-                    break;
+                match ns.parent(cur) {
+                    Some(p) => cur = p,
+                    None => break, // the root
                 }
-                cur = ns.inodes.get(&cur).map_or(fs.root, |i| i.parent);
             }
         }
         let target = ns.child(ddir, dname);
@@ -1146,7 +1535,7 @@ impl BlobFs {
                     ))
                 }
                 (FileType::Dir, FileType::Dir) => {
-                    if ns.dirs.get(&t).is_some_and(|c| !c.is_empty()) {
+                    if ns.dir(t).is_some_and(|c| c.len() > 0) {
                         return Err(FsError::new(
                             FsErrorKind::NotEmpty,
                             to,
@@ -1157,30 +1546,30 @@ impl BlobFs {
                 (FileType::File, FileType::File) => {}
             }
         }
-        let topen = target.and_then(|t| ns.open.get(&t).map(|e| Arc::clone(&e.inode)));
+        let tino = target.map(|t| ns.inode(t).ino);
+        let topen = tino.and_then(|t| ns.open.get(&t).map(|e| Arc::clone(&e.inode)));
+        let (src_ino, ddir_ino) = (ns.inode(src).ino, ns.inode(ddir).ino);
         let now = now_ns();
         fs.commit(to, |t| {
-            t.set_xattr(src, X_PARENT, &enc_u64(ddir));
-            t.set_xattr(src, X_NAME, dname.as_bytes());
-            t.set_xattr(src, X_CTIME, &enc_u64(now));
-            if let Some(tino) = target {
+            t.set_xattr(src_ino, X_PARENT, &enc_u64(ddir_ino));
+            t.set_xattr(src_ino, X_NAME, dname.as_bytes());
+            t.set_xattr(src_ino, X_CTIME, &enc_u64(now));
+            if let Some(tino) = tino {
                 drop_target(t, tino, topen.is_some());
             }
             Ok(())
         })?;
-        if let Some(tino) = target {
-            ns.unlink_entry(ddir, dname);
-            finish_drop(fs, &mut ns, tino, topen);
+        if let Some(t) = target {
+            ns.unlink(ddir, t);
+            finish_drop(fs, &mut ns, t, topen);
         }
-        ns.unlink_entry(sdir, sname);
-        let dname: Arc<str> = Arc::from(dname);
-        ns.link(ddir, Arc::clone(&dname), src, skind);
-        if let Some(i) = ns.inodes.get_mut(&src) {
-            i.parent = ddir;
-            i.name = dname;
-            i.ctime = now;
-        }
-        if let Some(e) = ns.open.get(&src) {
+        ns.unlink(sdir, src);
+        ns.set_name(src, dname);
+        let i = ns.inode_mut(src);
+        i.parent = ddir;
+        i.ctime = now;
+        ns.link(ddir, src);
+        if let Some(e) = ns.open.get(&src_ino) {
             e.inode.set_ctime(now);
         }
         Ok(())
@@ -1208,21 +1597,21 @@ impl BlobFs {
         fs.live(path)?;
         let comps = components(path)?;
         let ns = fs.ns_read();
-        let ino = ns.lookup(fs.root, &comps, path)?;
-        Self::readdir_of(&ns, ino, after, limit, path)
+        let s = ns.lookup(&comps, path)?;
+        Self::readdir_of(&ns, s, after, limit, path)
     }
 
-    /// Up to `limit` entries of directory `ino` after the name `after`, sorted by name.
+    /// Up to `limit` entries of the directory in slot `s` after the name `after`, sorted by
+    /// name.
     pub(crate) fn readdir_of(
         ns: &Ns,
-        ino: u64,
+        s: Slot,
         after: Option<&str>,
         limit: usize,
         path: &str,
     ) -> Result<Vec<DirEntry>> {
         let children = ns
-            .dirs
-            .get(&ino)
+            .dir(s)
             .ok_or_else(|| FsError::new(FsErrorKind::NotADirectory, path, "not a directory"))?;
         Ok(children.entries_after(after, limit))
     }
@@ -1234,22 +1623,29 @@ impl BlobFs {
         fs.live(path)?;
         let comps = components(path)?;
         let ns = fs.ns_read();
-        let ino = ns.lookup(fs.root, &comps, path)?;
-        self.stat_of(&ns, ino, path)
+        let s = ns.lookup(&comps, path)?;
+        self.stat_slot(&ns, s, path)
     }
 
     /// [`BlobFs::stat`] of inode `ino`: `NotFound` if there is none.
     pub(crate) fn stat_of(&self, ns: &Ns, ino: u64, path: &str) -> Result<Metadata> {
-        let fs = &self.inner;
-        let i = ns
-            .inodes
-            .get(&ino)
+        let s = ns
+            .slot_of(ino)
             .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, format!("no inode {ino}")))?;
-        let (size, mtime, ctime) = match ns.open.get(&ino) {
+        self.stat_slot(ns, s, path)
+    }
+
+    /// [`BlobFs::stat`] of the inode in slot `s`.
+    pub(crate) fn stat_slot(&self, ns: &Ns, s: Slot, path: &str) -> Result<Metadata> {
+        let fs = &self.inner;
+        let i = ns.inode(s);
+        let (ino, kind) = (i.ino, i.kind());
+        let open = ns.open.get(&ino);
+        let (size, mtime, ctime) = match open {
             Some(e) => e.inode.times_and_size(),
             None => (i.size, i.mtime, i.ctime),
         };
-        let allocated_bytes = match (i.kind, ns.open.get(&ino)) {
+        let allocated_bytes = match (kind, open) {
             (FileType::Dir, _) => 0,
             // A closed file's clusters do not change: the inode table has them.
             (FileType::File, None) => i.alloc_clusters * fs.cluster_size,
@@ -1265,8 +1661,8 @@ impl BlobFs {
         };
         Ok(Metadata {
             ino,
-            kind: i.kind,
-            size: if i.kind == FileType::File { size } else { 0 },
+            kind,
+            size: if kind == FileType::File { size } else { 0 },
             allocated_bytes,
             mtime_ns: mtime,
             ctime_ns: ctime,
@@ -1289,7 +1685,7 @@ impl BlobFs {
     pub fn statfs(&self) -> Result<StatFs> {
         let fs = &self.inner;
         fs.live("/")?;
-        let files = fs.ns_read().inodes.len() as u64;
+        let files = fs.ns_read().len() as u64;
         let cs = fs.cluster_size;
         Ok(StatFs {
             total_bytes: fs.bs.total_clusters() * cs,
@@ -1317,17 +1713,16 @@ fn drop_target(t: &mut Txn, ino: u64, open: bool) {
 
 /// After the transaction of [`drop_target`]: update the in-memory tables. A deleted file's
 /// clean chunks are dropped now; an orphan's at its last close.
-fn finish_drop(fs: &FsInner, ns: &mut Ns, ino: u64, open: Option<Arc<OpenInode>>) {
+/// `s` is already unlinked from its directory.
+fn finish_drop(fs: &FsInner, ns: &mut Ns, s: Slot, open: Option<Arc<OpenInode>>) {
     match open {
         Some(oi) => {
             oi.mark_orphan();
-            if let Some(i) = ns.inodes.get_mut(&ino) {
-                i.parent = 0;
-                i.name = Arc::from("");
-            }
+            ns.orphan(s);
         }
         None => {
-            ns.inodes.remove(&ino);
+            let ino = ns.inode(s).ino;
+            ns.remove(s);
             fs.cache.drop_file(ino);
         }
     }
@@ -1352,8 +1747,11 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
     // A closed file's clean chunks stay cached (they match the device); an orphan's go with
     // its blob.
     e.inode.release_blob(fs, !orphan);
+    let slot = ns.slot_of(ino);
     if orphan {
-        ns.inodes.remove(&ino);
+        if let Some(s) = slot {
+            ns.remove(s);
+        }
         if !fs.read_only {
             fs.commit(path, |t| {
                 t.delete(ino);
@@ -1362,7 +1760,8 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
         }
     } else {
         let alloc = fs.bs.allocated_clusters(ino).ok();
-        if let Some(i) = ns.inodes.get_mut(&ino) {
+        if let Some(s) = slot {
+            let i = ns.inode_mut(s);
             i.size = size;
             i.mtime = mtime;
             i.ctime = ctime;
@@ -1372,4 +1771,68 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The directory table with few distinct tags (long collision runs, wrapping at the end
+    /// of the table) against a model, through growth, backward-shift deletes and shrinking.
+    #[test]
+    fn dir_table_matches_a_model_under_collisions() {
+        let mut d = Dir::default();
+        let mut model: HashMap<Slot, u32> = HashMap::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000u32 {
+            let grow = round < 12_000 || round % 3 == 0;
+            if grow || model.is_empty() {
+                let slot = round;
+                // Tags near the top of the range put home buckets at the end: runs wrap.
+                let tag = [0u32, 1, u32::MAX, u32::MAX - 1, 0x8000_0000][(rnd() % 5) as usize]
+                    ^ (rnd() % 4) as u32;
+                d.put(Entry { tag, slot });
+                model.insert(slot, tag);
+            } else {
+                let &slot = model
+                    .keys()
+                    .nth((rnd() % model.len() as u64) as usize)
+                    .unwrap();
+                let tag = model.remove(&slot).unwrap();
+                d.take(tag, slot);
+            }
+            if round % 997 == 0 || round > 19_900 {
+                assert_eq!(d.len(), model.len());
+                for (&s, &t) in &model {
+                    assert_eq!(d.find(t, |c| c == s), Some(s), "round {round}");
+                }
+                assert_eq!(d.find(7, |_| true), None);
+            }
+        }
+        // Shrinks once mostly empty, and keeps what is left.
+        let keys: Vec<(Slot, u32)> = model.iter().map(|(&s, &t)| (s, t)).collect();
+        for &(s, t) in &keys[1..] {
+            d.take(t, s);
+        }
+        assert!(d.table.len() <= 64);
+        assert_eq!(d.find(keys[0].1, |c| c == keys[0].0), Some(keys[0].0));
+    }
+
+    #[test]
+    fn slot_names_inline_up_to_fifteen_bytes() {
+        assert_eq!(SlotName::new("").inline(), b"");
+        assert_eq!(
+            SlotName::new(&"a".repeat(15)).inline(),
+            "a".repeat(15).as_bytes()
+        );
+        assert!(SlotName::new(&"a".repeat(16)).is_long());
+        assert!(SlotName::new(&"a".repeat(255)).is_long());
+    }
 }

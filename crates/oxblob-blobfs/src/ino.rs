@@ -38,15 +38,14 @@ impl BlobFs {
         fs.live("")?;
         let ns = fs.ns_read();
         let mut names = Vec::new();
-        let mut cur = ino;
-        while cur != fs.root {
-            let i = ns.inodes.get(&cur).ok_or_else(|| not_found(ino))?;
-            if i.parent == 0 {
+        let mut cur = ns.slot_of(ino).ok_or_else(|| not_found(ino))?;
+        while cur != ns.root() {
+            let Some(parent) = ns.parent(cur) else {
                 return Err(not_found(ino));
-            }
-            names.push(&*i.name);
-            cur = i.parent;
-            if names.len() > ns.inodes.len() {
+            };
+            names.push(ns.name(cur));
+            cur = parent;
+            if names.len() > ns.len() {
                 return Err(FsError::new(
                     FsErrorKind::Corrupt,
                     "",
@@ -82,9 +81,8 @@ impl BlobFs {
         let path = self.at_path(parent, name);
         fs.live(&path)?;
         let ns = fs.ns_read();
-        let (_, _, ino) =
-            ns.resolve_existing(fs.root, Loc::At(parent, name), &path, "no such entry")?;
-        self.stat_of(&ns, ino, &path)
+        let (_, s) = ns.resolve_existing(Loc::At(parent, name), &path, "no such entry")?;
+        self.stat_slot(&ns, s, &path)
     }
 
     /// The metadata of inode `ino`, as [`BlobFs::stat`] (an open file's current size and
@@ -115,10 +113,8 @@ impl BlobFs {
         let path = format!("<inode {ino}>");
         fs.live(&path)?;
         let ns = fs.ns_read();
-        if !ns.inodes.contains_key(&ino) {
-            return Err(not_found(ino));
-        }
-        BlobFs::readdir_of(&ns, ino, after, limit, &path)
+        let s = ns.slot_of(ino).ok_or_else(|| not_found(ino))?;
+        BlobFs::readdir_of(&ns, s, after, limit, &path)
     }
 
     /// Opens the existing file `ino`, as [`BlobFs::open`] (`create` and `exclusive` are
@@ -144,11 +140,11 @@ impl BlobFs {
         for _ in 0..OPEN_RETRIES {
             let (parent, name) = {
                 let ns = self.inner.ns_read();
-                let i = ns.inodes.get(&ino).ok_or_else(|| not_found(ino))?;
-                if i.parent == 0 {
+                let s = ns.slot_of(ino).ok_or_else(|| not_found(ino))?;
+                let Some(p) = ns.parent(s) else {
                     return Err(not_found(ino));
-                }
-                (i.parent, i.name.clone())
+                };
+                (ns.inode(p).ino, ns.name(s).to_string())
             };
             let path = self.at_path(parent, &name);
             let h = match self.open_in(Loc::At(parent, &name), plain, &path) {
@@ -193,8 +189,8 @@ impl BlobFs {
         let path = self.at_path(parent, name);
         fs.writable(&path)?;
         let mut ns = fs.ns_write();
-        let ino = self.mkdir_locked(&mut ns, Loc::At(parent, name), &path)?;
-        self.stat_of(&ns, ino, &path)
+        let s = self.mkdir_locked(&mut ns, Loc::At(parent, name), &path)?;
+        self.stat_slot(&ns, s, &path)
     }
 
     /// Removes the file `name` from `parent`, as [`BlobFs::unlink`].
@@ -252,7 +248,7 @@ impl BlobFs {
         if let Some(e) = ns.open.get(&ino) {
             e.inode.set_times(mtime_ns, now);
         } else {
-            if !ns.inodes.contains_key(&ino) {
+            if ns.slot_of(ino).is_none() {
                 return Err(not_found(ino));
             }
             fs.commit(&path, |t| {
@@ -261,7 +257,8 @@ impl BlobFs {
                 Ok(())
             })?;
         }
-        if let Some(i) = ns.inodes.get_mut(&ino) {
+        if let Some(s) = ns.slot_of(ino) {
+            let i = ns.inode_mut(s);
             i.mtime = mtime_ns;
             i.ctime = now;
         }
@@ -271,7 +268,7 @@ impl BlobFs {
     /// Whether `ino` is a directory (`None`: no such inode).
     pub fn kind_of(&self, ino: u64) -> Option<FileType> {
         let ns = self.inner.ns_read();
-        ns.inodes.get(&ino).map(|i| i.kind)
+        ns.slot_of(ino).map(|s| ns.kind(s))
     }
 }
 

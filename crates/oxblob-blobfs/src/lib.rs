@@ -14,6 +14,21 @@
 //! links (there are none); fsck of the tree (a mount refuses a tree that names a missing
 //! parent or holds a duplicate name with `Corrupt`).
 //!
+//! ## In-memory namespace
+//! Built at mount from every blob's xattrs, changed by each namespace operation, never on
+//! disk (`fs.rs`, `Ns`). Sized so that a path lookup with a million files costs about two
+//! cache misses, not one per structure touched:
+//! - **Inode slab**: one 64-byte, cache-line-aligned slot per inode, dense (freed slots are
+//!   reused), holding everything `stat` reports and the entry name — names of up to 15 bytes
+//!   inline, longer ones in a side map — so comparing the name of a candidate entry and
+//!   stating it read one line. A map from inode number to slot serves the inode-level API.
+//! - **Directory tables**: per directory, an open-addressing hash table of 8-byte entries
+//!   (32 bits of the name's keyed SipHash, the child's slot), linear probing, at most 3/4
+//!   full, deletion by backward shift; an entry's home bucket comes from its hash bits
+//!   alone, so growing, shrinking and deleting never read a name. A lookup per path
+//!   component is one probe here and one read of the child's slot.
+//! - Per directory, the entries in name order (`BTreeMap`) for `readdir` and its cursor.
+//!
 //! ## Cache
 //! [`MountOptions::cache_bytes`] (default [`DEFAULT_CACHE_BYTES`], 64 MiB; 0 = every read
 //! and write goes to the device) bounds the memory of:

@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use oxblob_blobfs::{BlobFs, FileType, Metadata};
+use oxblob_blobfs::{BlobFs, FileType, Metadata, OpenFlags};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -272,5 +272,81 @@ fn mass_delete_shrinks_the_index_and_keeps_it_consistent() {
     fs.unmount().unwrap();
     let fs = mount(&d);
     assert_eq!(list_paged(&fs, "/m", 1000, true), left);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn names_around_the_inline_length_resolve_rename_and_survive_a_mount() {
+    let (d, fs) = fresh(256, 4096);
+    fs.mkdir("/n").unwrap();
+    // 14, 15 and 16 bytes (the slot keeps up to 15 inline), the longest name, and multi-byte
+    // UTF-8 on both sides of the boundary.
+    let names: Vec<String> = vec![
+        "a".repeat(14),
+        "b".repeat(15),
+        "c".repeat(16),
+        "d".repeat(255),
+        "é".repeat(7),        // 14 bytes
+        "ü".repeat(8),        // 16 bytes
+        "x".repeat(13) + "é", // 15 bytes
+    ];
+    for n in &names {
+        fs.create(&format!("/n/{n}")).unwrap().close().unwrap();
+        fs.mkdir(&format!("/{n}")).unwrap();
+        fs.create(&format!("/{n}/{n}")).unwrap().close().unwrap();
+    }
+    for n in &names {
+        let m = fs.stat(&format!("/n/{n}")).unwrap();
+        assert_eq!(fs.path_of(m.ino).unwrap(), format!("/n/{n}"));
+        assert_eq!(fs.lookup(fs.stat("/n").unwrap().ino, n).unwrap(), m);
+        assert_eq!(fs.stat(&format!("/{n}/{n}")).unwrap().kind, FileType::File);
+        // A prefix or an extension of a name is another name.
+        if n.len() < 255 {
+            assert!(!fs.exists(&format!("/n/{n}z")).unwrap());
+        }
+        let mut prefix = n.clone();
+        prefix.pop();
+        assert!(!fs.exists(&format!("/n/{prefix}")).unwrap());
+    }
+    // Renames between short and long names, over existing entries, across directories.
+    let long = "L".repeat(40);
+    fs.rename(&format!("/n/{}", names[0]), &format!("/n/{long}"))
+        .unwrap();
+    fs.rename(&format!("/n/{}", names[2]), &format!("/n/{}", names[1]))
+        .unwrap();
+    fs.rename(&format!("/n/{long}"), "/n/short").unwrap();
+    fs.rename(
+        &format!("/{}", names[3]),
+        &format!("/n/{}", "M".repeat(100)),
+    )
+    .unwrap();
+    // An open file with a long name unlinked: an orphan until its handle closes.
+    let h = fs
+        .open(&format!("/n/{}", names[5]), OpenFlags::read_write())
+        .unwrap();
+    fs.unlink(&format!("/n/{}", names[5])).unwrap();
+    assert!(fs.path_of(h.ino()).is_err());
+    assert!(!fs.exists(&format!("/n/{}", names[5])).unwrap());
+    h.close().unwrap();
+    let mut expect: Vec<String> = vec![
+        names[1].clone(),
+        names[4].clone(),
+        names[6].clone(),
+        names[3].clone(),
+        "M".repeat(100),
+        "short".to_string(),
+    ];
+    expect.sort();
+    assert_eq!(list_paged(&fs, "/n", 2, false), expect);
+    let before = full_state(&fs);
+    fs.unmount().unwrap();
+    let fs = mount(&d);
+    assert_eq!(full_state(&fs), before);
+    assert_eq!(
+        fs.stat(&format!("/n/{}/{}", "M".repeat(100), names[3]))
+            .unwrap()
+            .kind,
+        FileType::File
+    );
     fs.unmount().unwrap();
 }
