@@ -289,6 +289,14 @@ impl OpenInode {
             d.wb = Some(wb);
             return Err(e);
         }
+        self.wb_written(fs, d, &wb, keep);
+        Ok(())
+    }
+
+    /// After the write-behind buffer `wb` (taken from `d`) reached the device: the device is
+    /// valid past it, cached chunks are patched, its memory is released and, with `keep`,
+    /// turned into clean chunks.
+    fn wb_written(&self, fs: &FsInner, d: &mut Data, wb: &Wb, keep: bool) {
         d.dsize = d.dsize.max(wb.end());
         fs.cache.patch(self.ino, wb.start, &wb.data);
         let cap = wb.data.capacity() as u64;
@@ -298,7 +306,67 @@ impl OpenInode {
             // The buffer's memory is released first: it turns into (at most) as many chunks.
             self.keep_written(fs, wb.start, &wb.data, d.dsize);
         }
-        Ok(())
+    }
+
+    /// `fsync` after pure appends whose bytes are still in the write-behind buffer (a WAL):
+    /// the buffer, as whole io blocks, and the inode record with a check over the appended
+    /// bytes are written in one device round trip, then one flush
+    /// (`Blob::write_commit_checked`). `Ok(false)`: the case does not apply (the buffer
+    /// does not end at the size, starts in a block whose device bytes are not at hand, or
+    /// reaches an unallocated cluster) and nothing was written.
+    fn append_commit(&self, fs: &FsInner, d: &mut Data, path: &str) -> Result<bool> {
+        let size = self.size.load(Ordering::Acquire);
+        let (Some(a), Some(wb), Some(blob)) = (d.append, d.wb.as_ref(), d.blob.as_ref()) else {
+            return Ok(false);
+        };
+        let unit = fs.io_unit;
+        if d.inline.is_some()
+            || !d.size_dirty
+            || a.end != size
+            || a.end <= a.from
+            || a.end - a.from > CHECKED_APPEND_MAX
+            || wb.end() != size
+            || wb.start > d.dsize
+        {
+            return Ok(false);
+        }
+        let a0 = wb.start / unit * unit;
+        let a1 = size.div_ceil(unit) * unit;
+        if a1 - a0 > CHECKED_APPEND_MAX || !blob.is_allocated(a0, a1 - a0) {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; (a1 - a0) as usize];
+        let head = (wb.start - a0) as usize;
+        if head > 0 {
+            match &d.tail {
+                Some((o, b)) if *o == a0 && b.len() as u64 == unit => {
+                    buf[..head].copy_from_slice(&b[..head]);
+                }
+                _ => return Ok(false),
+            }
+        }
+        buf[head..head + wb.data.len()].copy_from_slice(&wb.data);
+        let bs = |e| FsError::from_bs(e, path);
+        let (_, mtime, ctime) = self.times_and_size();
+        blob.set_xattr(X_SIZE, &enc_u64(size)).map_err(bs)?;
+        blob.set_xattr(X_MTIME, &enc_u64(mtime)).map_err(bs)?;
+        blob.set_xattr(X_CTIME, &enc_u64(ctime)).map_err(bs)?;
+        let r =
+            blob.write_commit_checked(a0, &buf, a.from, a.end - a.from, a.crc, Durability::Durable);
+        if let Err(e) = r {
+            // The buffer stays for the next fsync; the device's copy of the block is unknown.
+            d.tail = None;
+            fs.cache.forget(self.ino, wb.start, wb.data.len() as u64);
+            return Err(bs(e));
+        }
+        if let Some(wb) = d.wb.take() {
+            self.wb_written(fs, d, &wb, true);
+        }
+        d.tail = (size % unit != 0).then(|| (a1 - unit, buf[buf.len() - unit as usize..].to_vec()));
+        d.meta_dirty = false;
+        d.size_dirty = false;
+        d.append = Some(Appended::at(size));
+        Ok(true)
     }
 
     /// Write-through: after `data` was written to the device at `off` (the device now valid
@@ -429,6 +497,9 @@ impl OpenInode {
     /// So an fsync costs one flush when the size did not change, two when it did.
     fn persist(&self, fs: &FsInner, d: &mut Data, path: &str, dur: Durability) -> Result<()> {
         if fs.read_only {
+            return Ok(());
+        }
+        if dur == Durability::Durable && self.append_commit(fs, d, path)? {
             return Ok(());
         }
         self.flush_wb(fs, d, path)?;
@@ -1326,6 +1397,13 @@ impl FileHandle {
     pub fn fdatasync(&self) -> Result<()> {
         self.fs.live(&self.path)?;
         let mut d = self.inode.write_lock();
+        if d.size_dirty {
+            // Size changed: the record is needed anyway (`persist` writes the buffer, with
+            // the record in one round trip after pure appends).
+            return self
+                .inode
+                .persist(&self.fs, &mut d, &self.path, Durability::Durable);
+        }
         if !self.fs.read_only {
             self.inode.flush_wb(&self.fs, &mut d, &self.path)?;
         }
