@@ -494,7 +494,10 @@ impl OpenInode {
     /// "zero from the old size" writes included). A size unchanged needs no such ordering:
     /// bytes inside it are old or new after a crash, as for any unsynced write. New clusters
     /// are flushed before the record by the blobstore (they usually share that same flush).
-    /// So an fsync costs one flush when the size did not change, two when it did.
+    /// So an fsync costs one flush when the size did not change, two when it did — except
+    /// after pure appends (see [`Appended`]): then the record carries a check of the
+    /// appended bytes and needs no flush before it (one flush in all), and when those bytes
+    /// are still buffered they go to the device with the record ([`Self::append_commit`]).
     fn persist(&self, fs: &FsInner, d: &mut Data, path: &str, dur: Durability) -> Result<()> {
         if fs.read_only {
             return Ok(());
