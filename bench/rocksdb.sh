@@ -27,7 +27,12 @@
 # hold the whole database at the default sizes. In direct mode neither has a file cache.
 #
 # ext4 and oxblob runs alternate workload by workload (the order flips every workload). The
-# oxblob image is a sparse file on the same disk, under the same directory as the ext4 DB.
+# oxblob image is a file on the same disk, under the same directory as the ext4 DB, written
+# in full once by `oxblob mkfs --preallocate` (as a disk or partition would be: a sparse image
+# makes every first write to a block a host block allocation, and its flush a host metadata
+# write). Every db_bench run starts cold on both sides: the host page cache is dropped before
+# each run (an oxblob cache starts empty in each new process; without the drop, ext4 would
+# read what the previous process left in the page cache). OXBLOB_RDB_WARM=1 keeps it.
 #
 # Environment (all optional):
 #   OXBLOB_RDB_NUM       keys (default 500000; about 0.5 GB of values)
@@ -38,6 +43,7 @@
 #   OXBLOB_RDB_MODES     "buffered direct" (default both)
 #   OXBLOB_RDB_ROUNDS    runs of the repeatable workloads (overwrite-sync, readrandom), reported
 #                        as the median (default 3: sync latency on a virtual disk is very noisy)
+#   OXBLOB_RDB_WARM      1: do not drop the host page cache between runs
 #   OXBLOB_RDB_DIR       scratch directory on the disk under test (default /var/tmp/oxblob-rdb)
 #   OXBLOB_RDB_OUT       output prefix (default bench/out/rocksdb -> .json, .svg)
 # Exits non-zero only when something fails to run, never because of a ratio.
@@ -50,6 +56,7 @@ CACHE=${OXBLOB_RDB_CACHE:-67108864}
 FSCACHE=${OXBLOB_RDB_FSCACHE:-}
 MODES=${OXBLOB_RDB_MODES:-buffered direct}
 ROUNDS=${OXBLOB_RDB_ROUNDS:-3}
+WARM=${OXBLOB_RDB_WARM:-0}
 DIR=${OXBLOB_RDB_DIR:-/var/tmp/oxblob-rdb}
 OUT=${OXBLOB_RDB_OUT:-$ROOT/bench/out/rocksdb}
 
@@ -62,10 +69,11 @@ done
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "OXBLOB_RDB_ROUNDS must be a whole number > 0"
 [[ ! -e $DIR || -d $DIR ]] || die "$DIR exists and is not a directory"
 
-echo "== building liboxblob_rocksdb.so (release)"
-(cd "$ROOT" && cargo build --release -p oxblob-rocksdb --quiet)
+echo "== building liboxblob_rocksdb.so and oxblob (release)"
+(cd "$ROOT" && cargo build --release -p oxblob-rocksdb -p oxblob-cli --quiet)
 SO=$ROOT/target/release/liboxblob_rocksdb.so
-[[ -f $SO ]] || die "build produced no $SO"
+OXBLOB=$ROOT/target/release/oxblob
+[[ -f $SO && -x $OXBLOB ]] || die "build produced no $SO or $OXBLOB"
 
 mkdir -p "$DIR" "$(dirname "$OUT")"
 RAW=$(mktemp -d "${TMPDIR:-/tmp}/oxblob-rdb.XXXXXX")
@@ -101,7 +109,7 @@ run() {
             || { cat "$out" >&2; die "db_bench on ext4 failed ($w, $mode)"; }
     else
         LD_PRELOAD=$SO db_bench "${COMMON[@]}" "${args[@]}" \
-            --fs_uri="oxblob://$DIR/oxblob.img?mkfs=1&size=${IMG_GIB}GiB&direct=1$fsopt" \
+            --fs_uri="oxblob://$DIR/oxblob.img?direct=1$fsopt" \
             --db=/db >"$out" 2>&1 \
             || { cat "$out" >&2; die "db_bench on oxblob failed ($w, $mode)"; }
     fi
@@ -111,8 +119,10 @@ WORKLOADS=(fillseq fillrandom overwrite overwrite-sync readrandom readwhilewriti
 START=$(date +%s)
 for mode in $MODES; do
     [[ $mode == buffered || $mode == direct ]] || die "unknown mode '$mode'"
-    echo "== $mode mode: $NUM keys x 1000 B, cache $CACHE B, image ${IMG_GIB} GiB (sparse)"
+    echo "== $mode mode: $NUM keys x 1000 B, cache $CACHE B, image ${IMG_GIB} GiB (preallocated)"
     rm -rf "$DIR/ext4-db"; rm -f "$DIR/oxblob.img"
+    "$OXBLOB" mkfs "$DIR/oxblob.img" --size "${IMG_GIB}GiB" --preallocate --json >/dev/null \
+        || die "oxblob mkfs of $DIR/oxblob.img failed"
     i=0
     for w in "${WORKLOADS[@]}"; do
         n=1
@@ -120,7 +130,12 @@ for mode in $MODES; do
         for ((r = 1; r <= n; r++)); do
             if (( i % 2 == 0 )); then order=(ext4 oxblob); else order=(oxblob ext4); fi
             for fs in "${order[@]}"; do
-                sync; run "$fs" "$mode" "$w" "$r"
+                sync
+                if [[ $WARM != 1 ]]; then
+                    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null \
+                        || die "cannot drop the page cache (run as root, or OXBLOB_RDB_WARM=1)"
+                fi
+                run "$fs" "$mode" "$w" "$r"
             done
             i=$((i + 1))
         done
@@ -128,9 +143,9 @@ for mode in $MODES; do
 done
 echo "== done in $(( $(date +%s) - START )) s"
 
-python3 - "$RAW" "$OUT" "$NUM" "$CACHE" "$DURATION" "$MODES" <<'PY'
+python3 - "$RAW" "$OUT" "$NUM" "$CACHE" "$DURATION" "$MODES" "$WARM" <<'PY'
 import glob, json, re, statistics, sys, os, html
-raw, out, num, cache, duration, modes = sys.argv[1:7]
+raw, out, num, cache, duration, modes, warm = sys.argv[1:8]
 modes = modes.split()
 workloads = ["fillseq", "fillrandom", "overwrite", "overwrite-sync", "readrandom",
              "readwhilewriting"]
@@ -175,11 +190,15 @@ for r in rows:
           f(r["ext4"]["p99_us"], "%.1f"), f(r["oxblob"]["p99_us"], "%.1f"),
           f(r["ratio_p99"], "%.2f")))
 print("(ratio = oxblob/ext4 ops/s, higher is better for oxblob; P99 x = oxblob/ext4 P99 latency,"
-      " lower is better;\n overwrite-sync and readrandom: median of %s runs each, all runs in the JSON)"
-      % max(len(r["ext4"]["runs_ops_per_sec"]) for r in rows))
+      " lower is better;\n overwrite-sync and readrandom: median of %s runs each, all runs in the JSON;"
+      "\n every run started %s)"
+      % (max(len(r["ext4"]["runs_ops_per_sec"]) for r in rows),
+         "with the host page cache as the previous run left it" if warm == "1"
+         else "cold: host page cache dropped, new oxblob process"))
 
 doc = {"num": int(num), "key_size": 16, "value_size": 1000, "cache_size": int(cache),
-       "readwhilewriting_seconds": int(duration), "results": rows}
+       "readwhilewriting_seconds": int(duration), "cold_start": warm != "1",
+       "image": "preallocated", "results": rows}
 with open(out + ".json", "w") as fh:
     json.dump(doc, fh, indent=2)
 

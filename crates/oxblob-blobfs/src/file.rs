@@ -289,6 +289,14 @@ impl OpenInode {
             d.wb = Some(wb);
             return Err(e);
         }
+        self.wb_written(fs, d, &wb, keep);
+        Ok(())
+    }
+
+    /// After the write-behind buffer `wb` (taken from `d`) reached the device: the device is
+    /// valid past it, cached chunks are patched, its memory is released and, with `keep`,
+    /// turned into clean chunks.
+    fn wb_written(&self, fs: &FsInner, d: &mut Data, wb: &Wb, keep: bool) {
         d.dsize = d.dsize.max(wb.end());
         fs.cache.patch(self.ino, wb.start, &wb.data);
         let cap = wb.data.capacity() as u64;
@@ -298,7 +306,150 @@ impl OpenInode {
             // The buffer's memory is released first: it turns into (at most) as many chunks.
             self.keep_written(fs, wb.start, &wb.data, d.dsize);
         }
-        Ok(())
+    }
+
+    /// `fsync` after pure appends whose bytes are still in the write-behind buffer (a WAL):
+    /// the buffer, as whole io blocks, and the inode record with a check over the appended
+    /// bytes are written in one device round trip, then one flush
+    /// (`Blob::write_commit_checked`). `Ok(false)`: the case does not apply (the buffer
+    /// does not end at the size, starts in a block whose device bytes are not at hand, or
+    /// reaches an unallocated cluster) and nothing was written.
+    fn append_commit(&self, fs: &FsInner, d: &mut Data, path: &str) -> Result<bool> {
+        let size = self.size.load(Ordering::Acquire);
+        let (Some(a), Some(wb)) = (d.append, d.wb.take()) else {
+            return Ok(false);
+        };
+        let applies = d.inline.is_none() && d.size_dirty && a.end == size && wb.end() == size;
+        let (_, mtime, ctime) = self.times_and_size();
+        let r = if applies {
+            self.commit_with_bytes(fs, d, wb.start, &wb.data, a, mtime, ctime, path)
+        } else {
+            Ok(false)
+        };
+        match r {
+            Ok(true) => {
+                self.wb_written(fs, d, &wb, true);
+                d.meta_dirty = false;
+                d.size_dirty = false;
+                d.append = Some(Appended::at(size));
+                Ok(true)
+            }
+            Ok(false) => {
+                d.wb = Some(wb);
+                Ok(false)
+            }
+            Err(e) => {
+                // The buffer stays for the next fsync; the device's copy of its range is
+                // unknown.
+                fs.cache.forget(self.ino, wb.start, wb.data.len() as u64);
+                d.wb = Some(wb);
+                Err(e)
+            }
+        }
+    }
+
+    /// `append` + `fdatasync` of `data` with the cache off (nothing buffered): when the
+    /// file's bytes since its last record are pure appends, `data` and the record with its
+    /// check go to the device in one round trip, then one flush. `Ok(None)`: the case does
+    /// not apply and nothing changed (the caller appends and syncs the ordinary way).
+    fn append_sync_direct(&self, fs: &FsInner, data: &[u8], path: &str) -> Result<Option<u64>> {
+        let mut d = self.write_lock();
+        let size = self.size.load(Ordering::Acquire);
+        let len = data.len() as u64;
+        let Some(mut a) = d.append else {
+            return Ok(None);
+        };
+        if fs.read_only
+            || fs.cache.enabled()
+            || d.blob.is_none()
+            || d.wb.is_some()
+            || d.inline.is_some()
+            || len == 0
+            || a.end != size
+            || size.checked_add(len).is_none()
+        {
+            return Ok(None);
+        }
+        a.crc = crc32c::crc32c_append(a.crc, data);
+        a.end = size + len;
+        let now = now_ns();
+        let ctime = self.ctime.load(Ordering::Acquire);
+        if !self.commit_with_bytes(fs, &mut d, size, data, a, now, ctime, path)? {
+            return Ok(None);
+        }
+        self.size.store(a.end, Ordering::Release);
+        self.mtime.store(now, Ordering::Release);
+        d.dsize = a.end;
+        d.meta_dirty = false;
+        d.size_dirty = false;
+        d.append = Some(Appended::at(a.end));
+        Ok(Some(size))
+    }
+
+    /// The common core of [`Self::append_commit`] and [`Self::append_sync_direct`]: writes
+    /// `bytes` at `start` (the device valid up to `d.dsize`, `start` not past it), padded to
+    /// whole io blocks (the head block from the end-block memo), together with the inode
+    /// record — size `a.end`, the given times — carrying a check over `[a.from, a.end)`;
+    /// then one flush. `Ok(false)`: not applicable (the range is too long, reaches an
+    /// unallocated cluster, or the head block is not at hand), nothing written. On error the
+    /// blob's size and times are reset to the file's in-memory ones.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_with_bytes(
+        &self,
+        fs: &FsInner,
+        d: &mut Data,
+        start: u64,
+        bytes: &[u8],
+        a: Appended,
+        mtime: u64,
+        ctime: u64,
+        path: &str,
+    ) -> Result<bool> {
+        let Some(blob) = d.blob.as_ref() else {
+            return Ok(false);
+        };
+        let unit = fs.io_unit;
+        let end = a.end;
+        if start > d.dsize
+            || start + bytes.len() as u64 != end
+            || a.end <= a.from
+            || a.end - a.from > CHECKED_APPEND_MAX
+        {
+            return Ok(false);
+        }
+        let a0 = start / unit * unit;
+        let a1 = end.div_ceil(unit) * unit;
+        if a1 - a0 > CHECKED_APPEND_MAX || !blob.is_allocated(a0, a1 - a0) {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; (a1 - a0) as usize];
+        let head = (start - a0) as usize;
+        if head > 0 {
+            match &d.tail {
+                Some((o, b)) if *o == a0 && b.len() as u64 == unit => {
+                    buf[..head].copy_from_slice(&b[..head]);
+                }
+                _ => return Ok(false),
+            }
+        }
+        buf[head..head + bytes.len()].copy_from_slice(bytes);
+        let bs = |e| FsError::from_bs(e, path);
+        let set = |size: u64, mtime: u64, ctime: u64| -> oxblob_blobstore::Result<()> {
+            blob.set_xattr(X_SIZE, &enc_u64(size))?;
+            blob.set_xattr(X_MTIME, &enc_u64(mtime))?;
+            blob.set_xattr(X_CTIME, &enc_u64(ctime))
+        };
+        set(end, mtime, ctime).map_err(bs)?;
+        let r =
+            blob.write_commit_checked(a0, &buf, a.from, a.end - a.from, a.crc, Durability::Durable);
+        if let Err(e) = r {
+            d.tail = None;
+            let (size, mtime, ctime) = self.times_and_size();
+            let _ = set(size, mtime, ctime);
+            return Err(bs(e));
+        }
+        d.tail = (end % unit != 0).then(|| (a1 - unit, buf[buf.len() - unit as usize..].to_vec()));
+        Ok(true)
     }
 
     /// Write-through: after `data` was written to the device at `off` (the device now valid
@@ -426,9 +577,15 @@ impl OpenInode {
     /// "zero from the old size" writes included). A size unchanged needs no such ordering:
     /// bytes inside it are old or new after a crash, as for any unsynced write. New clusters
     /// are flushed before the record by the blobstore (they usually share that same flush).
-    /// So an fsync costs one flush when the size did not change, two when it did.
+    /// So an fsync costs one flush when the size did not change, two when it did — except
+    /// after pure appends (see [`Appended`]): then the record carries a check of the
+    /// appended bytes and needs no flush before it (one flush in all), and when those bytes
+    /// are still buffered they go to the device with the record ([`Self::append_commit`]).
     fn persist(&self, fs: &FsInner, d: &mut Data, path: &str, dur: Durability) -> Result<()> {
         if fs.read_only {
+            return Ok(());
+        }
+        if dur == Durability::Durable && self.append_commit(fs, d, path)? {
             return Ok(());
         }
         self.flush_wb(fs, d, path)?;
@@ -1304,6 +1461,22 @@ impl FileHandle {
         self.inode.write(&self.fs, None, data, &self.path)
     }
 
+    /// Appends `data` and makes the file's data and size durable: `append` then `fdatasync`,
+    /// in fewer device round trips when it can. After pure appends (a log), the appended
+    /// bytes and the inode record carrying their check go to the device together, then one
+    /// flush — with the cache off too, where `append` would have written the data on its
+    /// own first. Returns the offset `data` was written at.
+    pub fn append_fdatasync(&self, data: &[u8]) -> Result<u64> {
+        self.check(true)?;
+        self.fs.live(&self.path)?;
+        if let Some(off) = self.inode.append_sync_direct(&self.fs, data, &self.path)? {
+            return Ok(off);
+        }
+        let off = self.inode.write(&self.fs, None, data, &self.path)?;
+        self.fdatasync()?;
+        Ok(off)
+    }
+
     /// Sets the size: shrinking frees whole clusters beyond it and zeroes the tail of the
     /// last one; growing leaves a hole that reads as zeroes.
     pub fn truncate(&self, len: u64) -> Result<()> {
@@ -1314,7 +1487,9 @@ impl FileHandle {
     /// Makes the file's data, size and times durable, and every namespace operation that
     /// completed before the call (deferred records): if the size changed, a device flush,
     /// then the inode's record (size, times, inline data, cluster map) and one flush; with the
-    /// size unchanged, one flush in all. Blocks.
+    /// size unchanged, one flush in all; after pure appends, the record carries a check of
+    /// the appended bytes and one flush covers both (written together when still buffered).
+    /// Blocks.
     pub fn fsync(&self) -> Result<()> {
         self.fs.live(&self.path)?;
         let mut d = self.inode.write_lock();
@@ -1326,6 +1501,13 @@ impl FileHandle {
     pub fn fdatasync(&self) -> Result<()> {
         self.fs.live(&self.path)?;
         let mut d = self.inode.write_lock();
+        if d.size_dirty {
+            // Size changed: the record is needed anyway (`persist` writes the buffer, with
+            // the record in one round trip after pure appends).
+            return self
+                .inode
+                .persist(&self.fs, &mut d, &self.path, Durability::Durable);
+        }
         if !self.fs.read_only {
             self.inode.flush_wb(&self.fs, &mut d, &self.path)?;
         }

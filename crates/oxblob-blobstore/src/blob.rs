@@ -201,22 +201,82 @@ impl Blob {
         crc: u32,
         durability: crate::Durability,
     ) -> Result<()> {
+        self.checked_commit(None, offset, len, crc, durability)
+    }
+
+    /// [`Blob::commit_md_checked`] that also **writes** `data` at byte `at` of the blob, in
+    /// the same device round trip as the record (both submitted at once, then one flush):
+    /// an appending fsync costs one write time and one flush. `at` and `data.len()` must be
+    /// multiples of the io unit and every cluster of the range allocated
+    /// ([`Blob::is_allocated`]); otherwise `InvalidArgument` (write the data with
+    /// [`Blob::write`] and use `commit_md_checked`). The checked range must lie within the
+    /// bytes written here or written (completed) before. If the commit fails, the blob's
+    /// committed state is unchanged and the data may or may not have reached the device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_commit_checked(
+        &self,
+        at: u64,
+        data: &[u8],
+        offset: u64,
+        len: u64,
+        crc: u32,
+        durability: crate::Durability,
+    ) -> Result<()> {
+        self.checked_commit(Some((at, data)), offset, len, crc, durability)
+    }
+
+    /// Whether every cluster of bytes `[offset, offset + len)` is allocated (a write there
+    /// needs no thin allocation).
+    pub fn is_allocated(&self, offset: u64, len: u64) -> bool {
+        let cs = self.inner.geo.cluster_size;
+        if len == 0 {
+            return true;
+        }
+        let st = self.entry.read();
+        let last = (offset.saturating_add(len) - 1) / cs;
+        (offset / cs..=last).all(|c| st.current.lookup(c).is_some())
+    }
+
+    fn checked_commit(
+        &self,
+        data: Option<(u64, &[u8])>,
+        offset: u64,
+        len: u64,
+        crc: u32,
+        durability: crate::Durability,
+    ) -> Result<()> {
         self.live()?;
         if self.inner.read_only {
             return Ok(());
         }
-        if len == 0 {
+        if len == 0 && data.is_none() {
             return self.commit_md(durability);
         }
         let t = {
             let mut md = self.inner.md_writable()?;
             let rec = self.entry.read().current.clone();
+            if let Some((at, bytes)) = data {
+                md.piggyback = self.data_writes(&rec, at, bytes)?;
+            }
+            if len == 0 {
+                let r = md.commit_apply(&self.inner, &[Mutation::PutBlob(rec)], false);
+                if r.map_err(|e| e.error)? {
+                    return Ok(());
+                }
+                let t = md.last_ticket;
+                drop(md);
+                return match durability {
+                    crate::Durability::Durable => self.inner.wait_durable(t),
+                    crate::Durability::Deferred => Ok(()),
+                };
+            }
             let end = offset.checked_add(len);
             let cap = rec.num_clusters.saturating_mul(self.inner.geo.cluster_size);
             if rec.parent != 0
                 || len > oxblob_format::record::MAX_CHECK_LEN
                 || end.is_none_or(|e| e > cap)
             {
+                md.piggyback.clear();
                 return Err(BsError::InvalidArgument(format!(
                     "data check {offset}+{len} on blob {:#x} ({} clusters{})",
                     self.id,
@@ -252,6 +312,55 @@ impl Blob {
             crate::Durability::Durable => self.inner.wait_durable(t),
             crate::Durability::Deferred => Ok(()),
         }
+    }
+
+    /// The device writes of `bytes` at byte `at` of the blob as `rec` maps it, split where
+    /// the clusters are not contiguous. `InvalidArgument` unless aligned and allocated;
+    /// `ReadOnly` for a read-only blob.
+    fn data_writes(
+        &self,
+        rec: &oxblob_format::BlobRecord,
+        at: u64,
+        bytes: &[u8],
+    ) -> Result<Vec<(u64, IoBuf)>> {
+        let g = &self.inner.geo;
+        let len = bytes.len() as u64;
+        if at % g.io_unit != 0 || len % g.io_unit != 0 {
+            return Err(BsError::InvalidArgument(format!(
+                "write of {len} bytes at {at}: not aligned to the io unit {}",
+                g.io_unit
+            )));
+        }
+        if rec.flags & FLAG_READ_ONLY != 0 {
+            return Err(BsError::ReadOnly);
+        }
+        let mut out: Vec<(u64, IoBuf)> = Vec::new();
+        let mut pos = at;
+        let end = at
+            .checked_add(len)
+            .ok_or_else(|| BsError::InvalidArgument("write range overflows".into()))?;
+        while pos < end {
+            let lc = pos / g.cluster_size;
+            let stop = ((lc + 1) * g.cluster_size).min(end);
+            let Some(pc) = rec.lookup(lc) else {
+                return Err(BsError::InvalidArgument(format!(
+                    "cluster {lc} of blob {:#x} is not allocated",
+                    self.id
+                )));
+            };
+            let dev = g.data_first_byte + pc * g.cluster_size + pos % g.cluster_size;
+            let piece = &bytes[(pos - at) as usize..(stop - at) as usize];
+            match out.last_mut() {
+                Some((o, b)) if *o + b.len() as u64 == dev => {
+                    let mut v = b.to_vec();
+                    v.extend_from_slice(piece);
+                    *b = IoBuf::from_slice(&v);
+                }
+                _ => out.push((dev, IoBuf::from_slice(piece))),
+            }
+            pos = stop;
+        }
+        Ok(out)
     }
 
     /// Whether bytes `[offset, offset + len)` meet a data check still in the log (see

@@ -4,7 +4,7 @@
 use crate::alloc::Allocator;
 use crate::error::{BsError, Result};
 use crate::store::{BlobEntry, Inner};
-use oxblob_bdev::{blocking, IoBuf, IoChannel};
+use oxblob_bdev::{blocking, Completion, IoBuf, IoChannel, IoOp};
 use oxblob_format::record::{self, Mutation, RecordKind};
 use oxblob_format::{BlobRecord, CheckpointEncoder, CheckpointRef, Superblock, MD_PAGE_SIZE};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -169,6 +169,10 @@ pub(crate) struct MdState {
     pub(crate) alloc: Allocator,
     /// Data-region writes (zeroing, copy-on-write) completed since the last flush.
     pub(crate) data_unflushed: bool,
+    /// Data writes (device offset, bytes) to submit together with the next transaction
+    /// record (a checked commit's data: `Blob::write_commit_checked`), so both take one
+    /// device round trip. Taken by the next [`MdState::commit`].
+    pub(crate) piggyback: Vec<(u64, IoBuf)>,
     /// Ticket of the last such write: a group flush covering it clears `data_unflushed`.
     pub(crate) data_ticket: u64,
     /// Clusters freed by records written but not yet covered by a flush, with the ticket of
@@ -256,6 +260,17 @@ impl MdState {
     }
 
     fn write_record(&mut self, kind: RecordKind, payload: &[u8]) -> Result<u64> {
+        self.write_record_with(kind, payload, Vec::new())
+    }
+
+    /// Writes a record at the tail, with `data` writes submitted alongside it on the md
+    /// channel (all in flight at once); returns when every one completed.
+    fn write_record_with(
+        &mut self,
+        kind: RecordKind,
+        payload: &[u8],
+        data: Vec<(u64, IoBuf)>,
+    ) -> Result<u64> {
         let bytes = record::encode_record(
             self.sb.store_id,
             self.sb.generation,
@@ -265,8 +280,58 @@ impl MdState {
         )
         .map_err(|e| BsError::InvalidArgument(e.to_string()))?;
         let pages = (bytes.len() / MD_PAGE_SIZE) as u64;
-        self.write_pages(self.tail_page, &bytes)?;
+        if data.is_empty() {
+            self.write_pages(self.tail_page, &bytes)?;
+        } else {
+            let mut buf = IoBuf::from_slice(&bytes);
+            buf.resize(bytes.len().div_ceil(MD_PAGE_SIZE) * MD_PAGE_SIZE);
+            let mut all = data;
+            all.push((self.tail_page * PAGE, buf));
+            self.write_all(all)?;
+        }
         Ok(pages)
+    }
+
+    /// Submits every write at once on the (idle) md channel and waits for all of them; the
+    /// first error is returned after everything submitted has completed.
+    fn write_all(&mut self, writes: Vec<(u64, IoBuf)>) -> Result<()> {
+        let ch = self.ch.as_mut();
+        if ch.in_flight() != 0 {
+            return Err(oxblob_bdev::BdevError::Busy {
+                in_flight: ch.in_flight(),
+            }
+            .into());
+        }
+        let mut err: Option<BsError> = None;
+        let mut submitted = 0usize;
+        for (i, (offset, buf)) in writes.into_iter().enumerate() {
+            match ch.submit(i as u64, IoOp::Write { offset, buf }) {
+                Ok(()) => submitted += 1,
+                Err(r) => {
+                    err = Some(r.error.into());
+                    break;
+                }
+            }
+        }
+        let mut out: Vec<Completion> = Vec::with_capacity(submitted);
+        let mut done = 0usize;
+        while done < submitted {
+            out.clear();
+            match ch.poll(&mut out, submitted - done) {
+                Ok(_) => {}
+                Err(e) => return Err(err.unwrap_or(e.into())),
+            }
+            for c in out.drain(..) {
+                done += 1;
+                if let Err(e) = c.result {
+                    err.get_or_insert(e.into());
+                }
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Commits one transaction: appended to the log, or through a checkpoint when it does not
@@ -277,6 +342,7 @@ impl MdState {
         muts: &[Mutation],
         durable: bool,
     ) -> std::result::Result<bool, CommitError> {
+        let data = std::mem::take(&mut self.piggyback);
         if self.needs_checkpoint {
             self.checkpoint(inner, None)?;
         }
@@ -288,11 +354,14 @@ impl MdState {
             record::encode_txn(muts).map_err(|e| BsError::InvalidArgument(e.to_string()))?;
         let pages = record::record_pages(payload.len());
         if pages + 1 > self.seg_pages() {
+            // Through a checkpoint: its first flush covers the data, written first.
+            self.write_all(data)?;
             self.checkpoint(inner, Some(muts))?;
             return Ok(true);
         }
         if self.tail_page + pages + 1 > self.seg_end_page {
             let Some(seg) = self.free_segments.iter().next().copied() else {
+                self.write_all(data)?;
                 self.checkpoint(inner, Some(muts))?;
                 return Ok(true);
             };
@@ -310,13 +379,15 @@ impl MdState {
             self.seg_end_page = self.tail_page + self.seg_pages();
             self.next_seq += 1;
         }
-        let result = self.write_record(RecordKind::Txn, &payload).and_then(|p| {
-            if durable {
-                self.flush().map(|()| p)
-            } else {
-                Ok(p)
-            }
-        });
+        let result = self
+            .write_record_with(RecordKind::Txn, &payload, data)
+            .and_then(|p| {
+                if durable {
+                    self.flush().map(|()| p)
+                } else {
+                    Ok(p)
+                }
+            });
         match result {
             Ok(p) => {
                 self.tail_page += p;

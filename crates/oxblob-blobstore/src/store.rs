@@ -887,6 +887,7 @@ impl BlobStore {
             super_blob: sup,
             alloc,
             data_unflushed: false,
+            piggyback: Vec::new(),
             data_ticket: 0,
             pending_free: Vec::new(),
             last_ticket: 0,

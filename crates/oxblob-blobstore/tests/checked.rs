@@ -191,3 +191,65 @@ fn bad_checks_are_refused() {
         b"v"
     );
 }
+
+#[test]
+fn write_commit_checked_writes_data_and_record_in_one_round_trip() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let id = bs
+        .create_blob(CreateOptions {
+            num_clusters: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    let b = bs.open_blob(id).unwrap();
+    b.sync_md().unwrap();
+    // Spans the two clusters; the check covers the bytes past an "old size" of 1000.
+    let at = CLUSTER - 8192;
+    let data = pattern(9, 16384);
+    b.set_xattr("len", b"new").unwrap();
+    let f0 = bs.device_flushes();
+    let crc = oxblob_format::crc32c(&data[1000..]);
+    b.write_commit_checked(at, &data, at + 1000, 16384 - 1000, crc, Durability::Durable)
+        .unwrap();
+    assert_eq!(bs.device_flushes(), f0 + 1);
+    assert!(b.checked_overlaps(at + 1000, 1));
+    let mut ch = bs.channel().unwrap();
+    assert_eq!(b.read(&mut ch, at, 16384).unwrap(), data);
+    // Refused: unaligned, or a cluster not allocated (thin).
+    let bad = |r| matches!(r, Err(BsError::InvalidArgument(_)));
+    assert!(bad(b.write_commit_checked(
+        100,
+        &data[..4096],
+        100,
+        10,
+        0,
+        Durability::Durable
+    )));
+    let thin = bs
+        .create_blob(CreateOptions {
+            num_clusters: 1,
+            thin: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let t = bs.open_blob(thin).unwrap();
+    assert!(!t.is_allocated(0, 4096));
+    assert!(bad(t.write_commit_checked(
+        0,
+        &data[..4096],
+        0,
+        10,
+        0,
+        Durability::Durable
+    )));
+    drop(t);
+    drop(ch);
+    drop(b);
+    drop(bs); // replay: the check holds
+    let bs = load(&d);
+    let b = bs.open_blob(id).unwrap();
+    assert_eq!(b.get_xattr("len").unwrap(), b"new");
+    let mut ch = bs.channel().unwrap();
+    assert_eq!(b.read(&mut ch, at, 16384).unwrap(), data);
+}

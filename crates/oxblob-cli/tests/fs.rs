@@ -77,6 +77,27 @@ fn every_command_has_help() {
     assert!(ok(&["--help"]).contains("mkfs"));
 }
 
+/// `--preallocate` writes the whole image: no sparse hole is left on the host.
+#[test]
+fn mkfs_preallocate_allocates_every_block() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tmp();
+    let sparse = d.path().join("sparse.img");
+    let full = d.path().join("full.img");
+    ok(&["mkfs", p(&sparse), "--size", "32M"]);
+    ok(&["mkfs", p(&full), "--size", "32M", "--preallocate"]);
+    let blocks = |f: &std::path::Path| std::fs::metadata(f).unwrap().blocks() * 512;
+    assert!(blocks(&sparse) < 16 << 20, "mkfs alone writes little");
+    assert!(
+        blocks(&full) >= 32 << 20,
+        "{} bytes allocated",
+        blocks(&full)
+    );
+    ok(&["mkdir", p(&full), "/a"]);
+    assert_eq!(ok(&["ls", p(&full)]), "a\n");
+    fsck_clean(p(&full));
+}
+
 #[test]
 fn mkfs_prints_summary_and_refuses_to_overwrite() {
     let d = tmp();

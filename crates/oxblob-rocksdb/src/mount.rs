@@ -428,6 +428,16 @@ impl WFile {
     /// `fdatasync`).
     pub fn datasync(&self) -> Result<()> {
         let mut p = lock(&self.pending);
+        if self.writable && !p.buf.is_empty() {
+            let h = self.handle()?;
+            if h.len() == p.base {
+                // A WAL: the appends and the size record in one device round trip.
+                h.append_fdatasync(&p.buf)?;
+                p.base += p.buf.len() as u64;
+                p.buf.clear();
+                return Ok(());
+            }
+        }
         self.drain(&mut p, true)?;
         if self.writable {
             self.handle()?.fdatasync()?;
