@@ -316,7 +316,10 @@ impl OpenInode {
     /// reaches an unallocated cluster) and nothing was written.
     fn append_commit(&self, fs: &FsInner, d: &mut Data, path: &str) -> Result<bool> {
         let size = self.size.load(Ordering::Acquire);
-        let (Some(a), Some(wb)) = (d.append, d.wb.take()) else {
+        let Some(a) = d.append else {
+            return Ok(false);
+        };
+        let Some(wb) = d.wb.take() else {
             return Ok(false);
         };
         let applies = d.inline.is_none() && d.size_dirty && a.end == size && wb.end() == size;
