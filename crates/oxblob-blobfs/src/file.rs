@@ -1220,16 +1220,13 @@ impl OpenInode {
             while at < a1 {
                 let stop = ((at / chunk + 1) * chunk).min(a1);
                 let (s, e) = (at.max(off), stop.min(end));
-                let mut buf = if s == at && e == stop {
-                    Vec::new()
-                } else {
-                    vec![0u8; usize::try_from(stop - at).unwrap_or(0)]
-                };
-                if buf.is_empty() {
+                if s == at && e == stop {
                     // Aligned middle piece: write straight from the caller's bytes.
                     blob.write(ch, at, &data[(s - off) as usize..(e - off) as usize])
                         .map_err(bs)?;
                 } else {
+                    // Built in the I/O buffer itself (recycled memory, no second copy).
+                    let mut buf = IoBuf::zeroed(usize::try_from(stop - at).unwrap_or(0));
                     let u = unit as usize;
                     if s != at {
                         let b = Self::block_memo(memo.as_ref(), blob, ch, unit, at, size, path)?;
@@ -1250,9 +1247,11 @@ impl OpenInode {
                     }
                     buf[(s - at) as usize..(e - at) as usize]
                         .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
-                    blob.write(ch, at, &buf).map_err(bs)?;
-                    if stop == a1 && end % unit != 0 {
-                        last = Some((stop - unit, buf[buf.len() - u..].to_vec()));
+                    let end_block = (stop == a1 && end % unit != 0)
+                        .then(|| (stop - unit, buf[buf.len() - u..].to_vec()));
+                    blob.write_buf(ch, at, buf).map_err(bs)?;
+                    if end_block.is_some() {
+                        last = end_block;
                     }
                 }
                 at = stop;

@@ -545,6 +545,14 @@ impl Blob {
         .map(|_| ())
     }
 
+    /// Writes `buf` at `offset` and waits, without copying it (for callers that build the
+    /// bytes in an [`IoBuf`] already). Not durable until `sync_md`/close or a store flush.
+    pub fn write_buf(&self, ch: &mut BsChannel, offset: u64, buf: IoBuf) -> Result<()> {
+        let len = buf.len() as u64;
+        self.run(ch, Kind::Write, offset, vec![buf], len)
+            .map(|_| ())
+    }
+
     /// Writes zeroes over a range and waits.
     pub fn write_zeroes(&self, ch: &mut BsChannel, offset: u64, len: u64) -> Result<()> {
         self.run(ch, Kind::WriteZeroes, offset, Vec::new(), len)
