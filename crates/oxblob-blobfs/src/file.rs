@@ -933,7 +933,11 @@ impl OpenInode {
 
     /// One io-unit block at `off`, with every byte at or past `valid` zeroed (bytes past the
     /// size must read as zeroes, whatever a crash left there).
+    /// Taken from `memo` (the file's end block as last written) when it is that block, else
+    /// read from the device.
+    #[allow(clippy::too_many_arguments)]
     fn block(
+        memo: Option<&(u64, Vec<u8>)>,
         blob: &Blob,
         ch: &mut BsChannel,
         unit: u64,
@@ -945,9 +949,12 @@ impl OpenInode {
         if off >= valid || off >= blob.size_bytes() {
             return Ok(vec![0; u]);
         }
-        let mut b = blob
-            .read(ch, off, u)
-            .map_err(|e| FsError::from_bs(e, path))?;
+        let mut b = match memo {
+            Some((o, b)) if *o == off && b.len() == u => b.clone(),
+            _ => blob
+                .read(ch, off, u)
+                .map_err(|e| FsError::from_bs(e, path))?,
+        };
         let keep = usize::try_from(valid - off).unwrap_or(u).min(u);
         b[keep..].fill(0);
         Ok(b)
@@ -972,7 +979,7 @@ impl OpenInode {
         let b0 = from / unit * unit;
         let mut start = from;
         if from != b0 {
-            let blk = Self::block(blob, ch, unit, b0, from, path)?;
+            let blk = Self::block(None, blob, ch, unit, b0, from, path)?;
             blob.write(ch, b0, &blk)
                 .map_err(|e| FsError::from_bs(e, path))?;
             start = b0 + unit;
@@ -1229,19 +1236,12 @@ impl OpenInode {
                     let mut buf = IoBuf::zeroed(usize::try_from(stop - at).unwrap_or(0));
                     let u = unit as usize;
                     if s != at {
-                        let b = Self::block_memo(memo.as_ref(), blob, ch, unit, at, size, path)?;
+                        let b = Self::block(memo.as_ref(), blob, ch, unit, at, size, path)?;
                         buf[..u].copy_from_slice(&b);
                     }
                     if e != stop && (stop - unit != at || s == at) {
-                        let b = Self::block_memo(
-                            memo.as_ref(),
-                            blob,
-                            ch,
-                            unit,
-                            stop - unit,
-                            size,
-                            path,
-                        )?;
+                        let b =
+                            Self::block(memo.as_ref(), blob, ch, unit, stop - unit, size, path)?;
                         let l = buf.len();
                         buf[l - u..].copy_from_slice(&b);
                     }
@@ -1262,30 +1262,6 @@ impl OpenInode {
         // block it did not touch, that block is still what the device holds.
         *tail = last.or_else(|| memo.filter(|(o, _)| *o >= end.div_ceil(unit) * unit));
         Ok(())
-    }
-
-    /// [`Self::block`], from the memo of the file's end block when it is that block.
-    #[allow(clippy::too_many_arguments)]
-    fn block_memo(
-        memo: Option<&(u64, Vec<u8>)>,
-        blob: &Blob,
-        ch: &mut BsChannel,
-        unit: u64,
-        off: u64,
-        valid: u64,
-        path: &str,
-    ) -> Result<Vec<u8>> {
-        match memo {
-            Some((o, b)) if *o == off && b.len() as u64 == unit => {
-                let mut b = b.clone();
-                let keep = usize::try_from(valid.saturating_sub(off)).unwrap_or(b.len());
-                if keep < b.len() {
-                    b[keep..].fill(0);
-                }
-                Ok(b)
-            }
-            _ => Self::block(blob, ch, unit, off, valid, path),
-        }
     }
 
     fn truncate(&self, fs: &FsInner, new: u64, path: &str) -> Result<()> {

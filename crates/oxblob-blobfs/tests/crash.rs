@@ -14,7 +14,7 @@
 mod common;
 use common::*;
 use oxblob_bdev::BlockDevice;
-use oxblob_blobfs::{BlobFs, MkfsOptions, MountOptions, OpenFlags};
+use oxblob_blobfs::{BlobFs, MkfsOptions, MountOptions, OpenFlags, DEFAULT_CACHE_BYTES};
 use oxblob_sim::{CrashDevice, CrashMode};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -87,16 +87,53 @@ fn summary(t: &Tree) -> Vec<(String, Option<usize>)> {
         .collect()
 }
 
-/// Runs `op` after the setup on a crash device and checks every crash image.
-fn sweep(name: &str, op: impl FnOnce(&BlobFs)) {
-    let malloc = dev(8, 4096);
-    let crash = CrashDevice::new(malloc).unwrap();
+/// A crash device holding a new file system with the setup tree, made durable, mounted
+/// with `cache_bytes` of data cache.
+fn crash_fs(cache_bytes: u64) -> (Arc<CrashDevice>, BlobFs) {
+    let crash = CrashDevice::new(dev(8, 4096)).unwrap();
     let cdev: Arc<dyn BlockDevice> = crash.clone();
     BlobFs::mkfs(Arc::clone(&cdev), small_mkfs()).unwrap();
-    let fs = BlobFs::mount(Arc::clone(&cdev), MountOptions::default()).unwrap();
+    let opts = MountOptions {
+        cache_bytes,
+        ..Default::default()
+    };
+    let fs = BlobFs::mount(cdev, opts).unwrap();
     setup(&fs);
     // Namespace operations and close commit deferred: a sync makes the setup durable.
     fs.sync().unwrap();
+    (crash, fs)
+}
+
+/// Calls `check(point, end, mode, image)` for every image a power cut since the mark could
+/// leave (every history point, `variants` each); a failure is re-raised naming `what`, the
+/// point, the mode and the seed.
+fn each_image(
+    what: &str,
+    crash: &CrashDevice,
+    mut check: impl FnMut(usize, usize, CrashMode, Arc<dyn BlockDevice>),
+) {
+    let end = crash.history_len();
+    let mut checked = 0;
+    for point in 0..=end {
+        for (mode, seed) in variants(end + 1) {
+            let img = crash.image_at(point, seed, mode).unwrap();
+            if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(point, end, mode, img))) {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("{what}: crash point {point}/{end} mode {mode:?} seed {seed:#x}: {msg}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+}
+
+/// Runs `op` after the setup on a crash device and checks every crash image.
+fn sweep(name: &str, op: impl FnOnce(&BlobFs)) {
+    let (crash, fs) = crash_fs(DEFAULT_CACHE_BYTES);
     let before = snapshot(&fs);
     crash.mark();
     op(&fs);
@@ -105,32 +142,15 @@ fn sweep(name: &str, op: impl FnOnce(&BlobFs)) {
     fs.sync().unwrap();
     let after = snapshot(&fs);
     assert_ne!(before, after, "{name}: the operation changed nothing");
-    let end = crash.history_len();
-    let mut checked = 0;
-    for point in 0..=end {
-        for (mode, seed) in variants(end + 1) {
-            let img = crash.image_at(point, seed, mode).unwrap();
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                check_image(
-                    img,
-                    &before,
-                    &after,
-                    point == end && mode == CrashMode::DropAll,
-                    mode != CrashMode::Random,
-                )
-            }));
-            if let Err(e) = r {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!("op {name}: crash point {point}/{end} mode {mode:?} seed {seed:#x}: {msg}");
-            }
-            checked += 1;
-        }
-    }
-    assert!(checked > 0);
+    each_image(&format!("op {name}"), &crash, |point, end, mode, img| {
+        check_image(
+            img,
+            &before,
+            &after,
+            point == end && mode == CrashMode::DropAll,
+            mode != CrashMode::Random,
+        )
+    });
 }
 
 #[test]
@@ -337,13 +357,7 @@ fn crash_deferred_ops_then_fsync_of_one_file() {
 /// with the rewrite or without it.
 #[test]
 fn crash_rewrite_of_checked_append() {
-    let malloc = dev(8, 4096);
-    let crash = CrashDevice::new(malloc).unwrap();
-    let cdev: Arc<dyn BlockDevice> = crash.clone();
-    BlobFs::mkfs(Arc::clone(&cdev), small_mkfs()).unwrap();
-    let fs = BlobFs::mount(Arc::clone(&cdev), MountOptions::default()).unwrap();
-    setup(&fs);
-    fs.sync().unwrap();
+    let (crash, fs) = crash_fs(DEFAULT_CACHE_BYTES);
     let h = fs.open("/d1/f", OpenFlags::read_write()).unwrap();
     h.append(&pattern(21, 5000)).unwrap();
     h.fsync().unwrap();
@@ -355,29 +369,15 @@ fn crash_rewrite_of_checked_append() {
     h.close().unwrap();
     let after = snapshot(&fs);
     assert_ne!(acked, after);
-    let end = crash.history_len();
-    for point in 0..=end {
-        for (mode, seed) in variants(end + 1) {
-            let img = crash.image_at(point, seed, mode).unwrap();
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                check_image(
-                    img,
-                    &acked,
-                    &after,
-                    point == end && mode == CrashMode::DropAll,
-                    false,
-                )
-            }));
-            if let Err(e) = r {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!("crash point {point}/{end} mode {mode:?} seed {seed:#x}: {msg}");
-            }
-        }
-    }
+    each_image("rewrite", &crash, |point, end, mode, img| {
+        check_image(
+            img,
+            &acked,
+            &after,
+            point == end && mode == CrashMode::DropAll,
+            false,
+        )
+    });
 }
 
 /// A WAL: small appends, each fsync'ed, through the write-behind buffer. From the second
@@ -397,17 +397,7 @@ fn crash_wal_append_fdatasync_without_cache() {
 }
 
 fn wal_sweep(cache: bool) {
-    let malloc = dev(8, 4096);
-    let crash = CrashDevice::new(malloc).unwrap();
-    let cdev: Arc<dyn BlockDevice> = crash.clone();
-    BlobFs::mkfs(Arc::clone(&cdev), small_mkfs()).unwrap();
-    let opts = MountOptions {
-        cache_bytes: if cache { 64 << 20 } else { 0 },
-        ..Default::default()
-    };
-    let fs = BlobFs::mount(Arc::clone(&cdev), opts).unwrap();
-    setup(&fs);
-    fs.sync().unwrap();
+    let (crash, fs) = crash_fs(if cache { DEFAULT_CACHE_BYTES } else { 0 });
     let mut states = vec![snapshot(&fs)];
     crash.mark();
     let mut acked_at = vec![0usize];
@@ -426,25 +416,17 @@ fn wal_sweep(cache: bool) {
         acked_at.push(crash.history_len());
     }
     h.close().unwrap();
-    let end = crash.history_len();
-    let mut checked = 0;
-    for point in 0..=end {
+    each_image("wal", &crash, |point, _, _, img| {
         let acked = acked_at.iter().rposition(|&a| a <= point).unwrap_or(0);
-        for (mode, seed) in variants(end + 1) {
-            let img = crash.image_at(point, seed, mode).unwrap();
-            let fs = BlobFs::mount(img, MountOptions::default()).unwrap();
-            let got = snapshot(&fs);
-            let k = states.iter().position(|s| *s == got);
-            assert!(
-                k.is_some_and(|k| k >= acked),
-                "point {point}/{end} mode {mode:?} seed {seed:#x}: state {:?} (acked {acked}): {:?}",
-                k,
-                summary(&got)
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked > 0);
+        let fs = BlobFs::mount(img, MountOptions::default()).unwrap();
+        let got = snapshot(&fs);
+        let k = states.iter().position(|s| *s == got);
+        assert!(
+            k.is_some_and(|k| k >= acked),
+            "state {k:?} (acked {acked}): {:?}",
+            summary(&got)
+        );
+    });
 }
 
 /// `append_fdatasync` with the cache off: after the first (which moves the file out of its
