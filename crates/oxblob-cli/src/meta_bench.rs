@@ -30,7 +30,8 @@ pub struct MetaParams {
     pub files: u64,
     /// Layout.
     pub layout: Layout,
-    /// Random stats and renames measured (capped at `files`).
+    /// Random stats measured (drawn with repeats, so as many at every size) and renames
+    /// measured (capped at `files`: each file is renamed at most once).
     pub sample: u64,
     /// Format options.
     pub mkfs: MkfsOptions,
@@ -156,15 +157,16 @@ pub fn run_meta(
     let fs = mount("mount after unmount")?;
     let mount_clean = t.elapsed();
 
+    let stats = p.sample.max(1);
     let sample = p.sample.min(n);
     let mut rng = Rng(p.seed | 1);
     let t = Instant::now();
-    for k in 0..sample {
+    for k in 0..stats {
         let i = rng.below(n);
         fs.stat(&name_of(layout, i, false))
             .map_err(|e| err("stat", e))?;
         if k % TICK_EVERY == 0 {
-            tick("stat", k, sample);
+            tick("stat", k, stats);
         }
     }
     let stat = t.elapsed();
@@ -224,7 +226,7 @@ pub fn run_meta(
         files: n,
         layout,
         create_ops: rate(n, create),
-        stat_ops: rate(sample, stat),
+        stat_ops: rate(stats, stat),
         readdir_entries: rate(entries, readdir),
         rename_ops: rate(sample, rename),
         delete_ops: rate(n, delete),

@@ -67,7 +67,8 @@ pub struct MetaBenchArgs {
     /// Layouts: flat (one directory) or tree (1,000 directories); repeat or comma-separate.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "flat,tree")]
     pub layout: Vec<Layout>,
-    /// Random stats and renames measured per run (at most the file count).
+    /// Random stats measured per run (with repeats, the same number at every size), and
+    /// renames (at most the file count).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub sample: u64,
     /// Metadata region as 1/N of the device (millions of files need a large one).
