@@ -822,22 +822,28 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
         let mut dropped = 0u64;
         for e in &r.extents {
             let mut run: Option<Extent> = None;
-            for k in 0..e.count {
+            // The part past the data region: one finding for the whole range (a damaged count
+            // can name billions of clusters).
+            let inside = total.saturating_sub(e.physical).min(e.count);
+            if inside < e.count {
+                let first = e.physical.max(total);
+                f.push(finding(
+                    Severity::Error,
+                    FindingKind::ExtentOutsideData,
+                    Some(*id),
+                    None,
+                    format!(
+                        "blob {id}: logical clusters from {} map {} clusters from {first}, \
+                         outside the data region of {total} clusters",
+                        e.logical.saturating_add(first - e.physical),
+                        e.count - inside
+                    ),
+                ));
+                dropped += e.count - inside;
+            }
+            for k in 0..inside {
                 let p = e.physical + k;
-                let ok = if p >= total {
-                    f.push(finding(
-                        Severity::Error,
-                        FindingKind::ExtentOutsideData,
-                        Some(*id),
-                        None,
-                        format!(
-                            "blob {id}: logical cluster {} maps cluster {p}, outside the data \
-                             region of {total} clusters",
-                            e.logical + k
-                        ),
-                    ));
-                    false
-                } else if let Some(&o) = owner.get(&p) {
+                let ok = if let Some(&o) = owner.get(&p) {
                     let who = if o == *id {
                         "itself".to_string()
                     } else {

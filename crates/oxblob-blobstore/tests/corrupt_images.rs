@@ -31,7 +31,8 @@ mod common;
 use common::*;
 use oxblob_bdev::{blocking, BlockDevice, MallocDevice};
 use oxblob_blobstore::{
-    fsck, inspect, BlobStore, BsError, CreateOptions, FsckOptions, InitOptions, LoadOptions,
+    fsck, inspect, BlobStore, BsError, CreateOptions, Durability, FsckOptions, InitOptions,
+    LoadOptions,
 };
 use oxblob_format::record::RECORD_MAGIC;
 use oxblob_format::{crc32c, Superblock, MD_PAGE_SIZE};
@@ -183,6 +184,23 @@ fn base() -> &'static Vec<u8> {
             b.sync_md().unwrap();
             b.close().unwrap();
         }
+        // Checked commits in the log: replay verifies their data, which damage may change.
+        for &id in &ids[6..8] {
+            let b = bs.open_blob(id).unwrap();
+            let data = pattern(id + 500, 4096);
+            b.write(&mut ch, 0, &data).unwrap();
+            b.set_xattr("len", b"4096").unwrap();
+            let crc = oxblob_format::crc32c(&data);
+            b.commit_md_checked(0, 4096, crc, Durability::Durable)
+                .unwrap();
+            b.close().unwrap();
+        }
+        let b = bs.open_blob(ids[8]).unwrap();
+        let data = pattern(888, 8192);
+        let crc = oxblob_format::crc32c(&data[100..8100]);
+        b.write_commit_checked(0, &data, 100, 8000, crc, Durability::Durable)
+            .unwrap();
+        b.close().unwrap();
         bs.delete_blob(ids[19]).unwrap();
         bs.create_blob(CreateOptions {
             num_clusters: 2,
@@ -196,6 +214,14 @@ fn base() -> &'static Vec<u8> {
             "checkpoint holds the blobs"
         );
         assert!(ins.log.len() >= 8, "log tail: {} records", ins.log.len());
+        let checks = ins
+            .log
+            .iter()
+            .flat_map(|e| &e.mutations)
+            .filter(|m| matches!(m, oxblob_format::record::Mutation::CheckData(_)))
+            .count();
+        assert_eq!(checks, 3, "checked records in the log tail");
+        assert!(ins.log.iter().all(|e| e.skipped.is_none()));
         let report = fsck(&d, FsckOptions::default()).unwrap();
         assert!(report.is_clean(), "base image is clean: {report}");
         image_of(&d)
