@@ -11,7 +11,9 @@
 //! The fix-ups let the fuzzer reach the validation behind each CRC.
 use libfuzzer_sys::fuzz_target;
 use oxblob_bdev::{blocking, BlockDevice, MallocDevice};
-use oxblob_blobstore::{fsck, BlobStore, CreateOptions, FsckOptions, InitOptions, LoadOptions};
+use oxblob_blobstore::{
+    fsck, BlobStore, CreateOptions, Durability, FsckOptions, InitOptions, LoadOptions,
+};
 use oxblob_format::record::RECORD_MAGIC;
 use oxblob_format::superblock::SUPERBLOCK_MAGIC;
 use oxblob_format::{crc32c, MD_PAGE_SIZE};
@@ -88,6 +90,18 @@ fn build() -> Vec<u8> {
     b.resize(3).unwrap();
     b.write(&mut ch, 2 * CLUSTER, &pattern(9, 4096)).unwrap();
     b.sync_md().unwrap();
+    // Checked records: replay reads their data back (patches may change either).
+    let data = pattern(10, 8192);
+    b.set_xattr("len", b"8192").unwrap();
+    b.write_commit_checked(
+        2 * CLUSTER + 4096,
+        &data,
+        2 * CLUSTER + 4096,
+        8000,
+        crc32c(&data[..8000]),
+        Durability::Durable,
+    )
+    .unwrap();
     b.close().unwrap();
     bs.create_blob(CreateOptions::default()).unwrap();
     drop(bs);
