@@ -16,17 +16,23 @@ use std::sync::Arc;
 
 const N: usize = 10_000;
 
-/// A store with one 1-cluster blob holding `N` pattern bytes written (not flushed) and
-/// committed with a check over them and a "len" xattr. Returns (device, blob id, data).
-fn checked_blob() -> (Arc<dyn BlockDevice>, BlobStore, u64, Vec<u8>) {
-    let d = dev(16, 4096);
+/// A new store on a `mib` MiB malloc device and a new thick blob of `clusters` clusters.
+fn store_with_blob(mib: u64, clusters: u64) -> (Arc<dyn BlockDevice>, BlobStore, u64) {
+    let d = dev(mib, 4096);
     let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
     let id = bs
         .create_blob(CreateOptions {
-            num_clusters: 1,
+            num_clusters: clusters,
             ..Default::default()
         })
         .unwrap();
+    (d, bs, id)
+}
+
+/// A store with one 1-cluster blob holding `N` pattern bytes written (not flushed) and
+/// committed with a check over them and a "len" xattr. Returns (device, blob id, data).
+fn checked_blob() -> (Arc<dyn BlockDevice>, BlobStore, u64, Vec<u8>) {
+    let (d, bs, id) = store_with_blob(16, 1);
     let b = bs.open_blob(id).unwrap();
     b.set_xattr("len", b"old").unwrap();
     b.sync_md().unwrap();
@@ -140,14 +146,7 @@ fn confirm_makes_an_in_place_rewrite_safe() {
 
 #[test]
 fn bad_checks_are_refused() {
-    let d = dev(32, 4096);
-    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
-    let id = bs
-        .create_blob(CreateOptions {
-            num_clusters: 1,
-            ..Default::default()
-        })
-        .unwrap();
+    let (d, bs, id) = store_with_blob(32, 1);
     let b = bs.open_blob(id).unwrap();
     let bad = |r| matches!(r, Err(BsError::InvalidArgument(_)));
     // Past the blob's one cluster.
@@ -194,14 +193,7 @@ fn bad_checks_are_refused() {
 
 #[test]
 fn write_commit_checked_writes_data_and_record_in_one_round_trip() {
-    let d = dev(16, 4096);
-    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
-    let id = bs
-        .create_blob(CreateOptions {
-            num_clusters: 2,
-            ..Default::default()
-        })
-        .unwrap();
+    let (d, bs, id) = store_with_blob(16, 2);
     let b = bs.open_blob(id).unwrap();
     b.sync_md().unwrap();
     // Spans the two clusters; the check covers the bytes past an "old size" of 1000.
