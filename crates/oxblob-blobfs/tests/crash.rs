@@ -520,3 +520,61 @@ fn flush_counts() {
     fs.sync().unwrap();
     fs.unmount().unwrap();
 }
+
+/// A device error while an appending fsync writes its data and checked record together
+/// fails the sync with `Io` and loses nothing: the buffered bytes stay, the next sync
+/// writes them, and a remount reads every byte of the file — with the cache on (the
+/// write-behind path) and off (`append_fdatasync`).
+#[test]
+fn failed_append_sync_keeps_the_data_for_the_next_sync() {
+    for cache in [true, false] {
+        let faulty = oxblob_sim::ErrorDevice::new(dev(8, 4096));
+        let d: Arc<dyn BlockDevice> = faulty.clone();
+        BlobFs::mkfs(Arc::clone(&d), small_mkfs()).unwrap();
+        let opts = MountOptions {
+            cache_bytes: if cache { DEFAULT_CACHE_BYTES } else { 0 },
+            ..Default::default()
+        };
+        let fs = BlobFs::mount(Arc::clone(&d), opts).unwrap();
+        let h = fs.create("/wal").unwrap();
+        let mut all = pattern(70, 5000);
+        h.append(&all).unwrap();
+        h.fsync().unwrap();
+        let more = pattern(71, 1500);
+        // The next write request (the data and record submission, or the record) fails.
+        let id = faulty
+            .faults()
+            .arm(oxblob_sim::Fault::nth(1).kind(oxblob_bdev::IoKind::Write));
+        let r = if cache {
+            h.append(&more).unwrap();
+            h.fsync()
+        } else {
+            h.append_fdatasync(&more).map(|_| ())
+        };
+        assert_eq!(
+            r.unwrap_err().kind,
+            oxblob_blobfs::FsErrorKind::Io,
+            "cache {cache}"
+        );
+        assert_eq!(faulty.faults().injected(), 1);
+        faulty.faults().disarm(id);
+        if !cache {
+            // Nothing was appended: the caller still holds the bytes and retries.
+            assert_eq!(h.len(), 5000);
+            h.append_fdatasync(&more).unwrap();
+        } else {
+            h.fsync().unwrap();
+        }
+        all.extend_from_slice(&more);
+        assert_eq!(h.read_vec(0, 100_000).unwrap(), all, "cache {cache}");
+        h.close().unwrap();
+        fs.unmount().unwrap();
+        let fs = BlobFs::mount(d, MountOptions::default()).unwrap();
+        let h = fs.open("/wal", OpenFlags::read()).unwrap();
+        assert_eq!(
+            h.read_vec(0, 100_000).unwrap(),
+            all,
+            "after remount, cache {cache}"
+        );
+    }
+}
