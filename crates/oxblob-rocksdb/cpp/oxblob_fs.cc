@@ -52,8 +52,12 @@ std::string TakeMsg(char* err) {
 // errno + message -> IOStatus. `missing_is_notfound`: ENOENT as NotFound (queries such as
 // FileExists, GetFileSize, GetChildren) rather than IOError/PathNotFound (opens, deletes),
 // which is what RocksDB's own posix file system returns in each case.
-IOStatus ToStatus(int rc, char* err, bool missing_is_notfound = false) {
-  std::string msg = TakeMsg(err);
+// `errp` points to the message pointer the call filled in: it is read here, after the call
+// returned (an argument `err` would be copied before or after the call, the order in which
+// C++ evaluates arguments being unspecified, and the message lost).
+IOStatus ToStatus(int rc, char** errp, bool missing_is_notfound = false) {
+  std::string msg = TakeMsg(*errp);
+  *errp = nullptr;
   switch (rc) {
     case 0:
       return IOStatus::OK();
@@ -119,14 +123,14 @@ class FileRef {
     char* err = nullptr;
     int rc = oxb_file_close(f_, &err);
     f_ = nullptr;
-    return ToStatus(rc, err);
+    return ToStatus(rc, &err);
   }
   IOStatus Read(uint64_t off, size_t n, Slice* result, char* scratch) const {
     if (!f_) return IOStatus::IOError("oxblob: read on a closed file");
     size_t got = 0;
     char* err = nullptr;
     int rc = oxb_file_read(f_, off, scratch, n, &got, &err);
-    if (rc != 0) return ToStatus(rc, err);
+    if (rc != 0) return ToStatus(rc, &err);
     *result = Slice(scratch, got);
     return IOStatus::OK();
   }
@@ -175,7 +179,7 @@ class OxRandomAccessFile : public FSRandomAccessFile {
   IOStatus Prefetch(uint64_t offset, size_t n, const IOOptions&, IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_readahead(f_.get(), offset, n, &err), err);
+    return ToStatus(oxb_file_readahead(f_.get(), offset, n, &err), &err);
   }
 
  private:
@@ -192,18 +196,18 @@ class OxWritableFile : public FSWritableFile {
   IOStatus Append(const Slice& data, const IOOptions&, IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_append(f_.get(), data.data(), data.size(), &err), err);
+    return ToStatus(oxb_file_append(f_.get(), data.data(), data.size(), &err), &err);
   }
   IOStatus PositionedAppend(const Slice& data, uint64_t offset, const IOOptions&,
                             IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_write_at(f_.get(), offset, data.data(), data.size(), &err), err);
+    return ToStatus(oxb_file_write_at(f_.get(), offset, data.data(), data.size(), &err), &err);
   }
   IOStatus Truncate(uint64_t size, const IOOptions&, IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_truncate(f_.get(), size, &err), err);
+    return ToStatus(oxb_file_truncate(f_.get(), size, &err), &err);
   }
   IOStatus Close(const IOOptions&, IODebugContext*) override { return f_.Close(); }
   // Appends are buffered once (blobfs's write-behind, or with cache=0 the Rust-side buffer):
@@ -215,19 +219,19 @@ class OxWritableFile : public FSWritableFile {
   IOStatus Sync(const IOOptions&, IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_datasync(f_.get(), &err), err);
+    return ToStatus(oxb_file_datasync(f_.get(), &err), &err);
   }
   IOStatus Fsync(const IOOptions&, IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_sync(f_.get(), &err), err);
+    return ToStatus(oxb_file_sync(f_.get(), &err), &err);
   }
   bool IsSyncThreadSafe() const override { return true; }
   // Writes the buffer out to blobfs (background write-back, not a durability point).
   IOStatus RangeSync(uint64_t, uint64_t, const IOOptions&, IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_flush(f_.get(), &err), err);
+    return ToStatus(oxb_file_flush(f_.get(), &err), &err);
   }
   // blobfs allocates clusters on write (thin); nothing to reserve ahead.
   IOStatus Allocate(uint64_t, uint64_t, const IOOptions&, IODebugContext*) override {
@@ -248,7 +252,7 @@ class OxRandomRWFile : public FSRandomRWFile {
                  IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_write_at(f_.get(), offset, data.data(), data.size(), &err), err);
+    return ToStatus(oxb_file_write_at(f_.get(), offset, data.data(), data.size(), &err), &err);
   }
   IOStatus Read(uint64_t offset, size_t n, const IOOptions&, Slice* result, char* scratch,
                 IODebugContext*) const override {
@@ -258,7 +262,7 @@ class OxRandomRWFile : public FSRandomRWFile {
   IOStatus Sync(const IOOptions&, IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_sync(f_.get(), &err), err);
+    return ToStatus(oxb_file_sync(f_.get(), &err), &err);
   }
   IOStatus Close(const IOOptions&, IODebugContext*) override { return f_.Close(); }
 
@@ -274,7 +278,7 @@ class OxDirectory : public FSDirectory {
   OxDirectory(Holder h, std::string path) : h_(std::move(h)), path_(std::move(path)) {}
   IOStatus Fsync(const IOOptions&, IODebugContext*) override {
     char* err = nullptr;
-    return ToStatus(oxb_fsync_dir(h_->m, path_.c_str(), &err), err);
+    return ToStatus(oxb_fsync_dir(h_->m, path_.c_str(), &err), &err);
   }
   IOStatus FsyncWithDirOptions(const IOOptions& o, IODebugContext* d,
                                const rocksdb::DirFsyncOptions&) override {
@@ -417,7 +421,7 @@ class OxFileSystem : public FileSystem {
     uint64_t size, mtime;
     int dir;
     char* err = nullptr;
-    return ToStatus(oxb_stat(h_->m, Norm(fname).c_str(), &size, &mtime, &dir, &err), err,
+    return ToStatus(oxb_stat(h_->m, Norm(fname).c_str(), &size, &mtime, &dir, &err), &err,
                     true);
   }
   IOStatus GetChildren(const std::string& dir, const IOOptions&,
@@ -427,7 +431,7 @@ class OxFileSystem : public FileSystem {
     size_t len = 0;
     char* err = nullptr;
     int rc = oxb_readdir(h_->m, Norm(dir).c_str(), &names, &len, &err);
-    if (rc != 0) return ToStatus(rc, err, true);
+    if (rc != 0) return ToStatus(rc, &err, true);
     size_t i = 0;
     while (i < len) {
       size_t n = strnlen(names + i, len - i);
@@ -455,25 +459,25 @@ class OxFileSystem : public FileSystem {
         TakeMsg(err);
         continue;
       }
-      if (rc != 0) return ToStatus(rc, err, true);
+      if (rc != 0) return ToStatus(rc, &err, true);
       result->push_back({n, size});
     }
     return IOStatus::OK();
   }
   IOStatus DeleteFile(const std::string& fname, const IOOptions&, IODebugContext*) override {
     char* err = nullptr;
-    return ToStatus(oxb_unlink(h_->m, Norm(fname).c_str(), &err), err);
+    return ToStatus(oxb_unlink(h_->m, Norm(fname).c_str(), &err), &err);
   }
   IOStatus Truncate(const std::string& fname, size_t size, const IOOptions&,
                     IODebugContext*) override {
     char* err = nullptr;
-    return ToStatus(oxb_truncate_path(h_->m, Norm(fname).c_str(), size, &err), err);
+    return ToStatus(oxb_truncate_path(h_->m, Norm(fname).c_str(), size, &err), &err);
   }
   IOStatus CreateDir(const std::string& dirname, const IOOptions&, IODebugContext*) override {
     char* err = nullptr;
     int rc = oxb_mkdir(h_->m, Norm(dirname).c_str(), &err);
     if (rc == EEXIST) return IOStatus::IOError("oxblob: exists", TakeMsg(err));
-    return ToStatus(rc, err);
+    return ToStatus(rc, &err);
   }
   // Creates missing parents too (the image starts with only "/", and db_bench's default
   // --db is under /tmp).
@@ -494,7 +498,7 @@ class OxFileSystem : public FileSystem {
         if (!s.ok()) return s;
         if (!is_dir) return IOStatus::IOError("oxblob: exists and is not a directory", prefix);
       } else if (rc != 0) {
-        return ToStatus(rc, err);
+        return ToStatus(rc, &err);
       }
       at = next + 1;
     }
@@ -502,14 +506,14 @@ class OxFileSystem : public FileSystem {
   }
   IOStatus DeleteDir(const std::string& dirname, const IOOptions&, IODebugContext*) override {
     char* err = nullptr;
-    return ToStatus(oxb_rmdir(h_->m, Norm(dirname).c_str(), &err), err);
+    return ToStatus(oxb_rmdir(h_->m, Norm(dirname).c_str(), &err), &err);
   }
   IOStatus GetFileSize(const std::string& fname, const IOOptions&, uint64_t* file_size,
                        IODebugContext*) override {
     uint64_t mtime;
     int dir;
     char* err = nullptr;
-    return ToStatus(oxb_stat(h_->m, Norm(fname).c_str(), file_size, &mtime, &dir, &err), err,
+    return ToStatus(oxb_stat(h_->m, Norm(fname).c_str(), file_size, &mtime, &dir, &err), &err,
                     true);
   }
   IOStatus GetFileModificationTime(const std::string& fname, const IOOptions&,
@@ -518,14 +522,14 @@ class OxFileSystem : public FileSystem {
     int dir;
     char* err = nullptr;
     IOStatus s =
-        ToStatus(oxb_stat(h_->m, Norm(fname).c_str(), &size, &ns, &dir, &err), err, true);
+        ToStatus(oxb_stat(h_->m, Norm(fname).c_str(), &size, &ns, &dir, &err), &err, true);
     if (s.ok()) *file_mtime = ns / 1000000000ULL;
     return s;
   }
   IOStatus RenameFile(const std::string& src, const std::string& target, const IOOptions&,
                       IODebugContext*) override {
     char* err = nullptr;
-    return ToStatus(oxb_rename(h_->m, Norm(src).c_str(), Norm(target).c_str(), &err), err);
+    return ToStatus(oxb_rename(h_->m, Norm(src).c_str(), Norm(target).c_str(), &err), &err);
   }
   IOStatus LinkFile(const std::string&, const std::string&, const IOOptions&,
                     IODebugContext*) override {
@@ -536,14 +540,14 @@ class OxFileSystem : public FileSystem {
     *lock = nullptr;
     std::string p = Norm(fname);
     char* err = nullptr;
-    IOStatus s = ToStatus(oxb_lock(h_->m, p.c_str(), &err), err);
+    IOStatus s = ToStatus(oxb_lock(h_->m, p.c_str(), &err), &err);
     if (s.ok()) *lock = new OxLock(p);
     return s;
   }
   IOStatus UnlockFile(FileLock* lock, const IOOptions&, IODebugContext*) override {
     auto* l = static_cast<OxLock*>(lock);
     char* err = nullptr;
-    IOStatus s = ToStatus(oxb_unlock(h_->m, l->path.c_str(), &err), err);
+    IOStatus s = ToStatus(oxb_unlock(h_->m, l->path.c_str(), &err), &err);
     delete l;
     return s;
   }
@@ -567,14 +571,14 @@ class OxFileSystem : public FileSystem {
   IOStatus GetFreeSpace(const std::string&, const IOOptions&, uint64_t* diskfree,
                         IODebugContext*) override {
     char* err = nullptr;
-    return ToStatus(oxb_free_space(h_->m, diskfree, &err), err);
+    return ToStatus(oxb_free_space(h_->m, diskfree, &err), &err);
   }
   IOStatus IsDirectory(const std::string& path, const IOOptions&, bool* is_dir,
                        IODebugContext*) override {
     uint64_t size, mtime;
     int dir = 0;
     char* err = nullptr;
-    IOStatus s = ToStatus(oxb_stat(h_->m, Norm(path).c_str(), &size, &mtime, &dir, &err), err,
+    IOStatus s = ToStatus(oxb_stat(h_->m, Norm(path).c_str(), &size, &mtime, &dir, &err), &err,
                           true);
     if (s.ok() && is_dir) *is_dir = dir != 0;
     return s;
@@ -583,7 +587,7 @@ class OxFileSystem : public FileSystem {
  private:
   IOStatus Open(const std::string& fname, int mode, OxbFile** f) {
     char* err = nullptr;
-    return ToStatus(oxb_open(h_->m, Norm(fname).c_str(), mode, f, &err), err);
+    return ToStatus(oxb_open(h_->m, Norm(fname).c_str(), mode, f, &err), &err);
   }
 
   Holder h_;

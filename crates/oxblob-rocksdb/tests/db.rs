@@ -178,3 +178,31 @@ fn second_open_of_a_db_in_the_same_process_fails_with_lock_held() {
     assert_eq!(db2.get(b"k").unwrap().as_deref(), Some(&b"b"[..]));
     db2.close().unwrap();
 }
+
+/// A full image: the write fails with RocksDB's NoSpace status carrying blobfs's own message
+/// (which file, how many clusters were needed), and the image still mounts and checks clean.
+#[test]
+fn full_image_gives_no_space_with_the_file_system_message() {
+    let dir = scratch();
+    let img = dir.path().join("small.img");
+    let uri = format!("oxblob://{}?mkfs=1&size=32MiB", img.display());
+    let db = Db::open(&uri, "/db", &Options::default()).unwrap();
+    let big = vec![0x5au8; 64 << 10];
+    let mut failed = None;
+    for i in 0..10_000u64 {
+        if let Err(e) = db.put(&key(i), &big) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let e = failed.expect("a 32 MiB image filled without an error");
+    assert_eq!(e.code, Code::IoError, "{e:?}");
+    assert_eq!(e.subcode, oxblob_rocksdb::SubCode::NoSpace, "{e:?}");
+    assert!(e.message.contains("no space"), "{}", e.message);
+    assert!(e.message.contains("/db/"), "names the file: {}", e.message);
+    drop(db);
+    let dev = oxblob_bdev::spec::open(&img.display().to_string()).unwrap();
+    let fs = oxblob_blobfs::BlobFs::mount(dev, oxblob_blobfs::MountOptions::default()).unwrap();
+    assert!(fs.exists("/db/CURRENT").unwrap());
+    fs.unmount().unwrap();
+}
