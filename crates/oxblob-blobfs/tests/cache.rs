@@ -654,11 +654,7 @@ fn crash_sweep(bound: u64) {
                 assert_eq!(fs.store().blobs().unwrap().len(), 2);
             }));
             if let Err(e) = r {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let msg = oxblob_sim::panic_message(e.as_ref());
                 panic!("bound {bound}: crash point {point}/{end} (fsync at {fsync_point}) mode {mode:?} seed {seed:#x}: {msg}");
             }
         }

@@ -118,11 +118,7 @@ fn each_image(
         for (mode, seed) in variants(end + 1) {
             let img = crash.image_at(point, seed, mode).unwrap();
             if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(point, end, mode, img))) {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let msg = oxblob_sim::panic_message(e.as_ref());
                 panic!("{what}: crash point {point}/{end} mode {mode:?} seed {seed:#x}: {msg}");
             }
             checked += 1;
@@ -291,13 +287,7 @@ fn crash_rename_replacing_directory() {
 /// (dropped, kept or randomly torn unflushed writes) holds all of them.
 #[test]
 fn crash_deferred_ops_then_fsync_of_one_file() {
-    let malloc = dev(8, 4096);
-    let crash = CrashDevice::new(malloc).unwrap();
-    let cdev: Arc<dyn BlockDevice> = crash.clone();
-    BlobFs::mkfs(Arc::clone(&cdev), small_mkfs()).unwrap();
-    let fs = BlobFs::mount(Arc::clone(&cdev), MountOptions::default()).unwrap();
-    setup(&fs);
-    fs.sync().unwrap();
+    let (crash, fs) = crash_fs(DEFAULT_CACHE_BYTES);
     crash.mark();
     type Op = Box<dyn Fn(&BlobFs)>;
     let ops: Vec<Op> = vec![
@@ -318,37 +308,23 @@ fn crash_deferred_ops_then_fsync_of_one_file() {
     h.fsync().unwrap();
     let synced = crash.history_len();
     h.close().unwrap();
-    let end = crash.history_len();
     assert!(synced > before_fsync);
     let last = states.len() - 1;
-    for point in 0..=end {
-        for (mode, seed) in variants(end + 1) {
-            let img = crash.image_at(point, seed, mode).unwrap();
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                let fs2 = BlobFs::mount(Arc::clone(&img), MountOptions::default()).unwrap();
-                let got = snapshot(&fs2);
-                let k = states.iter().position(|s| *s == got);
-                assert!(
-                    k.is_some(),
-                    "not a prefix of the operations: {:?}",
-                    summary(&got)
-                );
-                if point >= synced {
-                    assert_eq!(k, Some(last), "fsync returned but not every op is durable");
-                }
-                let blobs = fs2.store().blobs().unwrap().len();
-                assert_eq!(blobs, got.len() + 1, "blobs vs inodes (root included)");
-            }));
-            if let Err(e) = r {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!("crash point {point}/{end} mode {mode:?} seed {seed:#x}: {msg}");
-            }
+    each_image("deferred ops", &crash, |point, _, _, img| {
+        let fs2 = BlobFs::mount(img, MountOptions::default()).unwrap();
+        let got = snapshot(&fs2);
+        let k = states.iter().position(|s| *s == got);
+        assert!(
+            k.is_some(),
+            "not a prefix of the operations: {:?}",
+            summary(&got)
+        );
+        if point >= synced {
+            assert_eq!(k, Some(last), "fsync returned but not every op is durable");
         }
-    }
+        let blobs = fs2.store().blobs().unwrap().len();
+        assert_eq!(blobs, got.len() + 1, "blobs vs inodes (root included)");
+    });
 }
 
 /// An fsync'ed append is committed with a data check (one flush); rewriting those bytes in

@@ -531,11 +531,7 @@ fn run_variants(count: u64, first: u64) -> Tally {
         if let Err(p) = r {
             let path = format!("/var/tmp/oxblob-corrupt-{seed:#x}.img");
             let _ = std::fs::write(&path, &img);
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = oxblob_sim::panic_message(p.as_ref());
             panic!("variant seed {seed:#x} ({what:?}) panicked: {msg}; image saved to {path}");
         }
     }

@@ -163,11 +163,7 @@ fn sweep(
                 Ok(true) => seen_after = true,
                 Ok(false) => seen_before = true,
                 Err(e) => {
-                    let msg = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
+                    let msg = oxblob_sim::panic_message(e.as_ref());
                     panic!("{name}: crash at point {p}/{n}, mode {mode:?}, seed {seed:#x}: {msg}");
                 }
             }
@@ -528,11 +524,7 @@ fn crash_deferred_commits_form_a_prefix() {
                 check_invariants(&bs2);
             }));
             if let Err(e) = r {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let msg = oxblob_sim::panic_message(e.as_ref());
                 panic!(
                     "deferred: crash at point {p}/{flushed}, mode {mode:?}, seed {seed:#x}: {msg}"
                 );

@@ -16,6 +16,7 @@
 //! - [`CountingDevice`]: counts operations and bytes by kind, resettable.
 //! - [`corrupt_block`]: flips bytes of one block of a device (bit rot in durable data).
 //! - [`rng`]: the one seeded PRNG (`SmallRng::seed_from_u64`) everything random draws from.
+//! - [`panic_message`]: the text of a panic caught by a sweep, to re-raise it with the seed.
 //!
 //! It does **not** own the block-device trait or the real backends (`oxblob-bdev`), nor any
 //! reference model of the blobstore or blobfs (those live with their crates' tests for now).
@@ -74,4 +75,15 @@ pub fn corrupt_block(
     }
     blocking::write(ch.as_mut(), offset, buf)?;
     Ok(flipped)
+}
+
+/// The message of a panic caught with `std::panic::catch_unwind` (its payload is a `String`
+/// or a `&str` for every `panic!`/`assert!`), so a sweep can re-raise it naming the crash
+/// point and seed; empty for any other payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
