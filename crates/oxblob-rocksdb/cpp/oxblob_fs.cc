@@ -174,12 +174,20 @@ class OxRandomAccessFile : public FSRandomAccessFile {
                 IODebugContext*) const override {
     return f_.Read(offset, n, result, scratch);
   }
-  // RocksDB's hint for a range it is about to read (table tails, iterator readahead):
-  // blobfs reads it into its cache if there is room, so the reads that follow are hits.
+  // RocksDB's hint for a range it is about to read (table tails, iterator and compaction
+  // readahead): blobfs reads it into its cache if there is room, so the reads that follow
+  // are hits. With the blobfs cache off the answer is NotSupported, the contract's way of
+  // telling RocksDB to read ahead into its own prefetch buffer; an OK there would make it
+  // issue one small device read per block.
   IOStatus Prefetch(uint64_t offset, size_t n, const IOOptions&, IODebugContext*) override {
     if (!f_.get()) return Closed();
     char* err = nullptr;
-    return ToStatus(oxb_file_readahead(f_.get(), offset, n, &err), &err);
+    int rc = oxb_file_readahead(f_.get(), offset, n, &err);
+    if (rc == EOPNOTSUPP) {
+      std::string msg = TakeMsg(err);
+      return IOStatus::NotSupported("oxblob", msg);
+    }
+    return ToStatus(rc, &err);
   }
 
  private:

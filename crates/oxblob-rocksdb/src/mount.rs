@@ -446,9 +446,19 @@ impl WFile {
     }
 
     /// A hint that `[offset, offset + len)` will be read soon: blobfs reads it into its
-    /// cache now if there is room.
+    /// cache now if there is room. With the cache off there is nowhere to read it to: the
+    /// answer is `EOPNOTSUPP`, which the glue reports to RocksDB as `NotSupported` — RocksDB
+    /// then reads ahead into its own buffer (one large read) instead of assuming the file
+    /// system did and issuing one small read per block.
     pub fn readahead(&self, offset: u64, len: u64) -> Result<()> {
-        self.handle()?.readahead(offset, len)?;
+        let h = self.handle()?;
+        if self.buffered {
+            return Err(Error::new(
+                libc::EOPNOTSUPP,
+                format!("{}: no read-ahead with the blobfs cache off", h.path()),
+            ));
+        }
+        h.readahead(offset, len)?;
         Ok(())
     }
 
@@ -562,6 +572,33 @@ mod tests {
         assert_eq!(&got[10..14], b"tail");
         drop(r);
         m.release().unwrap();
+    }
+
+    #[test]
+    fn readahead_is_unsupported_only_with_the_cache_off() {
+        // RocksDB reads ahead into its own buffer only when the file system says it cannot.
+        for (opt, supported) in [("", true), ("?cache=0", false)] {
+            let m = MountRef::mount(&format!("oxblob://malloc:64MiB{opt}")).unwrap();
+            let mut w = WFile::open(&m, "/f", OpenMode::Truncate).unwrap();
+            let data = pattern(300_000, 7);
+            w.append(&data).unwrap();
+            w.sync().unwrap();
+            let r = WFile::open(&m, "/f", OpenMode::Read).unwrap();
+            match r.readahead(0, 256 << 10) {
+                Ok(()) => assert!(supported, "read-ahead accepted with the cache off"),
+                Err(e) => {
+                    assert!(!supported, "read-ahead refused with the cache on: {e:?}");
+                    assert_eq!(e.errno, libc::EOPNOTSUPP);
+                }
+            }
+            // Either way the bytes read back unchanged.
+            let mut got = vec![0u8; data.len()];
+            assert_eq!(r.read_at(0, &mut got).unwrap(), data.len());
+            assert!(got == data, "contents differ ({opt})");
+            drop(r);
+            w.close().unwrap();
+            m.release().unwrap();
+        }
     }
 
     #[test]
