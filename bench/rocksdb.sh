@@ -44,6 +44,9 @@
 #   OXBLOB_RDB_ROUNDS    runs of the repeatable workloads (overwrite-sync, readrandom), reported
 #                        as the median (default 3: sync latency on a virtual disk is very noisy)
 #   OXBLOB_RDB_WARM      1: do not drop the host page cache between runs
+#   OXBLOB_RDB_BS        oxblob's device block size, e.g. 512 (default: the device's, 4096
+#                        for an image file): the unit of its direct reads and writes. 512 is
+#                        the unit RocksDB's direct reads use on ext4 on a 512-byte-sector disk
 #   OXBLOB_RDB_DIR       scratch directory on the disk under test (default /var/tmp/oxblob-rdb)
 #   OXBLOB_RDB_OUT       output prefix (default bench/out/rocksdb -> .json, .svg)
 # Exits non-zero only when something fails to run, never because of a ratio.
@@ -57,6 +60,8 @@ FSCACHE=${OXBLOB_RDB_FSCACHE:-}
 MODES=${OXBLOB_RDB_MODES:-buffered direct}
 ROUNDS=${OXBLOB_RDB_ROUNDS:-3}
 WARM=${OXBLOB_RDB_WARM:-0}
+BS=${OXBLOB_RDB_BS:-}
+BSOPT=${BS:+&bs=$BS}
 DIR=${OXBLOB_RDB_DIR:-/var/tmp/oxblob-rdb}
 OUT=${OXBLOB_RDB_OUT:-$ROOT/bench/out/rocksdb}
 
@@ -109,7 +114,7 @@ run() {
             || { cat "$out" >&2; die "db_bench on ext4 failed ($w, $mode)"; }
     else
         LD_PRELOAD=$SO db_bench "${COMMON[@]}" "${args[@]}" \
-            --fs_uri="oxblob://$DIR/oxblob.img?direct=1$fsopt" \
+            --fs_uri="oxblob://$DIR/oxblob.img?direct=1$fsopt$BSOPT" \
             --db=/db >"$out" 2>&1 \
             || { cat "$out" >&2; die "db_bench on oxblob failed ($w, $mode)"; }
     fi
