@@ -92,6 +92,7 @@ mod file;
 mod fs;
 mod fsck;
 mod ino;
+mod ns;
 mod path;
 
 pub use attr::INLINE_MAX;

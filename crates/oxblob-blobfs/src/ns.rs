@@ -1,0 +1,968 @@
+//! The in-memory namespace ([`Ns`]): every inode's record, every directory's children, the
+//! open files. Built at mount ([`Ns::build`]), changed by each namespace operation under the
+//! namespace lock, never on disk.
+//!
+//! An inode's 64-byte record ([`Inode`]) lives **inside its parent directory's hash table**
+//! ([`Dir`]), in the bucket its name hashes to. A table is two parallel arrays: one control
+//! byte per bucket (empty, or 8 bits of the name's hash) and the 64-byte, cache-line-aligned
+//! records. A lookup probes the control bytes (1 byte an entry: the control bytes of a
+//! million-entry directory are 2 MiB, and stay in the CPU caches when nothing else does) and
+//! reads a record only where its byte matches; that record holds the entry name (short names
+//! inline), so comparing the name and stating the entry read one cache line. With a million
+//! files a random `stat` thus costs about one cache miss, where a separate table of entries
+//! pointing into a slab of inodes cost two (the entry, then the slot).
+//!
+//! Records move: when a table grows or shrinks, when a delete shifts the rest of a probe run
+//! back (linear probing, no tombstones), when a rename moves an entry to another directory.
+//! So nothing refers to a record by its position for longer than one lock hold:
+//! - a position ([`Pos`]) is valid until the namespace next changes;
+//! - the stable handles are the inode number (mapped to the record's current position in
+//!   `by_ino`, updated on every move) and, for a directory, its index in `Ns::dirs`
+//!   ([`DirId`]), which a directory keeps for life. A record names its own directory by
+//!   `DirId`; its parent is the table it sits in; a directory knows its own inode number, so
+//!   walking up (paths of inodes, rename's cycle check) goes `DirId` → inode → position →
+//!   parent `DirId`.
+//!
+//! The root and files unlinked while open (orphans) are in no directory: their records are in
+//! a small side array (`detached`).
+
+use crate::error::{FsError, FsErrorKind, Result};
+use crate::fs::{DirEntry, FileType, Loc, OpenEntry};
+use crate::path::check_name;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::ops::Bound;
+
+/// A directory's index in [`Ns`]'s `dirs`: stable while the directory exists (indices of
+/// removed directories are reused).
+pub(crate) type DirId = u32;
+/// No directory: the `dir` of a file's record, the table of a detached record.
+const NO_DIR: DirId = DirId::MAX;
+/// Most inodes a namespace holds (every table index fits a `u32`).
+const MAX_INODES: usize = 1 << 31;
+/// Longest name kept inline in a record; longer names live in [`Ns`]'s `long_names`.
+const INLINE_NAME: usize = 15;
+/// `len` of a [`SlotName`] whose name is longer than [`INLINE_NAME`].
+const LONG_NAME: u8 = u8::MAX;
+
+/// Where an inode's record is now: bucket `i` of directory `dir`'s table, or, with
+/// `dir == NO_DIR`, entry `i` of the detached records (the root, orphans). Valid until the
+/// namespace next changes (see the module documentation); the stable handle is the inode
+/// number ([`Ns::pos_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pos {
+    dir: DirId,
+    i: u32,
+}
+
+/// An entry name inside a record (16 bytes): the name itself if it has at most
+/// [`INLINE_NAME`] bytes, so comparing it during a lookup reads no other cache line; else a
+/// marker, and the name is in [`Ns`]'s `long_names`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotName {
+    len: u8,
+    bytes: [u8; INLINE_NAME],
+}
+
+impl SlotName {
+    const EMPTY: SlotName = SlotName {
+        len: 0,
+        bytes: [0; INLINE_NAME],
+    };
+
+    /// `name` inline, or the long-name marker.
+    fn new(name: &str) -> SlotName {
+        let mut bytes = [0; INLINE_NAME];
+        match bytes.get_mut(..name.len()) {
+            Some(b) => {
+                b.copy_from_slice(name.as_bytes());
+                SlotName {
+                    len: name.len() as u8,
+                    bytes,
+                }
+            }
+            None => SlotName {
+                len: LONG_NAME,
+                bytes,
+            },
+        }
+    }
+
+    fn is_long(&self) -> bool {
+        self.len == LONG_NAME
+    }
+
+    /// The inline name (empty for a long one).
+    fn inline(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+/// An inode as the namespace knows it: one 64-byte, cache-line-aligned record in its parent
+/// directory's table, holding everything `stat` reports and the entry name a lookup compares,
+/// so resolving the last component of a path and stating it touches this one line (for an
+/// open file, size, times and allocation are the open inode's; these are refreshed at its
+/// last close).
+#[derive(Debug, Clone, Copy)]
+#[repr(align(64))]
+pub(crate) struct Inode {
+    /// Inode number (blob id); 0 in an empty bucket.
+    pub(crate) ino: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime: u64,
+    pub(crate) ctime: u64,
+    /// Allocated clusters of a closed file (from its blob record at mount, refreshed at its
+    /// last close: only an open file changes its clusters), so `stat` never opens a blob.
+    pub(crate) alloc_clusters: u64,
+    /// The directory's own entries in `Ns::dirs`; [`NO_DIR`] for a file.
+    dir: DirId,
+    /// 32 bits of the name's keyed hash: the record's home bucket and control byte come from
+    /// it alone, so a table grows, shrinks and shifts without reading a name.
+    hash: u32,
+    /// The entry name in the parent (empty for the root and orphans).
+    name: SlotName,
+}
+
+const _: () = assert!(std::mem::size_of::<Inode>() == 64);
+
+/// The record of an empty bucket.
+const NO_INODE: Inode = Inode {
+    ino: 0,
+    size: 0,
+    mtime: 0,
+    ctime: 0,
+    alloc_clusters: 0,
+    dir: NO_DIR,
+    hash: 0,
+    name: SlotName::EMPTY,
+};
+
+impl Inode {
+    pub(crate) fn kind(&self) -> FileType {
+        if self.dir == NO_DIR {
+            FileType::File
+        } else {
+            FileType::Dir
+        }
+    }
+}
+
+/// The control byte of an empty bucket.
+const EMPTY: u8 = 0;
+
+/// The control byte of a full bucket whose record's name hash is `hash`: 1..=255 from the low
+/// bits (the home bucket comes from the high ones), so a probe reads a record whose name
+/// differs only once in 255 control bytes compared.
+fn ctrl_of(hash: u32) -> u8 {
+    (hash % 255) as u8 + 1
+}
+
+/// Smallest non-empty directory table.
+const MIN_TABLE: usize = 8;
+
+/// Bytes of a transparent huge page (x86-64, aarch64 with 4 KiB pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// `n` copies of `v`; a large buffer is advised for transparent huge pages before it is first
+/// touched (records of a big directory are read at random: with 4 KiB pages nearly every read
+/// would also miss the TLB).
+fn big_vec<T: Clone>(n: usize, v: T) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    advise_huge(out.as_ptr() as usize, n * std::mem::size_of::<T>());
+    out.resize(n, v);
+    out
+}
+
+/// `madvise(MADV_HUGEPAGE)` on the whole 2 MiB pages inside `[addr, addr + len)` (none if the
+/// range is smaller). Advice only: it never changes the memory's contents, and a failure (no
+/// THP support) changes nothing.
+#[allow(unsafe_code)]
+fn advise_huge(addr: usize, len: usize) {
+    let start = addr.next_multiple_of(HUGE_PAGE);
+    let end = (addr + len) / HUGE_PAGE * HUGE_PAGE;
+    if end > start {
+        // SAFETY: the range lies inside one live allocation of ours; MADV_HUGEPAGE only
+        // changes how the kernel backs it, never what it holds.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                end - start,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+}
+
+/// One directory: its children's records in an open-addressing hash table — a control byte
+/// and a 64-byte record per bucket, linear probing, at most 3/4 full, deletes by backward
+/// shift (no tombstones) — and the same entries in name order for `readdir` (a stable order
+/// and a cursor, no sort per call, no record read per entry).
+///
+/// Every method that moves records reports each move as `moved(ino, new bucket)`.
+#[derive(Debug, Default)]
+pub(crate) struct Dir {
+    /// The directory's own inode number.
+    ino: u64,
+    ctrl: Vec<u8>,
+    recs: Vec<Inode>,
+    len: usize,
+    order: BTreeMap<Box<str>, (u64, FileType)>,
+}
+
+impl Dir {
+    fn new(ino: u64) -> Dir {
+        Dir {
+            ino,
+            ..Dir::default()
+        }
+    }
+
+    /// Entries in the directory.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The home bucket of `hash` (the table is a non-empty power of two).
+    fn home(&self, hash: u32) -> usize {
+        let bits = self.ctrl.len().trailing_zeros();
+        (u64::from(hash) >> (32 - bits)) as usize
+    }
+
+    /// The bucket of the entry with `hash` whose record `is_name` accepts.
+    fn find(&self, hash: u32, is_name: impl Fn(&Inode) -> bool) -> Option<u32> {
+        if self.ctrl.is_empty() {
+            return None;
+        }
+        let c = ctrl_of(hash);
+        let mask = self.ctrl.len() - 1;
+        let mut i = self.home(hash);
+        loop {
+            let b = self.ctrl[i];
+            if b == EMPTY {
+                return None;
+            }
+            if b == c {
+                let r = &self.recs[i];
+                if r.hash == hash && is_name(r) {
+                    return Some(i as u32);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The first empty bucket of `hash`'s probe run (the table has room).
+    fn free_bucket(&self, hash: u32) -> usize {
+        let mask = self.ctrl.len() - 1;
+        let mut i = self.home(hash);
+        while self.ctrl[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// Puts a record in the table (its name is not in the directory); returns its bucket.
+    fn insert(&mut self, r: Inode, moved: &mut impl FnMut(u64, u32)) -> u32 {
+        if (self.len + 1) * 4 > self.ctrl.len() * 3 {
+            self.resize((self.ctrl.len() * 2).max(MIN_TABLE), moved);
+        }
+        let i = self.free_bucket(r.hash);
+        self.ctrl[i] = ctrl_of(r.hash);
+        self.recs[i] = r;
+        self.len += 1;
+        i as u32
+    }
+
+    /// Takes the record out of bucket `i` (a full one).
+    fn remove(&mut self, i: u32, moved: &mut impl FnMut(u64, u32)) -> Inode {
+        let mask = self.ctrl.len() - 1;
+        let mut i = i as usize & mask;
+        let out = std::mem::replace(&mut self.recs[i], NO_INODE);
+        // Backward shift: move later entries of the run into the hole unless their home lies
+        // cyclically in (hole, entry].
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            if self.ctrl[j] == EMPTY {
+                break;
+            }
+            let k = self.home(self.recs[j].hash);
+            let stays = if i <= j {
+                i < k && k <= j
+            } else {
+                i < k || k <= j
+            };
+            if !stays {
+                self.ctrl[i] = self.ctrl[j];
+                self.recs[i] = std::mem::replace(&mut self.recs[j], NO_INODE);
+                moved(self.recs[i].ino, i as u32);
+                i = j;
+            }
+        }
+        self.ctrl[i] = EMPTY;
+        self.len -= 1;
+        // Give memory back after mass deletes once an eighth is used (O(n) every O(n)
+        // removals: amortized O(1)).
+        if self.ctrl.len() > 64 && self.len * 8 < self.ctrl.len() {
+            self.resize((self.len * 2).next_power_of_two().max(MIN_TABLE), moved);
+        }
+        out
+    }
+
+    /// Rebuilds the table with `cap` buckets (a power of two above the entry count) from the
+    /// hashes alone.
+    fn resize(&mut self, cap: usize, moved: &mut impl FnMut(u64, u32)) {
+        let ctrl = std::mem::replace(&mut self.ctrl, big_vec(cap, EMPTY));
+        let recs = std::mem::replace(&mut self.recs, big_vec(cap, NO_INODE));
+        for (c, r) in ctrl.into_iter().zip(recs) {
+            if c != EMPTY {
+                let i = self.free_bucket(r.hash);
+                self.ctrl[i] = c;
+                self.recs[i] = r;
+                moved(r.ino, i as u32);
+            }
+        }
+    }
+
+    /// Up to `limit` entries whose names sort after `after` (from the first with `None`), in
+    /// name order.
+    pub(crate) fn entries_after(&self, after: Option<&str>, limit: usize) -> Vec<DirEntry> {
+        let lo = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.order
+            .range::<str, _>((lo, Bound::Unbounded))
+            .take(limit)
+            .map(|(n, &(ino, kind))| DirEntry {
+                name: n.to_string(),
+                ino,
+                kind,
+            })
+            .collect()
+    }
+}
+
+/// One inode for [`Ns::build`], decoded from its blob record at mount.
+pub(crate) struct NewInode {
+    pub(crate) ino: u64,
+    pub(crate) kind: FileType,
+    /// The parent directory's inode number (ignored for the root).
+    pub(crate) parent: u64,
+    pub(crate) name: Box<str>,
+    pub(crate) size: u64,
+    pub(crate) mtime: u64,
+    pub(crate) ctime: u64,
+    pub(crate) alloc_clusters: u64,
+}
+
+/// The namespace: every inode, every directory's children, the open files. See the module
+/// documentation for the layout.
+pub(crate) struct Ns {
+    /// Directories, by [`DirId`].
+    dirs: Vec<Dir>,
+    /// Free indices of `dirs`.
+    free_dirs: Vec<DirId>,
+    /// Records in no directory: the root and orphans still open.
+    detached: Vec<Inode>,
+    /// Free indices of `detached`.
+    free_detached: Vec<u32>,
+    /// Where each inode's record is now.
+    by_ino: HashMap<u64, Pos>,
+    /// Names over [`INLINE_NAME`] bytes, by inode number.
+    long_names: HashMap<u64, Box<str>>,
+    /// Keys the name hash of the directory tables (random per mount).
+    hasher: RandomState,
+    /// The root's record.
+    root: Pos,
+    /// The open files, by inode number.
+    pub(crate) open: HashMap<u64, OpenEntry>,
+}
+
+/// The entry name of record `r` (empty for the root and orphans).
+fn rec_name<'a>(long_names: &'a HashMap<u64, Box<str>>, r: &'a Inode) -> &'a str {
+    if r.name.is_long() {
+        long_names.get(&r.ino).map_or("", |l| l)
+    } else {
+        // A whole name copied from a `&str`: always UTF-8.
+        std::str::from_utf8(r.name.inline()).unwrap_or_default()
+    }
+}
+
+fn too_many(path: &str) -> FsError {
+    FsError::new(
+        FsErrorKind::Io,
+        path,
+        "too many inodes for the in-memory namespace",
+    )
+}
+
+impl Ns {
+    /// The namespace of a mount: the root and every other inode of `inodes` in its parent
+    /// directory, every table pre-sized (at most half full), each directory's name order
+    /// bulk-built from its sorted entries. Errors (`Corrupt`): no root directory, a parent
+    /// that is not a directory, two entries with one name in one directory.
+    pub(crate) fn build(root: u64, inodes: Vec<NewInode>) -> Result<Ns> {
+        if inodes.len() >= MAX_INODES {
+            return Err(too_many("/"));
+        }
+        let mut ns = Ns {
+            dirs: Vec::new(),
+            free_dirs: Vec::new(),
+            detached: Vec::new(),
+            free_detached: Vec::new(),
+            by_ino: HashMap::with_capacity(inodes.len()),
+            long_names: HashMap::new(),
+            hasher: RandomState::new(),
+            root: Pos { dir: NO_DIR, i: 0 },
+            open: HashMap::new(),
+        };
+        // Every directory gets its `DirId` first, so entries can name their parent's.
+        let mut dir_ids: HashMap<u64, DirId> = HashMap::new();
+        for f in inodes.iter().filter(|f| f.kind == FileType::Dir) {
+            dir_ids.insert(f.ino, ns.dirs.len() as DirId);
+            ns.dirs.push(Dir::new(f.ino));
+        }
+        let own_dir = |ino: u64| dir_ids.get(&ino).copied().unwrap_or(NO_DIR);
+        // Every directory's entries, gathered then sorted by name.
+        let mut lists: Vec<Vec<(Box<str>, Inode)>> =
+            (0..ns.dirs.len()).map(|_| Vec::new()).collect();
+        let mut have_root = false;
+        for f in inodes {
+            if f.ino == root {
+                if f.kind != FileType::Dir {
+                    return Err(FsError::new(
+                        FsErrorKind::Corrupt,
+                        "/",
+                        "root is not a directory",
+                    ));
+                }
+                let r = Inode {
+                    ino: f.ino,
+                    size: f.size,
+                    mtime: f.mtime,
+                    ctime: f.ctime,
+                    alloc_clusters: f.alloc_clusters,
+                    dir: own_dir(f.ino),
+                    hash: 0,
+                    name: SlotName::EMPTY,
+                };
+                ns.root = ns.detach(r);
+                have_root = true;
+                continue;
+            }
+            let list = dir_ids
+                .get(&f.parent)
+                .and_then(|&d| lists.get_mut(d as usize));
+            let Some(list) = list else {
+                return Err(FsError::new(
+                    FsErrorKind::Corrupt,
+                    "",
+                    format!("inode {} names parent {}, not a directory", f.ino, f.parent),
+                ));
+            };
+            let r = Inode {
+                ino: f.ino,
+                size: f.size,
+                mtime: f.mtime,
+                ctime: f.ctime,
+                alloc_clusters: f.alloc_clusters,
+                dir: own_dir(f.ino),
+                hash: ns.hash(&f.name),
+                name: SlotName::new(&f.name),
+            };
+            list.push((f.name, r));
+        }
+        if !have_root {
+            return Err(FsError::new(
+                FsErrorKind::Corrupt,
+                "/",
+                format!("no root directory (inode {root})"),
+            ));
+        }
+        for (d, mut list) in lists.into_iter().enumerate() {
+            list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if let Some(w) = list.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(FsError::new(
+                    FsErrorKind::Corrupt,
+                    "",
+                    format!(
+                        "inodes {} and {} both named {:?} in directory {}",
+                        w[0].1.ino, w[1].1.ino, w[0].0, ns.dirs[d].ino
+                    ),
+                ));
+            }
+            let Ns {
+                dirs,
+                by_ino,
+                long_names,
+                ..
+            } = &mut ns;
+            let dir = &mut dirs[d];
+            if !list.is_empty() {
+                // At most half full after the bulk build.
+                let cap = (list.len() * 2).next_power_of_two().max(MIN_TABLE);
+                dir.resize(cap, &mut |_, _| {});
+            }
+            let mut order = Vec::with_capacity(list.len());
+            for (name, r) in list {
+                let i = dir.insert(r, &mut |_, _| {});
+                by_ino.insert(
+                    r.ino,
+                    Pos {
+                        dir: d as DirId,
+                        i,
+                    },
+                );
+                if r.name.is_long() {
+                    long_names.insert(r.ino, name.clone());
+                }
+                order.push((name, (r.ino, r.kind())));
+            }
+            dir.order = order.into_iter().collect();
+        }
+        Ok(ns)
+    }
+
+    /// Inodes (files and directories, the root and orphans still open included).
+    pub(crate) fn len(&self) -> usize {
+        self.by_ino.len()
+    }
+
+    /// The root's record.
+    pub(crate) fn root(&self) -> Pos {
+        self.root
+    }
+
+    /// The root directory.
+    pub(crate) fn root_dir(&self) -> DirId {
+        self.inode(self.root).dir
+    }
+
+    /// The record at `p` (a position from this namespace since its last change).
+    pub(crate) fn inode(&self, p: Pos) -> &Inode {
+        match self.dirs.get(p.dir as usize) {
+            Some(d) => &d.recs[p.i as usize],
+            None => &self.detached[p.i as usize],
+        }
+    }
+
+    pub(crate) fn inode_mut(&mut self, p: Pos) -> &mut Inode {
+        match self.dirs.get_mut(p.dir as usize) {
+            Some(d) => &mut d.recs[p.i as usize],
+            None => &mut self.detached[p.i as usize],
+        }
+    }
+
+    /// Where the record of inode number `ino` is now.
+    pub(crate) fn pos_of(&self, ino: u64) -> Option<Pos> {
+        self.by_ino.get(&ino).copied()
+    }
+
+    pub(crate) fn kind(&self, p: Pos) -> FileType {
+        self.inode(p).kind()
+    }
+
+    /// The directory the record at `p` is, if it is one.
+    pub(crate) fn dir_id(&self, p: Pos) -> Option<DirId> {
+        let d = self.inode(p).dir;
+        (d != NO_DIR).then_some(d)
+    }
+
+    pub(crate) fn is_dir(&self, p: Pos) -> bool {
+        self.inode(p).dir != NO_DIR
+    }
+
+    /// The directory holding the record at `p` (`None` for the root and orphans).
+    pub(crate) fn parent(&self, p: Pos) -> Option<DirId> {
+        (p.dir != NO_DIR).then_some(p.dir)
+    }
+
+    /// The inode number of directory `d`.
+    pub(crate) fn dir_ino(&self, d: DirId) -> u64 {
+        self.dirs.get(d as usize).map_or(0, |d| d.ino)
+    }
+
+    /// Where directory `d`'s own record is now.
+    pub(crate) fn dir_pos(&self, d: DirId) -> Option<Pos> {
+        self.pos_of(self.dir_ino(d))
+    }
+
+    /// The entry name of the record at `p` (empty for the root and orphans).
+    pub(crate) fn name(&self, p: Pos) -> &str {
+        rec_name(&self.long_names, self.inode(p))
+    }
+
+    /// Whether record `r` is named `name`.
+    fn name_is(&self, r: &Inode, name: &str) -> bool {
+        if r.name.is_long() {
+            self.long_names.get(&r.ino).is_some_and(|l| **l == *name)
+        } else {
+            r.name.inline() == name.as_bytes()
+        }
+    }
+
+    /// The entries of directory `d`.
+    pub(crate) fn dir(&self, d: DirId) -> Option<&Dir> {
+        self.dirs.get(d as usize)
+    }
+
+    /// The entries of the directory at `p` (`None` for a file).
+    pub(crate) fn dir_at(&self, p: Pos) -> Option<&Dir> {
+        self.dirs.get(self.inode(p).dir as usize)
+    }
+
+    /// The directory-table hash of `name`.
+    fn hash(&self, name: &str) -> u32 {
+        (self.hasher.hash_one(name) >> 32) as u32
+    }
+
+    /// The child named `name` of directory `dir`.
+    pub(crate) fn child(&self, dir: DirId, name: &str) -> Option<Pos> {
+        let d = self.dir(dir)?;
+        let i = d.find(self.hash(name), |r| self.name_is(r, name))?;
+        Some(Pos { dir, i })
+    }
+
+    /// Fails if the namespace has no room for another inode (checked before a transaction
+    /// creates one, so [`Ns::add`] cannot fail after it).
+    pub(crate) fn room(&self, path: &str) -> Result<()> {
+        if self.by_ino.len() + 1 >= MAX_INODES || self.dirs.len() + 1 >= NO_DIR as usize {
+            return Err(too_many(path));
+        }
+        Ok(())
+    }
+
+    /// Puts `r` in the detached records.
+    fn detach(&mut self, r: Inode) -> Pos {
+        let i = match self.free_detached.pop() {
+            Some(i) => {
+                self.detached[i as usize] = r;
+                i
+            }
+            None => {
+                self.detached.push(r);
+                (self.detached.len() - 1) as u32
+            }
+        };
+        let p = Pos { dir: NO_DIR, i };
+        self.by_ino.insert(r.ino, p);
+        p
+    }
+
+    /// Enters record `r`, named `name`, in directory `dir` (`name` is not there); updates
+    /// `by_ino` for it and every record the table moved.
+    fn place(&mut self, dir: DirId, r: Inode, name: &str) -> Pos {
+        let Ns {
+            dirs,
+            by_ino,
+            long_names,
+            ..
+        } = self;
+        if r.name.is_long() {
+            long_names.insert(r.ino, Box::from(name));
+        }
+        let Some(d) = dirs.get_mut(dir as usize) else {
+            return self.detach(r);
+        };
+        let i = d.insert(r, &mut |ino, i| {
+            by_ino.insert(ino, Pos { dir, i });
+        });
+        d.order.insert(Box::from(name), (r.ino, r.kind()));
+        let p = Pos { dir, i };
+        by_ino.insert(r.ino, p);
+        p
+    }
+
+    /// Takes the record at `p` out of its directory (or the detached records), with its long
+    /// name; updates `by_ino` for every record moved, not for the one taken.
+    fn unplace(&mut self, p: Pos) -> Inode {
+        let Ns {
+            dirs,
+            by_ino,
+            long_names,
+            detached,
+            free_detached,
+            ..
+        } = self;
+        let long = |r: &Inode, long_names: &mut HashMap<u64, Box<str>>| {
+            if r.name.is_long() {
+                long_names.remove(&r.ino);
+            }
+        };
+        match dirs.get_mut(p.dir as usize) {
+            Some(d) => {
+                let r = d.recs[p.i as usize];
+                d.order.remove(rec_name(long_names, &r));
+                long(&r, long_names);
+                let dir = p.dir;
+                d.remove(p.i, &mut |ino, i| {
+                    by_ino.insert(ino, Pos { dir, i });
+                })
+            }
+            None => {
+                let r = std::mem::replace(&mut detached[p.i as usize], NO_INODE);
+                free_detached.push(p.i);
+                long(&r, long_names);
+                r
+            }
+        }
+    }
+
+    /// Adds a new inode under `name` in directory `dir` (`name` is not there); for a
+    /// directory, with empty entries.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add(
+        &mut self,
+        dir: DirId,
+        ino: u64,
+        kind: FileType,
+        name: &str,
+        size: u64,
+        mtime: u64,
+        ctime: u64,
+        alloc_clusters: u64,
+    ) -> Pos {
+        let own = match kind {
+            FileType::File => NO_DIR,
+            FileType::Dir => match self.free_dirs.pop() {
+                Some(d) => {
+                    self.dirs[d as usize] = Dir::new(ino);
+                    d
+                }
+                None => {
+                    self.dirs.push(Dir::new(ino));
+                    (self.dirs.len() - 1) as DirId
+                }
+            },
+        };
+        let r = Inode {
+            ino,
+            size,
+            mtime,
+            ctime,
+            alloc_clusters,
+            dir: own,
+            hash: self.hash(name),
+            name: SlotName::new(name),
+        };
+        self.place(dir, r, name)
+    }
+
+    /// Removes the inode at `p` (a directory must be empty).
+    pub(crate) fn remove(&mut self, p: Pos) {
+        let r = self.unplace(p);
+        self.by_ino.remove(&r.ino);
+        if let Some(d) = self.dirs.get_mut(r.dir as usize) {
+            *d = Dir::default();
+            self.free_dirs.push(r.dir);
+        }
+    }
+
+    /// Makes the file at `p` an orphan: out of its directory, no name.
+    pub(crate) fn orphan(&mut self, p: Pos) {
+        let mut r = self.unplace(p);
+        r.name = SlotName::EMPTY;
+        r.hash = 0;
+        self.detach(r);
+    }
+
+    /// Moves the entry at `p` to directory `dir` under `name` (not there), with change time
+    /// `ctime`. A directory keeps its [`DirId`], so its subtree is untouched.
+    pub(crate) fn rename(&mut self, p: Pos, dir: DirId, name: &str, ctime: u64) -> Pos {
+        let mut r = self.unplace(p);
+        r.name = SlotName::new(name);
+        r.hash = self.hash(name);
+        r.ctime = ctime;
+        self.place(dir, r, name)
+    }
+
+    /// Whether directory `d` is `anc` or inside it (walking up through the parents).
+    pub(crate) fn is_within(&self, mut d: DirId, anc: DirId) -> bool {
+        // A cycle cannot exist (rename refuses to make one); the bound only guards the loop.
+        for _ in 0..=self.dirs.len() {
+            if d == anc {
+                return true;
+            }
+            match self.dir_pos(d).and_then(|p| self.parent(p)) {
+                Some(p) => d = p,
+                None => return false, // the root
+            }
+        }
+        false
+    }
+
+    /// The directory and the entry name a [`Loc`] names. Errors: as `lookup_parent` for a
+    /// path; for `At`, `NotFound` (no such inode), `NotADirectory`, and the name checks.
+    pub(crate) fn resolve<'a>(&self, loc: Loc<'a>, path: &str) -> Result<(DirId, &'a str)> {
+        match loc {
+            Loc::Path(comps) => self.lookup_parent(comps, path),
+            Loc::At(dir, name) => {
+                let p = self.pos_of(dir);
+                let Some(d) = p.and_then(|p| self.dir_id(p)) else {
+                    let kind = if p.is_some() {
+                        FsErrorKind::NotADirectory
+                    } else {
+                        FsErrorKind::NotFound
+                    };
+                    return Err(FsError::new(kind, path, format!("directory inode {dir}")));
+                };
+                check_name(name, path)?;
+                Ok((d, name))
+            }
+        }
+    }
+
+    /// Where the record of the inode a path names is.
+    pub(crate) fn lookup(&self, comps: &[&str], path: &str) -> Result<Pos> {
+        let mut cur = self.root;
+        for (i, c) in comps.iter().enumerate() {
+            let Some(d) = self.dir_id(cur) else {
+                let kind = if i == 0 {
+                    FsErrorKind::Corrupt
+                } else {
+                    FsErrorKind::NotADirectory
+                };
+                return Err(FsError::new(
+                    kind,
+                    path,
+                    format!("{:?} is not a directory", comps[..i].join("/")),
+                ));
+            };
+            cur = self.child(d, c).ok_or_else(|| {
+                FsError::new(FsErrorKind::NotFound, path, format!("no entry {c:?}"))
+            })?;
+        }
+        Ok(cur)
+    }
+
+    /// The directory that holds the last component, and that component. The root itself has
+    /// no parent: `InvalidArgument`.
+    pub(crate) fn lookup_parent<'a>(
+        &self,
+        comps: &[&'a str],
+        path: &str,
+    ) -> Result<(DirId, &'a str)> {
+        let Some((last, dir)) = comps.split_last() else {
+            return Err(FsError::new(
+                FsErrorKind::InvalidArgument,
+                path,
+                "the root directory has no parent entry",
+            ));
+        };
+        let p = self.lookup(dir, path)?;
+        let Some(d) = self.dir_id(p) else {
+            return Err(FsError::new(
+                FsErrorKind::NotADirectory,
+                path,
+                "parent is not a directory",
+            ));
+        };
+        check_name(last, path)?;
+        Ok((d, last))
+    }
+
+    /// [`Ns::resolve`] of an entry that must exist: its directory and its record.
+    /// `missing` describes it in the `NotFound` error ("no such file", "no such directory",
+    /// ...).
+    pub(crate) fn resolve_existing(
+        &self,
+        loc: Loc<'_>,
+        path: &str,
+        missing: &str,
+    ) -> Result<(DirId, Pos)> {
+        let (dir, name) = self.resolve(loc, path)?;
+        let p = self
+            .child(dir, name)
+            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, missing))?;
+        Ok((dir, p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn rec(ino: u64, hash: u32) -> Inode {
+        Inode {
+            ino,
+            hash,
+            ..NO_INODE
+        }
+    }
+
+    /// The directory table with few distinct hashes (long collision runs, wrapping at the end
+    /// of the table) against a model, through growth, backward-shift deletes and shrinking;
+    /// every move is reported, so the model's positions stay right.
+    #[test]
+    fn dir_table_matches_a_model_under_collisions() {
+        let mut d = Dir::default();
+        // ino -> (hash, bucket)
+        let mut model: HashMap<u64, (u32, u32)> = HashMap::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let check = |d: &Dir, model: &HashMap<u64, (u32, u32)>, round: u32| {
+            assert_eq!(d.len(), model.len());
+            for (&ino, &(h, i)) in model {
+                assert_eq!(d.find(h, |r| r.ino == ino), Some(i), "round {round}");
+                assert_eq!(d.recs[i as usize].ino, ino);
+            }
+            assert_eq!(d.find(7, |_| true), None);
+        };
+        for round in 0..20_000u32 {
+            let grow = round < 12_000 || round % 3 == 0;
+            if grow || model.is_empty() {
+                let ino = u64::from(round) + 1;
+                // Hashes near the top of the range put home buckets at the end: runs wrap.
+                let hash = [0u32, 1, u32::MAX, u32::MAX - 1, 0x8000_0000][(rnd() % 5) as usize]
+                    ^ (rnd() % 4) as u32;
+                let i = d.insert(rec(ino, hash), &mut |ino, i| {
+                    model.get_mut(&ino).unwrap().1 = i;
+                });
+                model.insert(ino, (hash, i));
+            } else {
+                let ino = *model
+                    .keys()
+                    .nth((rnd() % model.len() as u64) as usize)
+                    .unwrap();
+                let (_, i) = model.remove(&ino).unwrap();
+                let r = d.remove(i, &mut |ino, i| {
+                    model.get_mut(&ino).unwrap().1 = i;
+                });
+                assert_eq!(r.ino, ino);
+            }
+            if round % 997 == 0 || round > 19_900 {
+                check(&d, &model, round);
+            }
+        }
+        // Shrinks once mostly empty, and keeps what is left.
+        let mut keys: Vec<u64> = model.keys().copied().collect();
+        keys.sort_unstable();
+        for &ino in &keys[1..] {
+            let (_, i) = model.remove(&ino).unwrap();
+            d.remove(i, &mut |ino, i| {
+                model.get_mut(&ino).unwrap().1 = i;
+            });
+        }
+        assert!(d.ctrl.len() <= 64);
+        check(&d, &model, 0);
+    }
+
+    #[test]
+    fn slot_names_inline_up_to_fifteen_bytes() {
+        assert_eq!(SlotName::new("").inline(), b"");
+        assert_eq!(
+            SlotName::new(&"a".repeat(15)).inline(),
+            "a".repeat(15).as_bytes()
+        );
+        assert!(SlotName::new(&"a".repeat(16)).is_long());
+        assert!(SlotName::new(&"a".repeat(255)).is_long());
+    }
+}
