@@ -12,6 +12,12 @@
 //! files a random `stat` thus costs about one cache miss, where a separate table of entries
 //! pointing into a slab of inodes cost two (the entry, then the slot).
 //!
+//! Records are read at random, so their memory is advised for transparent huge pages: with
+//! 4 KiB pages nearly every such read would also miss the TLB (a page walk, dear in a virtual
+//! machine). A large table has buffers of its own; small tables (up to 16,384 buckets) are
+//! blocks of a shared [`Pool`], one pair of arrays per power-of-two size class, so a thousand
+//! directories of a thousand files are one 128 MiB array rather than a thousand allocations.
+//!
 //! Records move: when a table grows or shrinks, when a delete shifts the rest of a probe run
 //! back (linear probing, no tombstones), when a rename moves an entry to another directory.
 //! So nothing refers to a record by its position for longer than one lock hold:
@@ -160,6 +166,9 @@ fn ctrl_of(hash: u32) -> u8 {
 
 /// Smallest non-empty directory table.
 const MIN_TABLE: usize = 8;
+/// Size classes of the shared [`Pool`]: tables of `MIN_TABLE << k` buckets for `k` below
+/// this, up to 16,384 buckets (1 MiB of records). Larger tables have buffers of their own.
+const POOL_CLASSES: usize = 12;
 
 /// Bytes of a transparent huge page (x86-64, aarch64 with 4 KiB pages).
 const HUGE_PAGE: usize = 2 << 20;
@@ -172,6 +181,19 @@ fn big_vec<T: Clone>(n: usize, v: T) -> Vec<T> {
     advise_huge(out.as_ptr() as usize, n * std::mem::size_of::<T>());
     out.resize(n, v);
     out
+}
+
+/// Appends `n` copies of `v` to `vec`. When its buffer is full, the new one has twice the room
+/// and is advised for huge pages before anything is copied into it.
+fn grow<T: Copy>(vec: &mut Vec<T>, n: usize, v: T) {
+    if vec.capacity() - vec.len() < n {
+        let cap = (vec.len() + n).max(vec.capacity() * 2);
+        let mut new: Vec<T> = Vec::with_capacity(cap);
+        advise_huge(new.as_ptr() as usize, cap * std::mem::size_of::<T>());
+        new.extend_from_slice(vec);
+        *vec = new;
+    }
+    vec.resize(vec.len() + n, v);
 }
 
 /// `madvise(MADV_HUGEPAGE)` on the whole 2 MiB pages inside `[addr, addr + len)` (none if the
@@ -194,18 +216,209 @@ fn advise_huge(addr: usize, len: usize) {
     }
 }
 
+/// The home bucket of `hash` in a table of `cap` buckets (a power of two): its top bits.
+fn home(cap: usize, hash: u32) -> usize {
+    let bits = cap.trailing_zeros();
+    (u64::from(hash) >> (32 - bits)) as usize
+}
+
+/// The bucket of the entry with `hash` whose record `is_name` accepts, in the table
+/// `(ctrl, recs)`.
+fn table_find(
+    ctrl: &[u8],
+    recs: &[Inode],
+    hash: u32,
+    is_name: impl Fn(&Inode) -> bool,
+) -> Option<u32> {
+    if ctrl.is_empty() {
+        return None;
+    }
+    let c = ctrl_of(hash);
+    let mask = ctrl.len() - 1;
+    let mut i = home(ctrl.len(), hash);
+    loop {
+        let b = ctrl[i];
+        if b == EMPTY {
+            return None;
+        }
+        if b == c {
+            let r = &recs[i];
+            if r.hash == hash && is_name(r) {
+                return Some(i as u32);
+            }
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+/// Puts `r` in the first empty bucket of its probe run (the table has room); returns it.
+fn table_put(ctrl: &mut [u8], recs: &mut [Inode], r: Inode) -> u32 {
+    let mask = ctrl.len() - 1;
+    let mut i = home(ctrl.len(), r.hash);
+    while ctrl[i] != EMPTY {
+        i = (i + 1) & mask;
+    }
+    ctrl[i] = ctrl_of(r.hash);
+    recs[i] = r;
+    i as u32
+}
+
+/// Takes the record out of full bucket `i`, then shifts later entries of its probe run back
+/// into the hole unless their home lies cyclically in (hole, entry] (no tombstones).
+fn table_take(
+    ctrl: &mut [u8],
+    recs: &mut [Inode],
+    i: u32,
+    moved: &mut impl FnMut(u64, u32),
+) -> Inode {
+    let mask = ctrl.len() - 1;
+    let mut i = i as usize & mask;
+    let out = std::mem::replace(&mut recs[i], NO_INODE);
+    let mut j = i;
+    loop {
+        j = (j + 1) & mask;
+        if ctrl[j] == EMPTY {
+            break;
+        }
+        let k = home(ctrl.len(), recs[j].hash);
+        let stays = if i <= j {
+            i < k && k <= j
+        } else {
+            i < k || k <= j
+        };
+        if !stays {
+            ctrl[i] = ctrl[j];
+            recs[i] = std::mem::replace(&mut recs[j], NO_INODE);
+            moved(recs[i].ino, i as u32);
+            i = j;
+        }
+    }
+    ctrl[i] = EMPTY;
+    out
+}
+
+/// Where a directory table's buckets are.
+#[derive(Debug, Default)]
+enum Store {
+    /// No buckets (a directory that never had an entry).
+    #[default]
+    Empty,
+    /// Block `block` of size class `class` of the namespace's [`Pool`].
+    Pooled { class: u8, block: u32 },
+    /// A table too large to pool: buffers of its own.
+    Own { ctrl: Vec<u8>, recs: Vec<Inode> },
+}
+
+/// One size class of the [`Pool`]: blocks of `MIN_TABLE << k` buckets, back to back in one
+/// control array and one record array.
+#[derive(Debug, Default)]
+struct Class {
+    ctrl: Vec<u8>,
+    recs: Vec<Inode>,
+    /// Free blocks.
+    free: Vec<u32>,
+}
+
+/// The buckets of every small directory table (up to 16,384 buckets), by size class, in a
+/// few large arrays advised for huge pages. With a thousand directories of a thousand files,
+/// the records are 128 MiB in thousands of tables: as separate allocations they would sit on
+/// 4 KiB pages, and nearly every random lookup would miss the TLB (a page walk, dear in a
+/// virtual machine) as well as the cache. A freed block is reused by the next table of its
+/// class; a class gives its memory back when all its blocks are free.
+#[derive(Debug, Default)]
+struct Pool {
+    classes: [Class; POOL_CLASSES],
+}
+
+impl Pool {
+    /// Buckets for a table of `cap` buckets (a power of two, at least [`MIN_TABLE`]), all
+    /// empty.
+    fn alloc(&mut self, cap: usize) -> Store {
+        let k = (cap.trailing_zeros() - MIN_TABLE.trailing_zeros()) as usize;
+        let Some(c) = self.classes.get_mut(k) else {
+            return Store::Own {
+                ctrl: big_vec(cap, EMPTY),
+                recs: big_vec(cap, NO_INODE),
+            };
+        };
+        let block = match c.free.pop() {
+            Some(b) => {
+                let at = b as usize * cap;
+                c.ctrl[at..at + cap].fill(EMPTY);
+                b
+            }
+            None => {
+                let b = c.ctrl.len() / cap;
+                grow(&mut c.ctrl, cap, EMPTY);
+                grow(&mut c.recs, cap, NO_INODE);
+                b as u32
+            }
+        };
+        Store::Pooled {
+            class: k as u8,
+            block,
+        }
+    }
+
+    /// Gives a table's buckets back.
+    fn free(&mut self, s: Store) {
+        if let Store::Pooled { class, block } = s {
+            if let Some(c) = self.classes.get_mut(usize::from(class)) {
+                c.free.push(block);
+                if c.free.len() * (MIN_TABLE << class) >= c.ctrl.len() {
+                    *c = Class::default();
+                }
+            }
+        }
+    }
+
+    /// The control bytes and records of table `s`.
+    fn slices<'a>(&'a self, s: &'a Store) -> (&'a [u8], &'a [Inode]) {
+        match s {
+            Store::Empty => (&[], &[]),
+            Store::Own { ctrl, recs } => (ctrl, recs),
+            Store::Pooled { class, block } => {
+                let cap = MIN_TABLE << class;
+                let at = *block as usize * cap;
+                match self.classes.get(usize::from(*class)) {
+                    Some(c) => (&c.ctrl[at..at + cap], &c.recs[at..at + cap]),
+                    None => (&[], &[]),
+                }
+            }
+        }
+    }
+
+    /// [`Pool::slices`], writable.
+    fn slices_mut<'a>(&'a mut self, s: &'a mut Store) -> (&'a mut [u8], &'a mut [Inode]) {
+        match s {
+            Store::Empty => (&mut [], &mut []),
+            Store::Own { ctrl, recs } => (ctrl, recs),
+            Store::Pooled { class, block } => {
+                let cap = MIN_TABLE << *class;
+                let at = *block as usize * cap;
+                match self.classes.get_mut(usize::from(*class)) {
+                    Some(c) => (&mut c.ctrl[at..at + cap], &mut c.recs[at..at + cap]),
+                    None => (&mut [], &mut []),
+                }
+            }
+        }
+    }
+}
+
 /// One directory: its children's records in an open-addressing hash table — a control byte
 /// and a 64-byte record per bucket, linear probing, at most 3/4 full, deletes by backward
-/// shift (no tombstones) — and the same entries in name order for `readdir` (a stable order
-/// and a cursor, no sort per call, no record read per entry).
+/// shift (no tombstones), buckets in the namespace's [`Pool`] or, for a large table, of its
+/// own — and the same entries in name order for `readdir` (a stable order and a cursor, no
+/// sort per call, no record read per entry).
 ///
 /// Every method that moves records reports each move as `moved(ino, new bucket)`.
 #[derive(Debug, Default)]
 pub(crate) struct Dir {
     /// The directory's own inode number.
     ino: u64,
-    ctrl: Vec<u8>,
-    recs: Vec<Inode>,
+    store: Store,
+    /// Buckets (0 or a power of two).
+    cap: usize,
     len: usize,
     order: BTreeMap<Box<str>, (u64, FileType)>,
 }
@@ -223,108 +436,68 @@ impl Dir {
         self.len
     }
 
-    /// The home bucket of `hash` (the table is a non-empty power of two).
-    fn home(&self, hash: u32) -> usize {
-        let bits = self.ctrl.len().trailing_zeros();
-        (u64::from(hash) >> (32 - bits)) as usize
-    }
-
     /// The bucket of the entry with `hash` whose record `is_name` accepts.
-    fn find(&self, hash: u32, is_name: impl Fn(&Inode) -> bool) -> Option<u32> {
-        if self.ctrl.is_empty() {
-            return None;
-        }
-        let c = ctrl_of(hash);
-        let mask = self.ctrl.len() - 1;
-        let mut i = self.home(hash);
-        loop {
-            let b = self.ctrl[i];
-            if b == EMPTY {
-                return None;
-            }
-            if b == c {
-                let r = &self.recs[i];
-                if r.hash == hash && is_name(r) {
-                    return Some(i as u32);
-                }
-            }
-            i = (i + 1) & mask;
-        }
+    fn find(&self, pool: &Pool, hash: u32, is_name: impl Fn(&Inode) -> bool) -> Option<u32> {
+        let (ctrl, recs) = pool.slices(&self.store);
+        table_find(ctrl, recs, hash, is_name)
     }
 
-    /// The first empty bucket of `hash`'s probe run (the table has room).
-    fn free_bucket(&self, hash: u32) -> usize {
-        let mask = self.ctrl.len() - 1;
-        let mut i = self.home(hash);
-        while self.ctrl[i] != EMPTY {
-            i = (i + 1) & mask;
-        }
-        i
+    /// The record in bucket `i`.
+    fn rec<'a>(&'a self, pool: &'a Pool, i: u32) -> &'a Inode {
+        &pool.slices(&self.store).1[i as usize]
+    }
+
+    fn rec_mut<'a>(&'a mut self, pool: &'a mut Pool, i: u32) -> &'a mut Inode {
+        &mut pool.slices_mut(&mut self.store).1[i as usize]
     }
 
     /// Puts a record in the table (its name is not in the directory); returns its bucket.
-    fn insert(&mut self, r: Inode, moved: &mut impl FnMut(u64, u32)) -> u32 {
-        if (self.len + 1) * 4 > self.ctrl.len() * 3 {
-            self.resize((self.ctrl.len() * 2).max(MIN_TABLE), moved);
+    fn insert(&mut self, pool: &mut Pool, r: Inode, moved: &mut impl FnMut(u64, u32)) -> u32 {
+        if (self.len + 1) * 4 > self.cap * 3 {
+            self.resize(pool, (self.cap * 2).max(MIN_TABLE), moved);
         }
-        let i = self.free_bucket(r.hash);
-        self.ctrl[i] = ctrl_of(r.hash);
-        self.recs[i] = r;
+        let (ctrl, recs) = pool.slices_mut(&mut self.store);
         self.len += 1;
-        i as u32
+        table_put(ctrl, recs, r)
     }
 
     /// Takes the record out of bucket `i` (a full one).
-    fn remove(&mut self, i: u32, moved: &mut impl FnMut(u64, u32)) -> Inode {
-        let mask = self.ctrl.len() - 1;
-        let mut i = i as usize & mask;
-        let out = std::mem::replace(&mut self.recs[i], NO_INODE);
-        // Backward shift: move later entries of the run into the hole unless their home lies
-        // cyclically in (hole, entry].
-        let mut j = i;
-        loop {
-            j = (j + 1) & mask;
-            if self.ctrl[j] == EMPTY {
-                break;
-            }
-            let k = self.home(self.recs[j].hash);
-            let stays = if i <= j {
-                i < k && k <= j
-            } else {
-                i < k || k <= j
-            };
-            if !stays {
-                self.ctrl[i] = self.ctrl[j];
-                self.recs[i] = std::mem::replace(&mut self.recs[j], NO_INODE);
-                moved(self.recs[i].ino, i as u32);
-                i = j;
-            }
-        }
-        self.ctrl[i] = EMPTY;
+    fn remove(&mut self, pool: &mut Pool, i: u32, moved: &mut impl FnMut(u64, u32)) -> Inode {
+        let (ctrl, recs) = pool.slices_mut(&mut self.store);
+        let out = table_take(ctrl, recs, i, moved);
         self.len -= 1;
         // Give memory back after mass deletes once an eighth is used (O(n) every O(n)
         // removals: amortized O(1)).
-        if self.ctrl.len() > 64 && self.len * 8 < self.ctrl.len() {
-            self.resize((self.len * 2).next_power_of_two().max(MIN_TABLE), moved);
+        if self.cap > 64 && self.len * 8 < self.cap {
+            self.resize(pool, (self.len * 2).next_power_of_two().max(MIN_TABLE), moved);
         }
         out
     }
 
     /// Rebuilds the table with `cap` buckets (a power of two above the entry count) from the
     /// hashes alone.
-    fn resize(&mut self, cap: usize, moved: &mut impl FnMut(u64, u32)) {
-        let ctrl = std::mem::replace(&mut self.ctrl, big_vec(cap, EMPTY));
-        let recs = std::mem::replace(&mut self.recs, big_vec(cap, NO_INODE));
-        for (c, r) in ctrl.into_iter().zip(recs) {
-            if c != EMPTY {
-                let i = self.free_bucket(r.hash);
-                self.ctrl[i] = c;
-                self.recs[i] = r;
-                moved(r.ino, i as u32);
-            }
+    fn resize(&mut self, pool: &mut Pool, cap: usize, moved: &mut impl FnMut(u64, u32)) {
+        let old = std::mem::replace(&mut self.store, pool.alloc(cap));
+        self.cap = cap;
+        let live: Vec<Inode> = {
+            let (ctrl, recs) = pool.slices(&old);
+            ctrl.iter()
+                .zip(recs)
+                .filter(|(&c, _)| c != EMPTY)
+                .map(|(_, r)| *r)
+                .collect()
+        };
+        pool.free(old);
+        let (ctrl, recs) = pool.slices_mut(&mut self.store);
+        for r in live {
+            moved(r.ino, table_put(ctrl, recs, r));
         }
     }
 
+    /// Gives the table's buckets back to the pool (the directory is going away).
+    fn release(self, pool: &mut Pool) {
+        pool.free(self.store);
+    }
     /// Up to `limit` entries whose names sort after `after` (from the first with `None`), in
     /// name order.
     pub(crate) fn entries_after(&self, after: Option<&str>, limit: usize) -> Vec<DirEntry> {
@@ -362,6 +535,8 @@ pub(crate) struct NewInode {
 pub(crate) struct Ns {
     /// Directories, by [`DirId`].
     dirs: Vec<Dir>,
+    /// The buckets of the small directory tables.
+    pool: Pool,
     /// Free indices of `dirs`.
     free_dirs: Vec<DirId>,
     /// Records in no directory: the root and orphans still open.
@@ -409,6 +584,7 @@ impl Ns {
         }
         let mut ns = Ns {
             dirs: Vec::new(),
+            pool: Pool::default(),
             free_dirs: Vec::new(),
             detached: Vec::new(),
             free_detached: Vec::new(),
@@ -495,6 +671,7 @@ impl Ns {
             }
             let Ns {
                 dirs,
+                pool,
                 by_ino,
                 long_names,
                 ..
@@ -503,11 +680,11 @@ impl Ns {
             if !list.is_empty() {
                 // At most half full after the bulk build.
                 let cap = (list.len() * 2).next_power_of_two().max(MIN_TABLE);
-                dir.resize(cap, &mut |_, _| {});
+                dir.resize(pool, cap, &mut |_, _| {});
             }
             let mut order = Vec::with_capacity(list.len());
             for (name, r) in list {
-                let i = dir.insert(r, &mut |_, _| {});
+                let i = dir.insert(pool, r, &mut |_, _| {});
                 by_ino.insert(
                     r.ino,
                     Pos {
@@ -543,14 +720,14 @@ impl Ns {
     /// The record at `p` (a position from this namespace since its last change).
     pub(crate) fn inode(&self, p: Pos) -> &Inode {
         match self.dirs.get(p.dir as usize) {
-            Some(d) => &d.recs[p.i as usize],
+            Some(d) => d.rec(&self.pool, p.i),
             None => &self.detached[p.i as usize],
         }
     }
 
     pub(crate) fn inode_mut(&mut self, p: Pos) -> &mut Inode {
         match self.dirs.get_mut(p.dir as usize) {
-            Some(d) => &mut d.recs[p.i as usize],
+            Some(d) => d.rec_mut(&mut self.pool, p.i),
             None => &mut self.detached[p.i as usize],
         }
     }
@@ -621,7 +798,7 @@ impl Ns {
     /// The child named `name` of directory `dir`.
     pub(crate) fn child(&self, dir: DirId, name: &str) -> Option<Pos> {
         let d = self.dir(dir)?;
-        let i = d.find(self.hash(name), |r| self.name_is(r, name))?;
+        let i = d.find(&self.pool, self.hash(name), |r| self.name_is(r, name))?;
         Some(Pos { dir, i })
     }
 
@@ -656,6 +833,7 @@ impl Ns {
     fn place(&mut self, dir: DirId, r: Inode, name: &str) -> Pos {
         let Ns {
             dirs,
+            pool,
             by_ino,
             long_names,
             ..
@@ -666,7 +844,7 @@ impl Ns {
         let Some(d) = dirs.get_mut(dir as usize) else {
             return self.detach(r);
         };
-        let i = d.insert(r, &mut |ino, i| {
+        let i = d.insert(pool, r, &mut |ino, i| {
             by_ino.insert(ino, Pos { dir, i });
         });
         d.order.insert(Box::from(name), (r.ino, r.kind()));
@@ -680,6 +858,7 @@ impl Ns {
     fn unplace(&mut self, p: Pos) -> Inode {
         let Ns {
             dirs,
+            pool,
             by_ino,
             long_names,
             detached,
@@ -693,11 +872,11 @@ impl Ns {
         };
         match dirs.get_mut(p.dir as usize) {
             Some(d) => {
-                let r = d.recs[p.i as usize];
+                let r = *d.rec(pool, p.i);
                 d.order.remove(rec_name(long_names, &r));
                 long(&r, long_names);
                 let dir = p.dir;
-                d.remove(p.i, &mut |ino, i| {
+                d.remove(pool, p.i, &mut |ino, i| {
                     by_ino.insert(ino, Pos { dir, i });
                 })
             }
@@ -728,7 +907,8 @@ impl Ns {
             FileType::File => NO_DIR,
             FileType::Dir => match self.free_dirs.pop() {
                 Some(d) => {
-                    self.dirs[d as usize] = Dir::new(ino);
+                    std::mem::replace(&mut self.dirs[d as usize], Dir::new(ino))
+                        .release(&mut self.pool);
                     d
                 }
                 None => {
@@ -755,7 +935,7 @@ impl Ns {
         let r = self.unplace(p);
         self.by_ino.remove(&r.ino);
         if let Some(d) = self.dirs.get_mut(r.dir as usize) {
-            *d = Dir::default();
+            std::mem::take(d).release(&mut self.pool);
             self.free_dirs.push(r.dir);
         }
     }
@@ -899,6 +1079,7 @@ mod tests {
     #[test]
     fn dir_table_matches_a_model_under_collisions() {
         let mut d = Dir::default();
+        let mut pool = Pool::default();
         // ino -> (hash, bucket)
         let mut model: HashMap<u64, (u32, u32)> = HashMap::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -908,13 +1089,13 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let check = |d: &Dir, model: &HashMap<u64, (u32, u32)>, round: u32| {
+        let check = |d: &Dir, pool: &Pool, model: &HashMap<u64, (u32, u32)>, round: u32| {
             assert_eq!(d.len(), model.len());
             for (&ino, &(h, i)) in model {
-                assert_eq!(d.find(h, |r| r.ino == ino), Some(i), "round {round}");
-                assert_eq!(d.recs[i as usize].ino, ino);
+                assert_eq!(d.find(pool, h, |r| r.ino == ino), Some(i), "round {round}");
+                assert_eq!(d.rec(pool, i).ino, ino);
             }
-            assert_eq!(d.find(7, |_| true), None);
+            assert_eq!(d.find(pool, 7, |_| true), None);
         };
         for round in 0..20_000u32 {
             let grow = round < 12_000 || round % 3 == 0;
@@ -923,7 +1104,7 @@ mod tests {
                 // Hashes near the top of the range put home buckets at the end: runs wrap.
                 let hash = [0u32, 1, u32::MAX, u32::MAX - 1, 0x8000_0000][(rnd() % 5) as usize]
                     ^ (rnd() % 4) as u32;
-                let i = d.insert(rec(ino, hash), &mut |ino, i| {
+                let i = d.insert(&mut pool, rec(ino, hash), &mut |ino, i| {
                     model.get_mut(&ino).unwrap().1 = i;
                 });
                 model.insert(ino, (hash, i));
@@ -933,13 +1114,13 @@ mod tests {
                     .nth((rnd() % model.len() as u64) as usize)
                     .unwrap();
                 let (_, i) = model.remove(&ino).unwrap();
-                let r = d.remove(i, &mut |ino, i| {
+                let r = d.remove(&mut pool, i, &mut |ino, i| {
                     model.get_mut(&ino).unwrap().1 = i;
                 });
                 assert_eq!(r.ino, ino);
             }
             if round % 997 == 0 || round > 19_900 {
-                check(&d, &model, round);
+                check(&d, &pool, &model, round);
             }
         }
         // Shrinks once mostly empty, and keeps what is left.
@@ -947,12 +1128,12 @@ mod tests {
         keys.sort_unstable();
         for &ino in &keys[1..] {
             let (_, i) = model.remove(&ino).unwrap();
-            d.remove(i, &mut |ino, i| {
+            d.remove(&mut pool, i, &mut |ino, i| {
                 model.get_mut(&ino).unwrap().1 = i;
             });
         }
-        assert!(d.ctrl.len() <= 64);
-        check(&d, &model, 0);
+        assert!(d.cap <= 64);
+        check(&d, &pool, &model, 0);
     }
 
     #[test]
