@@ -184,15 +184,20 @@ fn big_vec<T: Clone>(n: usize, v: T) -> Vec<T> {
     out
 }
 
-/// Appends `n` copies of `v` to `vec`. When its buffer is full, the new one has twice the room
-/// and is advised for huge pages before anything is copied into it.
+/// Moves `vec` to a new buffer of `cap` elements, advised for huge pages before anything is
+/// copied into it (`Vec`'s own growth could not be advised before the copy touches it).
+fn rebuffer<T: Copy>(vec: &mut Vec<T>, cap: usize) {
+    let mut new: Vec<T> = Vec::with_capacity(cap.max(vec.len()));
+    advise_huge(new.as_ptr() as usize, new.capacity() * std::mem::size_of::<T>());
+    new.extend_from_slice(vec);
+    *vec = new;
+}
+
+/// Appends `n` copies of `v` to `vec`; when its buffer is full, the new one has twice the
+/// room.
 fn grow<T: Copy>(vec: &mut Vec<T>, n: usize, v: T) {
     if vec.capacity() - vec.len() < n {
-        let cap = (vec.len() + n).max(vec.capacity() * 2);
-        let mut new: Vec<T> = Vec::with_capacity(cap);
-        advise_huge(new.as_ptr() as usize, cap * std::mem::size_of::<T>());
-        new.extend_from_slice(vec);
-        *vec = new;
+        rebuffer(vec, (vec.len() + n).max(vec.capacity() * 2));
     }
     vec.resize(vec.len() + n, v);
 }
@@ -201,11 +206,7 @@ fn grow<T: Copy>(vec: &mut Vec<T>, n: usize, v: T) {
 /// huge pages, as in [`grow`]).
 fn shrink<T: Copy>(vec: &mut Vec<T>) {
     if vec.len() * 4 <= vec.capacity() {
-        let cap = vec.len() * 2;
-        let mut new: Vec<T> = Vec::with_capacity(cap);
-        advise_huge(new.as_ptr() as usize, cap * std::mem::size_of::<T>());
-        new.extend_from_slice(vec);
-        *vec = new;
+        rebuffer(vec, vec.len() * 2);
     }
 }
 
@@ -394,6 +395,21 @@ impl Pool {
             }
         };
         Store { arr, at: 0, cap }
+    }
+
+    /// Room for `blocks` more tables of `cap` buckets without moving their size class's
+    /// arrays (the bulk build at mount).
+    fn reserve(&mut self, cap: usize, blocks: usize) {
+        let k = (cap.trailing_zeros() - MIN_TABLE.trailing_zeros()) as usize;
+        if let Some(a) = self.arrays.get_mut(k).filter(|_| k < POOL_CLASSES) {
+            let want = a.ctrl.len() + blocks * cap;
+            if a.ctrl.capacity() < want {
+                rebuffer(&mut a.ctrl, want);
+            }
+            if a.recs.capacity() < want {
+                rebuffer(&mut a.recs, want);
+            }
+        }
     }
 
     /// Gives a table's buckets back.
@@ -594,7 +610,7 @@ pub(crate) struct NewInode {
 pub(crate) struct Ns {
     /// Directories, by [`DirId`].
     dirs: Vec<Dir>,
-    /// The buckets of the small directory tables.
+    /// The buckets of every directory table.
     pool: Pool,
     /// Free indices of `dirs`.
     free_dirs: Vec<DirId>,
@@ -716,6 +732,15 @@ impl Ns {
                 format!("no root directory (inode {root})"),
             ));
         }
+        // At most half full after the bulk build.
+        let table_cap = |n: usize| (n * 2).next_power_of_two().max(MIN_TABLE);
+        let mut blocks: BTreeMap<usize, usize> = BTreeMap::new();
+        for l in lists.iter().filter(|l| !l.is_empty()) {
+            *blocks.entry(table_cap(l.len())).or_default() += 1;
+        }
+        for (cap, n) in blocks {
+            ns.pool.reserve(cap, n);
+        }
         for (d, mut list) in lists.into_iter().enumerate() {
             list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             if let Some(w) = list.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -737,9 +762,7 @@ impl Ns {
             } = &mut ns;
             let dir = &mut dirs[d];
             if !list.is_empty() {
-                // At most half full after the bulk build.
-                let cap = (list.len() * 2).next_power_of_two().max(MIN_TABLE);
-                dir.resize(pool, cap, &mut |_, _| {});
+                dir.resize(pool, table_cap(list.len()), &mut |_, _| {});
             }
             let mut order = Vec::with_capacity(list.len());
             for (name, r) in list {
