@@ -188,7 +188,10 @@ fn big_vec<T: Clone>(n: usize, v: T) -> Vec<T> {
 /// copied into it (`Vec`'s own growth could not be advised before the copy touches it).
 fn rebuffer<T: Copy>(vec: &mut Vec<T>, cap: usize) {
     let mut new: Vec<T> = Vec::with_capacity(cap.max(vec.len()));
-    advise_huge(new.as_ptr() as usize, new.capacity() * std::mem::size_of::<T>());
+    advise_huge(
+        new.as_ptr() as usize,
+        new.capacity() * std::mem::size_of::<T>(),
+    );
     new.extend_from_slice(vec);
     *vec = new;
 }
@@ -221,11 +224,7 @@ fn advise_huge(addr: usize, len: usize) {
         // SAFETY: the range lies inside one live allocation of ours; MADV_HUGEPAGE only
         // changes how the kernel backs it, never what it holds.
         unsafe {
-            libc::madvise(
-                start as *mut libc::c_void,
-                end - start,
-                libc::MADV_HUGEPAGE,
-            );
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
         }
     }
 }
@@ -534,7 +533,11 @@ impl Dir {
         // removals: amortized O(1)).
         let cap = self.store.cap;
         if cap > 64 && self.len * 8 < cap {
-            self.resize(pool, (self.len * 2).next_power_of_two().max(MIN_TABLE), moved);
+            self.resize(
+                pool,
+                (self.len * 2).next_power_of_two().max(MIN_TABLE),
+                moved,
+            );
         }
         out
     }
@@ -767,13 +770,7 @@ impl Ns {
             let mut order = Vec::with_capacity(list.len());
             for (name, r) in list {
                 let i = dir.insert(pool, r, &mut |_, _| {});
-                by_ino.insert(
-                    r.ino,
-                    Pos {
-                        dir: d as DirId,
-                        i,
-                    },
-                );
+                by_ino.insert(r.ino, Pos { dir: d as DirId, i });
                 if r.name.is_long() {
                     long_names.insert(r.ino, name.clone());
                 }
@@ -1181,7 +1178,11 @@ mod tests {
         let check = |d: &Dir, pool: &Pool, model: &HashMap<u64, (u32, u32)>, round: u32| {
             assert_eq!(d.len(), model.len());
             for (&ino, &(h, i)) in model {
-                assert_eq!(d.find(pool, h, |r| r.ino == ino).map(|f| f.0), Some(i), "round {round}");
+                assert_eq!(
+                    d.find(pool, h, |r| r.ino == ino).map(|f| f.0),
+                    Some(i),
+                    "round {round}"
+                );
                 assert_eq!(d.rec(pool, i).ino, ino);
             }
             assert!(d.find(pool, 7, |_| true).is_none());
@@ -1252,7 +1253,11 @@ mod tests {
         // (ino, directory, name): 20 small directories, and 30,000 more entries in the first.
         let mut files: Vec<(u64, DirId, String)> = Vec::new();
         for i in 0..36_000u64 {
-            let d = if i < 6_000 { dirs[i as usize % 20] } else { dirs[0] };
+            let d = if i < 6_000 {
+                dirs[i as usize % 20]
+            } else {
+                dirs[0]
+            };
             // Every 7th name is long (kept outside the record).
             let name = if i % 7 == 0 {
                 format!("a-long-file-name-{i:08}")
