@@ -604,7 +604,7 @@ impl BlobFs {
         let inode = {
             let mut ns = fs.ns_write();
             let (dir, name) = ns.resolve(loc, path)?;
-            let slot = match ns.child(dir, name) {
+            let pos = match ns.child(dir, name) {
                 Some(s) => {
                     if flags.create && flags.exclusive {
                         return Err(FsError::new(FsErrorKind::Exists, path, "file exists"));
@@ -635,12 +635,12 @@ impl BlobFs {
                     ns.add(dir, ino, FileType::File, name, 0, now, now, 0)
                 }
             };
-            let ino = ns.inode(slot).ino;
+            let ino = ns.inode(pos).ino;
             if let Some(e) = ns.open.get_mut(&ino) {
                 e.handles += 1;
                 Arc::clone(&e.inode)
             } else {
-                let meta = *ns.inode(slot);
+                let meta = *ns.inode(pos);
                 let blob = fs
                     .bs
                     .open_blob(ino)
@@ -1075,9 +1075,9 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
     // A closed file's clean chunks stay cached (they match the device); an orphan's go with
     // its blob.
     e.inode.release_blob(fs, !orphan);
-    let slot = ns.pos_of(ino);
+    let pos = ns.pos_of(ino);
     if orphan {
-        if let Some(s) = slot {
+        if let Some(s) = pos {
             ns.remove(s);
         }
         if !fs.read_only {
@@ -1088,7 +1088,7 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
         }
     } else {
         let alloc = fs.bs.allocated_clusters(ino).ok();
-        if let Some(s) = slot {
+        if let Some(s) = pos {
             let i = ns.inode_mut(s);
             i.size = size;
             i.mtime = mtime;
