@@ -4,7 +4,8 @@
 use crate::attr::*;
 use crate::cache::{ReadState, Wb, CHUNK, RA_MAX, RA_MIN};
 use crate::error::{FsError, FsErrorKind, Result};
-use crate::fs::{last_close, FsInner, Inode, OpenFlags};
+use crate::fs::{last_close, FsInner, OpenFlags};
+use crate::ns::Inode;
 use oxblob_bdev::IoBuf;
 use oxblob_blobstore::{Blob, BsChannel, BsCompletion, Durability};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

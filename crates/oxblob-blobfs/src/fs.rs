@@ -4,16 +4,14 @@ use crate::attr::*;
 use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
 use crate::error::{FsError, FsErrorKind, Result};
 use crate::file::{FileHandle, OpenInode};
-use crate::path::{check_name, components};
+use crate::ns::{NewInode, Ns, Pos};
+use crate::path::components;
 use oxblob_bdev::{BlockDevice, IoChannel};
 use oxblob_blobstore::{
     bstype, BlobRecord, BlobStore, BsChannel, CreateOptions, InitOptions, LoadOptions, Txn,
     DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
 };
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
-use std::ops::{Bound, ControlFlow};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -164,273 +162,9 @@ impl OpenFlags {
     }
 }
 
-/// Index of an inode in the namespace's slab ([`Ns`]). Slots are reused after a delete;
-/// inode numbers are not.
-pub(crate) type Slot = u32;
-/// No slot: the parent of the root and of orphans, the empty entry of a directory table.
-const NO_SLOT: Slot = Slot::MAX;
-/// No directory: the `dir` of a file's slot.
-const NO_DIR: u32 = u32::MAX;
-/// Longest name kept inline in an inode's slot; longer names live in [`Ns`]'s `long_names`.
-const INLINE_NAME: usize = 15;
-/// `len` of a [`SlotName`] whose name is longer than [`INLINE_NAME`].
-const LONG_NAME: u8 = u8::MAX;
-
-/// An entry name inside an inode's slot (16 bytes): the name itself if it has at most
-/// [`INLINE_NAME`] bytes, so comparing it during a lookup reads no other cache line; else a
-/// marker, and the name is in [`Ns`]'s `long_names`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SlotName {
-    len: u8,
-    bytes: [u8; INLINE_NAME],
-}
-
-impl SlotName {
-    /// `name` inline, or the long-name marker.
-    fn new(name: &str) -> SlotName {
-        let mut bytes = [0; INLINE_NAME];
-        match bytes.get_mut(..name.len()) {
-            Some(b) => {
-                b.copy_from_slice(name.as_bytes());
-                SlotName {
-                    len: name.len() as u8,
-                    bytes,
-                }
-            }
-            None => SlotName {
-                len: LONG_NAME,
-                bytes,
-            },
-        }
-    }
-
-    fn is_long(&self) -> bool {
-        self.len == LONG_NAME
-    }
-
-    /// The inline name (empty for a long one).
-    fn inline(&self) -> &[u8] {
-        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
-    }
-}
-
-/// An inode as the namespace knows it: one 64-byte, cache-line-aligned slot of [`Ns`]'s slab
-/// holding everything `stat` reports and the entry name a lookup compares, so resolving the
-/// last component of a path and stating it touches this one line (for an open file, size,
-/// times and allocation are the open inode's; these are refreshed at its last close).
-#[derive(Debug, Clone)]
-#[repr(align(64))]
-pub(crate) struct Inode {
-    /// Inode number (blob id); 0 in a free slot.
-    pub(crate) ino: u64,
-    pub(crate) size: u64,
-    pub(crate) mtime: u64,
-    pub(crate) ctime: u64,
-    /// Allocated clusters of a closed file (from its blob record at mount, refreshed at its
-    /// last close: only an open file changes its clusters), so `stat` never opens a blob.
-    pub(crate) alloc_clusters: u64,
-    /// The parent directory's slot; [`NO_SLOT`] for the root and for orphans.
-    parent: Slot,
-    /// The directory's entries in `Ns::dirs`; [`NO_DIR`] for a file.
-    dir: u32,
-    /// The entry name in the parent (empty for the root and orphans).
-    name: SlotName,
-}
-
-const _: () = assert!(std::mem::size_of::<Inode>() == 64);
-
-impl Inode {
-    fn kind(&self) -> FileType {
-        if self.dir == NO_DIR {
-            FileType::File
-        } else {
-            FileType::Dir
-        }
-    }
-}
-
-/// One entry of a directory's hash table: the top 32 bits of the name's hash and the child's
-/// slot. The tag alone places an entry (its home bucket is the tag's top bits), so the table
-/// grows, shrinks and deletes without reading a name; a lookup compares a name only where the
-/// tag matches, in the child's slot, which `stat` reads next anyway.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    tag: u32,
-    slot: Slot,
-}
-
-const EMPTY: Entry = Entry {
-    tag: 0,
-    slot: NO_SLOT,
-};
-
-/// Smallest non-empty directory table.
-const MIN_TABLE: usize = 8;
-
-/// One directory's entries: an open-addressing hash table of (tag, slot) for lookups — 8
-/// bytes an entry, linear probing, at most 3/4 full, deletes by backward shift (no
-/// tombstones) — and the same entries in name order for `readdir` (a stable order and a
-/// cursor, no sort per call, no slot read per entry).
-#[derive(Debug, Default)]
-pub(crate) struct Dir {
-    table: Vec<Entry>,
-    len: usize,
-    order: BTreeMap<Box<str>, (u64, FileType)>,
-}
-
-impl Dir {
-    /// Entries in the directory.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// The home bucket of `tag` (the table is a non-empty power of two).
-    fn home(&self, tag: u32) -> usize {
-        let bits = self.table.len().trailing_zeros();
-        (u64::from(tag) >> (32 - bits)) as usize
-    }
-
-    /// The slot of the entry with `tag` whose name `is_name` accepts.
-    fn find(&self, tag: u32, is_name: impl Fn(Slot) -> bool) -> Option<Slot> {
-        if self.table.is_empty() {
-            return None;
-        }
-        let mask = self.table.len() - 1;
-        let mut i = self.home(tag);
-        loop {
-            let e = self.table[i];
-            if e.slot == NO_SLOT {
-                return None;
-            }
-            if e.tag == tag && is_name(e.slot) {
-                return Some(e.slot);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Puts an entry in the table (the name is not in the directory).
-    fn put(&mut self, e: Entry) {
-        if (self.len + 1) * 4 > self.table.len() * 3 {
-            self.resize((self.table.len() * 2).max(MIN_TABLE));
-        }
-        let mask = self.table.len() - 1;
-        let mut i = self.home(e.tag);
-        while self.table[i].slot != NO_SLOT {
-            i = (i + 1) & mask;
-        }
-        self.table[i] = e;
-        self.len += 1;
-    }
-
-    /// Removes the entry of `slot` (with `tag`) from the table.
-    fn take(&mut self, tag: u32, slot: Slot) {
-        if self.table.is_empty() {
-            return;
-        }
-        let mask = self.table.len() - 1;
-        let mut i = self.home(tag);
-        loop {
-            let e = self.table[i];
-            if e.slot == NO_SLOT {
-                return; // not there
-            }
-            if e.slot == slot {
-                break;
-            }
-            i = (i + 1) & mask;
-        }
-        // Backward shift: move later entries of the run into the hole unless their home lies
-        // cyclically in (hole, entry].
-        let mut j = i;
-        loop {
-            j = (j + 1) & mask;
-            let e = self.table[j];
-            if e.slot == NO_SLOT {
-                break;
-            }
-            let k = self.home(e.tag);
-            let stays = if i <= j {
-                i < k && k <= j
-            } else {
-                i < k || k <= j
-            };
-            if !stays {
-                self.table[i] = e;
-                i = j;
-            }
-        }
-        self.table[i] = EMPTY;
-        self.len -= 1;
-        // Give memory back after mass deletes once an eighth is used (O(n) every O(n)
-        // removals: amortized O(1)).
-        if self.table.len() > 64 && self.len * 8 < self.table.len() {
-            self.resize((self.len * 2).next_power_of_two().max(MIN_TABLE));
-        }
-    }
-
-    /// Rebuilds the table with `cap` buckets (a power of two above the entry count) from the
-    /// tags alone.
-    fn resize(&mut self, cap: usize) {
-        let old = std::mem::replace(&mut self.table, vec![EMPTY; cap]);
-        let mask = cap - 1;
-        for e in old.into_iter().filter(|e| e.slot != NO_SLOT) {
-            let mut i = self.home(e.tag);
-            while self.table[i].slot != NO_SLOT {
-                i = (i + 1) & mask;
-            }
-            self.table[i] = e;
-        }
-    }
-
-    /// Up to `limit` entries whose names sort after `after` (from the first with `None`), in
-    /// name order.
-    fn entries_after(&self, after: Option<&str>, limit: usize) -> Vec<DirEntry> {
-        let lo = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
-        };
-        self.order
-            .range::<str, _>((lo, Bound::Unbounded))
-            .take(limit)
-            .map(|(n, &(ino, kind))| DirEntry {
-                name: n.to_string(),
-                ino,
-                kind,
-            })
-            .collect()
-    }
-}
-
 pub(crate) struct OpenEntry {
     pub(crate) inode: Arc<OpenInode>,
     pub(crate) handles: usize,
-}
-
-/// The namespace: every inode, every directory's children, the open files.
-///
-/// Inodes live in a dense slab of 64-byte slots ([`Inode`]); a directory entry names its
-/// child by slot, so a path lookup is, per component, one probe of the directory's table and
-/// one read of the child's slot — which also holds the child's name (short names inline) and
-/// everything `stat` reports. With a million files, where nothing fits in the CPU caches,
-/// a `stat` thus costs about two cache misses instead of five (the hash bucket, the name's
-/// heap string, and a second hash lookup by inode number). Inode numbers map to slots in
-/// `by_ino`, used only by the inode-level API and the namespace operations.
-pub(crate) struct Ns {
-    slab: Vec<Inode>,
-    /// Free slots of the slab.
-    free: Vec<Slot>,
-    by_ino: HashMap<u64, Slot>,
-    /// Directory entries, indexed by a directory slot's `dir`.
-    dirs: Vec<Dir>,
-    /// Free indices of `dirs`.
-    free_dirs: Vec<u32>,
-    /// Names over [`INLINE_NAME`] bytes, by slot.
-    long_names: HashMap<Slot, Box<str>>,
-    /// Keys the name hash of the directory tables (random per mount).
-    hasher: RandomState,
-    root: Slot,
-    pub(crate) open: HashMap<u64, OpenEntry>,
 }
 
 pub(crate) struct FsInner {
@@ -543,325 +277,13 @@ impl FsInner {
 
 /// Where a namespace operation acts: a path's components, resolved under the namespace
 /// lock, or a directory inode and a name in it (the inode-level API of `ino.rs`). Both forms
-/// go through [`Ns::resolve`], so every operation has one implementation.
+/// go through `Ns::resolve`, so every operation has one implementation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Loc<'a> {
     /// The components of an absolute path (from [`components`]).
     Path(&'a [&'a str]),
     /// A name in the directory with this inode number.
     At(u64, &'a str),
-}
-
-/// The entry name of slot `s` (the body of [`Ns::name`], on the fields it reads, so a caller
-/// can hold it while changing a directory).
-fn slot_name<'a>(slab: &'a [Inode], long_names: &'a HashMap<Slot, Box<str>>, s: Slot) -> &'a str {
-    let n = &slab[s as usize].name;
-    if n.is_long() {
-        long_names.get(&s).map_or("", |l| l)
-    } else {
-        // A whole name copied from a `&str`: always UTF-8.
-        std::str::from_utf8(n.inline()).unwrap_or_default()
-    }
-}
-
-impl Ns {
-    /// An empty namespace with room for `n` inodes.
-    fn with_capacity(n: usize) -> Ns {
-        Ns {
-            slab: Vec::with_capacity(n),
-            free: Vec::new(),
-            by_ino: HashMap::with_capacity(n),
-            dirs: Vec::new(),
-            free_dirs: Vec::new(),
-            long_names: HashMap::new(),
-            hasher: RandomState::new(),
-            root: NO_SLOT,
-            open: HashMap::new(),
-        }
-    }
-
-    /// Inodes (files and directories, the root and orphans still open included).
-    pub(crate) fn len(&self) -> usize {
-        self.by_ino.len()
-    }
-
-    /// The root directory's slot.
-    pub(crate) fn root(&self) -> Slot {
-        self.root
-    }
-
-    /// The inode in slot `s` (a slot this namespace handed out).
-    pub(crate) fn inode(&self, s: Slot) -> &Inode {
-        &self.slab[s as usize]
-    }
-
-    pub(crate) fn inode_mut(&mut self, s: Slot) -> &mut Inode {
-        &mut self.slab[s as usize]
-    }
-
-    /// The slot of inode number `ino`.
-    pub(crate) fn slot_of(&self, ino: u64) -> Option<Slot> {
-        self.by_ino.get(&ino).copied()
-    }
-
-    pub(crate) fn kind(&self, s: Slot) -> FileType {
-        self.inode(s).kind()
-    }
-
-    pub(crate) fn is_dir(&self, s: Slot) -> bool {
-        self.inode(s).dir != NO_DIR
-    }
-
-    /// The parent directory's slot (`None` for the root and orphans).
-    pub(crate) fn parent(&self, s: Slot) -> Option<Slot> {
-        let p = self.inode(s).parent;
-        (p != NO_SLOT).then_some(p)
-    }
-
-    /// The entry name of slot `s` (empty for the root and orphans).
-    pub(crate) fn name(&self, s: Slot) -> &str {
-        slot_name(&self.slab, &self.long_names, s)
-    }
-
-    /// Whether slot `s` is named `name`.
-    fn name_is(&self, s: Slot, name: &str) -> bool {
-        let n = &self.inode(s).name;
-        if n.is_long() {
-            self.long_names.get(&s).is_some_and(|l| **l == *name)
-        } else {
-            n.inline() == name.as_bytes()
-        }
-    }
-
-    fn set_name(&mut self, s: Slot, name: &str) {
-        let n = SlotName::new(name);
-        if n.is_long() {
-            self.long_names.insert(s, Box::from(name));
-        } else if self.inode(s).name.is_long() {
-            self.long_names.remove(&s);
-        }
-        self.inode_mut(s).name = n;
-    }
-
-    /// The entries of directory `s` (`None` for a file).
-    pub(crate) fn dir(&self, s: Slot) -> Option<&Dir> {
-        self.dirs.get(self.inode(s).dir as usize)
-    }
-
-    /// The directory-table tag of `name`.
-    fn tag(&self, name: &str) -> u32 {
-        (self.hasher.hash_one(name) >> 32) as u32
-    }
-
-    /// The child named `name` of directory `dir` (`None` also when `dir` is a file).
-    pub(crate) fn child(&self, dir: Slot, name: &str) -> Option<Slot> {
-        let d = self.dir(dir)?;
-        d.find(self.tag(name), |s| self.name_is(s, name))
-    }
-
-    /// Fails if the slab has no room for another inode (checked before a transaction
-    /// creates one, so [`Ns::add`] cannot fail after it).
-    fn room(&self, path: &str) -> Result<()> {
-        if self.free.is_empty() && self.slab.len() >= NO_SLOT as usize {
-            return Err(FsError::new(
-                FsErrorKind::Io,
-                path,
-                "too many inodes for the in-memory namespace",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Puts an inode in a free slot (not yet linked into its parent: see [`Ns::link`]).
-    #[allow(clippy::too_many_arguments)]
-    fn add(
-        &mut self,
-        ino: u64,
-        kind: FileType,
-        parent: Slot,
-        name: &str,
-        size: u64,
-        mtime: u64,
-        ctime: u64,
-        alloc_clusters: u64,
-    ) -> Slot {
-        let dir = match kind {
-            FileType::File => NO_DIR,
-            FileType::Dir => match self.free_dirs.pop() {
-                Some(d) => d,
-                None => {
-                    self.dirs.push(Dir::default());
-                    (self.dirs.len() - 1) as u32
-                }
-            },
-        };
-        let inode = Inode {
-            ino,
-            size,
-            mtime,
-            ctime,
-            alloc_clusters,
-            parent,
-            dir,
-            name: SlotName::new(""),
-        };
-        let s = match self.free.pop() {
-            Some(s) => {
-                self.slab[s as usize] = inode;
-                s
-            }
-            None => {
-                self.slab.push(inode);
-                (self.slab.len() - 1) as Slot
-            }
-        };
-        self.set_name(s, name);
-        self.by_ino.insert(ino, s);
-        s
-    }
-
-    /// Frees slot `s` (already unlinked from its parent; a directory must be empty).
-    fn remove(&mut self, s: Slot) {
-        let i = self.inode(s);
-        let (ino, dir, long) = (i.ino, i.dir, i.name.is_long());
-        if long {
-            self.long_names.remove(&s);
-        }
-        if let Some(d) = self.dirs.get_mut(dir as usize) {
-            *d = Dir::default();
-            self.free_dirs.push(dir);
-        }
-        self.by_ino.remove(&ino);
-        *self.inode_mut(s) = Inode {
-            ino: 0,
-            size: 0,
-            mtime: 0,
-            ctime: 0,
-            alloc_clusters: 0,
-            parent: NO_SLOT,
-            dir: NO_DIR,
-            name: SlotName::new(""),
-        };
-        self.free.push(s);
-    }
-
-    /// Makes slot `s` (already unlinked from its parent) an orphan: no parent, no name.
-    fn orphan(&mut self, s: Slot) {
-        self.set_name(s, "");
-        self.inode_mut(s).parent = NO_SLOT;
-    }
-
-    /// Enters slot `s` under its name in directory `dir`.
-    fn link(&mut self, dir: Slot, s: Slot) {
-        let name = self.name(s);
-        let tag = self.tag(name);
-        let key: Box<str> = Box::from(name);
-        let (ino, kind) = (self.inode(s).ino, self.kind(s));
-        let d = self.inode(dir).dir as usize;
-        if let Some(d) = self.dirs.get_mut(d) {
-            d.put(Entry { tag, slot: s });
-            d.order.insert(key, (ino, kind));
-        }
-    }
-
-    /// Removes the entry of slot `s` (under its current name) from directory `dir`.
-    fn unlink(&mut self, dir: Slot, s: Slot) {
-        let tag = self.tag(self.name(s));
-        let d = self.inode(dir).dir as usize;
-        let name = slot_name(&self.slab, &self.long_names, s);
-        if let Some(d) = self.dirs.get_mut(d) {
-            d.take(tag, s);
-            d.order.remove(name);
-        }
-    }
-
-    /// The directory and the entry name a [`Loc`] names. Errors: as `lookup_parent` for a
-    /// path; for `At`, `NotFound` (no such inode), `NotADirectory`, and the name checks.
-    pub(crate) fn resolve<'a>(&self, loc: Loc<'a>, path: &str) -> Result<(Slot, &'a str)> {
-        match loc {
-            Loc::Path(comps) => self.lookup_parent(comps, path),
-            Loc::At(dir, name) => {
-                let s = self.slot_of(dir).filter(|&s| self.is_dir(s));
-                let Some(s) = s else {
-                    let kind = if self.slot_of(dir).is_some() {
-                        FsErrorKind::NotADirectory
-                    } else {
-                        FsErrorKind::NotFound
-                    };
-                    return Err(FsError::new(kind, path, format!("directory inode {dir}")));
-                };
-                check_name(name, path)?;
-                Ok((s, name))
-            }
-        }
-    }
-
-    /// The slot of the inode a path names.
-    pub(crate) fn lookup(&self, comps: &[&str], path: &str) -> Result<Slot> {
-        let mut cur = self.root;
-        for (i, c) in comps.iter().enumerate() {
-            let Some(children) = self.dir(cur) else {
-                let kind = if i == 0 {
-                    FsErrorKind::Corrupt
-                } else {
-                    FsErrorKind::NotADirectory
-                };
-                return Err(FsError::new(
-                    kind,
-                    path,
-                    format!("{:?} is not a directory", comps[..i].join("/")),
-                ));
-            };
-            cur = children
-                .find(self.tag(c), |s| self.name_is(s, c))
-                .ok_or_else(|| {
-                    FsError::new(FsErrorKind::NotFound, path, format!("no entry {c:?}"))
-                })?;
-        }
-        Ok(cur)
-    }
-
-    /// The directory that holds the last component, and that component. The root itself has
-    /// no parent: `InvalidArgument`.
-    pub(crate) fn lookup_parent<'a>(
-        &self,
-        comps: &[&'a str],
-        path: &str,
-    ) -> Result<(Slot, &'a str)> {
-        let Some((last, dir)) = comps.split_last() else {
-            return Err(FsError::new(
-                FsErrorKind::InvalidArgument,
-                path,
-                "the root directory has no parent entry",
-            ));
-        };
-        let d = self.lookup(dir, path)?;
-        if !self.is_dir(d) {
-            return Err(FsError::new(
-                FsErrorKind::NotADirectory,
-                path,
-                "parent is not a directory",
-            ));
-        }
-        check_name(last, path)?;
-        Ok((d, last))
-    }
-
-    /// [`Ns::resolve`] of an entry that must exist: its directory's slot and its own.
-    /// `missing` describes it in the `NotFound` error ("no such file", "no such directory",
-    /// ...).
-    pub(crate) fn resolve_existing(
-        &self,
-        loc: Loc<'_>,
-        path: &str,
-        missing: &str,
-    ) -> Result<(Slot, Slot)> {
-        let (dir, name) = self.resolve(loc, path)?;
-        let s = self
-            .child(dir, name)
-            .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, missing))?;
-        Ok((dir, s))
-    }
 }
 
 fn entry_xattrs(kind: FileType, parent: u64, name: &str, now: u64) -> Vec<(String, Vec<u8>)> {
@@ -946,10 +368,9 @@ fn decode_record(r: &BlobRecord) -> Result<Found> {
     })
 }
 
-/// Builds the namespace from every blob record (by reference, under the store's lock): the
-/// slab (one slot per inode, in record order) and every directory's table, pre-sized; each
-/// directory's name order is bulk-built from its sorted entries. Returns it and the orphans
-/// to delete.
+/// Builds the namespace from every blob record (by reference, under the store's lock):
+/// every inode's record in its parent directory's table, pre-sized (`Ns::build`). Returns it
+/// and the orphans to delete.
 fn build_ns(bs: &BlobStore, root: u64) -> Result<(Ns, Vec<u64>)> {
     let n = bs.blob_count().map_err(|e| FsError::from_bs(e, "/"))?;
     let mut found = Vec::with_capacity(n);
@@ -963,7 +384,16 @@ fn build_ns(bs: &BlobStore, root: u64) -> Result<(Ns, Vec<u64>)> {
             if f.orphan {
                 orphans.push(f.ino);
             } else {
-                found.push(f);
+                found.push(NewInode {
+                    ino: f.ino,
+                    kind: f.kind,
+                    parent: f.parent,
+                    name: f.name,
+                    size: f.size,
+                    mtime: f.mtime,
+                    ctime: f.ctime,
+                    alloc_clusters: f.alloc_clusters,
+                });
             }
             ControlFlow::Continue(())
         }
@@ -976,96 +406,7 @@ fn build_ns(bs: &BlobStore, root: u64) -> Result<(Ns, Vec<u64>)> {
     if let Some(e) = bad {
         return Err(e);
     }
-    if found.len() >= NO_SLOT as usize {
-        return Err(FsError::new(
-            FsErrorKind::Io,
-            "/",
-            "too many inodes for the in-memory namespace",
-        ));
-    }
-    let mut ns = Ns::with_capacity(found.len());
-    for f in &found {
-        if f.ino == root && f.kind != FileType::Dir {
-            return Err(FsError::new(
-                FsErrorKind::Corrupt,
-                "/",
-                "root is not a directory",
-            ));
-        }
-        let s = ns.add(
-            f.ino,
-            f.kind,
-            NO_SLOT,
-            if f.ino == root { "" } else { &f.name },
-            f.size,
-            f.mtime,
-            f.ctime,
-            f.alloc_clusters,
-        );
-        if f.ino == root {
-            ns.root = s;
-        }
-    }
-    if ns.root == NO_SLOT {
-        return Err(FsError::new(
-            FsErrorKind::Corrupt,
-            "/",
-            format!("no root directory (inode {root})"),
-        ));
-    }
-    // Every directory's entries, gathered then sorted by name.
-    let mut lists: Vec<Vec<(Box<str>, Slot)>> = (0..ns.dirs.len()).map(|_| Vec::new()).collect();
-    for (s, f) in found.into_iter().enumerate() {
-        if f.ino == root {
-            continue;
-        }
-        let p = ns.slot_of(f.parent).map(|p| ns.inode(p).dir as usize);
-        let Some(list) = p.and_then(|d| lists.get_mut(d)) else {
-            return Err(FsError::new(
-                FsErrorKind::Corrupt,
-                "",
-                format!("inode {} names parent {}, not a directory", f.ino, f.parent),
-            ));
-        };
-        let s = s as Slot;
-        ns.inode_mut(s).parent = ns.slot_of(f.parent).unwrap_or(NO_SLOT);
-        list.push((f.name, s));
-    }
-    for (d, mut list) in lists.into_iter().enumerate() {
-        list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if let Some(w) = list.windows(2).find(|w| w[0].0 == w[1].0) {
-            let (a, b) = (ns.inode(w[0].1), ns.inode(w[1].1));
-            let parent = ns.inode(a.parent).ino;
-            return Err(FsError::new(
-                FsErrorKind::Corrupt,
-                "",
-                format!(
-                    "inodes {} and {} both named {:?} in directory {parent}",
-                    a.ino, b.ino, w[0].0
-                ),
-            ));
-        }
-        let mut table = Dir::default();
-        if !list.is_empty() {
-            // At most half full after the bulk build.
-            table.resize((list.len() * 2).next_power_of_two().max(MIN_TABLE));
-        }
-        for (name, s) in &list {
-            table.put(Entry {
-                tag: ns.tag(name),
-                slot: *s,
-            });
-        }
-        table.order = list
-            .into_iter()
-            .map(|(name, s)| {
-                let i = ns.inode(s);
-                (name, (i.ino, i.kind()))
-            })
-            .collect();
-        ns.dirs[d] = table;
-    }
-    Ok((ns, orphans))
+    Ok((Ns::build(root, found)?, orphans))
 }
 
 impl BlobFs {
@@ -1263,7 +604,7 @@ impl BlobFs {
         let inode = {
             let mut ns = fs.ns_write();
             let (dir, name) = ns.resolve(loc, path)?;
-            let slot = match ns.child(dir, name) {
+            let pos = match ns.child(dir, name) {
                 Some(s) => {
                     if flags.create && flags.exclusive {
                         return Err(FsError::new(FsErrorKind::Exists, path, "file exists"));
@@ -1283,7 +624,7 @@ impl BlobFs {
                     }
                     ns.room(path)?;
                     let now = now_ns();
-                    let dir_ino = ns.inode(dir).ino;
+                    let dir_ino = ns.dir_ino(dir);
                     let ino = fs.commit(path, |t| {
                         t.create(CreateOptions {
                             num_clusters: 0,
@@ -1291,17 +632,15 @@ impl BlobFs {
                             xattrs: entry_xattrs(FileType::File, dir_ino, name, now),
                         })
                     })?;
-                    let s = ns.add(ino, FileType::File, dir, name, 0, now, now, 0);
-                    ns.link(dir, s);
-                    s
+                    ns.add(dir, ino, FileType::File, name, 0, now, now, 0)
                 }
             };
-            let ino = ns.inode(slot).ino;
+            let ino = ns.inode(pos).ino;
             if let Some(e) = ns.open.get_mut(&ino) {
                 e.handles += 1;
                 Arc::clone(&e.inode)
             } else {
-                let meta = ns.inode(slot).clone();
+                let meta = *ns.inode(pos);
                 let blob = fs
                     .bs
                     .open_blob(ino)
@@ -1338,9 +677,9 @@ impl BlobFs {
         Ok(ns.inode(s).ino)
     }
 
-    /// [`BlobFs::mkdir`] of the entry `loc` names, under the namespace lock; the new
-    /// directory's slot.
-    pub(crate) fn mkdir_locked(&self, ns: &mut Ns, loc: Loc<'_>, path: &str) -> Result<Slot> {
+    /// [`BlobFs::mkdir`] of the entry `loc` names, under the namespace lock; where the new
+    /// directory's record is.
+    pub(crate) fn mkdir_locked(&self, ns: &mut Ns, loc: Loc<'_>, path: &str) -> Result<Pos> {
         let fs = &self.inner;
         let (dir, name) = ns.resolve(loc, path)?;
         if ns.child(dir, name).is_some() {
@@ -1348,7 +687,7 @@ impl BlobFs {
         }
         ns.room(path)?;
         let now = now_ns();
-        let dir_ino = ns.inode(dir).ino;
+        let dir_ino = ns.dir_ino(dir);
         let ino = fs.commit(path, |t| {
             t.create(CreateOptions {
                 num_clusters: 0,
@@ -1356,9 +695,7 @@ impl BlobFs {
                 xattrs: entry_xattrs(FileType::Dir, dir_ino, name, now),
             })
         })?;
-        let s = ns.add(ino, FileType::Dir, dir, name, 0, now, now, 0);
-        ns.link(dir, s);
-        Ok(s)
+        Ok(ns.add(dir, ino, FileType::Dir, name, 0, now, now, 0))
     }
 
     /// Creates a directory and every missing ancestor (one transaction per directory created;
@@ -1369,11 +706,11 @@ impl BlobFs {
         fs.writable(path)?;
         let comps = components(path)?;
         let mut ns = fs.ns_write();
-        let mut cur = ns.root();
+        let mut cur = ns.root_dir();
         for i in 0..comps.len() {
-            match ns.child(cur, comps[i]) {
-                Some(s) if ns.is_dir(s) => cur = s,
-                Some(_) => {
+            match ns.child(cur, comps[i]).map(|p| ns.dir_id(p)) {
+                Some(Some(d)) => cur = d,
+                Some(None) => {
                     let kind = if i + 1 == comps.len() {
                         FsErrorKind::Exists
                     } else {
@@ -1385,7 +722,12 @@ impl BlobFs {
                         format!("{:?} is a file", comps[i]),
                     ));
                 }
-                None => cur = self.mkdir_locked(&mut ns, Loc::Path(&comps[..=i]), path)?,
+                None => {
+                    let p = self.mkdir_locked(&mut ns, Loc::Path(&comps[..=i]), path)?;
+                    cur = ns.dir_id(p).ok_or_else(|| {
+                        FsError::new(FsErrorKind::Io, path, "a new directory is not one")
+                    })?;
+                }
             }
         }
         Ok(())
@@ -1403,8 +745,8 @@ impl BlobFs {
         let fs = &self.inner;
         fs.writable(path)?;
         let mut ns = fs.ns_write();
-        let (dir, s) = ns.resolve_existing(loc, path, "no such directory")?;
-        match ns.dir(s) {
+        let (_, s) = ns.resolve_existing(loc, path, "no such directory")?;
+        match ns.dir_at(s) {
             None => {
                 return Err(FsError::new(
                     FsErrorKind::NotADirectory,
@@ -1426,7 +768,6 @@ impl BlobFs {
             t.delete(ino);
             Ok(())
         })?;
-        ns.unlink(dir, s);
         ns.remove(s);
         fs.cache.drop_file(ino);
         Ok(())
@@ -1445,7 +786,7 @@ impl BlobFs {
         let fs = &self.inner;
         fs.writable(path)?;
         let mut ns = fs.ns_write();
-        let (dir, s) = ns.resolve_existing(loc, path, "no such file")?;
+        let (_, s) = ns.resolve_existing(loc, path, "no such file")?;
         if ns.is_dir(s) {
             return Err(FsError::new(
                 FsErrorKind::IsADirectory,
@@ -1459,7 +800,6 @@ impl BlobFs {
             drop_target(t, ino, open.is_some());
             Ok(())
         })?;
-        ns.unlink(dir, s);
         finish_drop(fs, &mut ns, s, open);
         Ok(())
     }
@@ -1494,22 +834,13 @@ impl BlobFs {
             .ok_or_else(|| FsError::new(FsErrorKind::NotFound, from, "no such entry"))?;
         let (ddir, dname) = ns.resolve(dst_loc, to)?;
         let skind = ns.kind(src);
-        if skind == FileType::Dir {
-            // Walk up from the destination directory: meeting `src` means a cycle.
-            let mut cur = ddir;
-            loop {
-                if cur == src {
-                    return Err(FsError::new(
-                        FsErrorKind::InvalidArgument,
-                        to,
-                        format!("cannot move {from:?} into its own subtree"),
-                    ));
-                }
-                match ns.parent(cur) {
-                    Some(p) => cur = p,
-                    None => break, // the root
-                }
-            }
+        // Walk up from the destination directory: meeting `src` means a cycle.
+        if ns.dir_id(src).is_some_and(|d| ns.is_within(ddir, d)) {
+            return Err(FsError::new(
+                FsErrorKind::InvalidArgument,
+                to,
+                format!("cannot move {from:?} into its own subtree"),
+            ));
         }
         let target = ns.child(ddir, dname);
         if noreplace && target.is_some() {
@@ -1535,7 +866,7 @@ impl BlobFs {
                     ))
                 }
                 (FileType::Dir, FileType::Dir) => {
-                    if ns.dir(t).is_some_and(|c| c.len() > 0) {
+                    if ns.dir_at(t).is_some_and(|c| c.len() > 0) {
                         return Err(FsError::new(
                             FsErrorKind::NotEmpty,
                             to,
@@ -1548,7 +879,7 @@ impl BlobFs {
         }
         let tino = target.map(|t| ns.inode(t).ino);
         let topen = tino.and_then(|t| ns.open.get(&t).map(|e| Arc::clone(&e.inode)));
-        let (src_ino, ddir_ino) = (ns.inode(src).ino, ns.inode(ddir).ino);
+        let (src_ino, ddir_ino) = (ns.inode(src).ino, ns.dir_ino(ddir));
         let now = now_ns();
         fs.commit(to, |t| {
             t.set_xattr(src_ino, X_PARENT, &enc_u64(ddir_ino));
@@ -1560,15 +891,12 @@ impl BlobFs {
             Ok(())
         })?;
         if let Some(t) = target {
-            ns.unlink(ddir, t);
             finish_drop(fs, &mut ns, t, topen);
         }
-        ns.unlink(sdir, src);
-        ns.set_name(src, dname);
-        let i = ns.inode_mut(src);
-        i.parent = ddir;
-        i.ctime = now;
-        ns.link(ddir, src);
+        // Dropping the target may have moved the source's record (same table): find it anew.
+        if let Some(src) = ns.pos_of(src_ino) {
+            ns.rename(src, ddir, dname, now);
+        }
         if let Some(e) = ns.open.get(&src_ino) {
             e.inode.set_ctime(now);
         }
@@ -1601,17 +929,17 @@ impl BlobFs {
         Self::readdir_of(&ns, s, after, limit, path)
     }
 
-    /// Up to `limit` entries of the directory in slot `s` after the name `after`, sorted by
-    /// name.
+    /// Up to `limit` entries of the directory whose record is at `s` after the name `after`,
+    /// sorted by name.
     pub(crate) fn readdir_of(
         ns: &Ns,
-        s: Slot,
+        s: Pos,
         after: Option<&str>,
         limit: usize,
         path: &str,
     ) -> Result<Vec<DirEntry>> {
         let children = ns
-            .dir(s)
+            .dir_at(s)
             .ok_or_else(|| FsError::new(FsErrorKind::NotADirectory, path, "not a directory"))?;
         Ok(children.entries_after(after, limit))
     }
@@ -1624,19 +952,19 @@ impl BlobFs {
         let comps = components(path)?;
         let ns = fs.ns_read();
         let s = ns.lookup(&comps, path)?;
-        self.stat_slot(&ns, s, path)
+        self.stat_pos(&ns, s, path)
     }
 
     /// [`BlobFs::stat`] of inode `ino`: `NotFound` if there is none.
     pub(crate) fn stat_of(&self, ns: &Ns, ino: u64, path: &str) -> Result<Metadata> {
         let s = ns
-            .slot_of(ino)
+            .pos_of(ino)
             .ok_or_else(|| FsError::new(FsErrorKind::NotFound, path, format!("no inode {ino}")))?;
-        self.stat_slot(ns, s, path)
+        self.stat_pos(ns, s, path)
     }
 
-    /// [`BlobFs::stat`] of the inode in slot `s`.
-    pub(crate) fn stat_slot(&self, ns: &Ns, s: Slot, path: &str) -> Result<Metadata> {
+    /// [`BlobFs::stat`] of the inode whose record is at `s`.
+    pub(crate) fn stat_pos(&self, ns: &Ns, s: Pos, path: &str) -> Result<Metadata> {
         let fs = &self.inner;
         let i = ns.inode(s);
         let (ino, kind) = (i.ino, i.kind());
@@ -1712,9 +1040,9 @@ fn drop_target(t: &mut Txn, ino: u64, open: bool) {
 }
 
 /// After the transaction of [`drop_target`]: update the in-memory tables. A deleted file's
-/// clean chunks are dropped now; an orphan's at its last close.
-/// `s` is already unlinked from its directory.
-fn finish_drop(fs: &FsInner, ns: &mut Ns, s: Slot, open: Option<Arc<OpenInode>>) {
+/// clean chunks are dropped now; an orphan's at its last close. `s` is where the dropped
+/// inode's record is; it leaves its directory here.
+fn finish_drop(fs: &FsInner, ns: &mut Ns, s: Pos, open: Option<Arc<OpenInode>>) {
     match open {
         Some(oi) => {
             oi.mark_orphan();
@@ -1747,9 +1075,9 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
     // A closed file's clean chunks stay cached (they match the device); an orphan's go with
     // its blob.
     e.inode.release_blob(fs, !orphan);
-    let slot = ns.slot_of(ino);
+    let pos = ns.pos_of(ino);
     if orphan {
-        if let Some(s) = slot {
+        if let Some(s) = pos {
             ns.remove(s);
         }
         if !fs.read_only {
@@ -1760,7 +1088,7 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
         }
     } else {
         let alloc = fs.bs.allocated_clusters(ino).ok();
-        if let Some(s) = slot {
+        if let Some(s) = pos {
             let i = ns.inode_mut(s);
             i.size = size;
             i.mtime = mtime;
@@ -1771,68 +1099,4 @@ pub(crate) fn last_close(fs: &FsInner, ino: u64, path: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    /// The directory table with few distinct tags (long collision runs, wrapping at the end
-    /// of the table) against a model, through growth, backward-shift deletes and shrinking.
-    #[test]
-    fn dir_table_matches_a_model_under_collisions() {
-        let mut d = Dir::default();
-        let mut model: HashMap<Slot, u32> = HashMap::new();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for round in 0..20_000u32 {
-            let grow = round < 12_000 || round % 3 == 0;
-            if grow || model.is_empty() {
-                let slot = round;
-                // Tags near the top of the range put home buckets at the end: runs wrap.
-                let tag = [0u32, 1, u32::MAX, u32::MAX - 1, 0x8000_0000][(rnd() % 5) as usize]
-                    ^ (rnd() % 4) as u32;
-                d.put(Entry { tag, slot });
-                model.insert(slot, tag);
-            } else {
-                let &slot = model
-                    .keys()
-                    .nth((rnd() % model.len() as u64) as usize)
-                    .unwrap();
-                let tag = model.remove(&slot).unwrap();
-                d.take(tag, slot);
-            }
-            if round % 997 == 0 || round > 19_900 {
-                assert_eq!(d.len(), model.len());
-                for (&s, &t) in &model {
-                    assert_eq!(d.find(t, |c| c == s), Some(s), "round {round}");
-                }
-                assert_eq!(d.find(7, |_| true), None);
-            }
-        }
-        // Shrinks once mostly empty, and keeps what is left.
-        let keys: Vec<(Slot, u32)> = model.iter().map(|(&s, &t)| (s, t)).collect();
-        for &(s, t) in &keys[1..] {
-            d.take(t, s);
-        }
-        assert!(d.table.len() <= 64);
-        assert_eq!(d.find(keys[0].1, |c| c == keys[0].0), Some(keys[0].0));
-    }
-
-    #[test]
-    fn slot_names_inline_up_to_fifteen_bytes() {
-        assert_eq!(SlotName::new("").inline(), b"");
-        assert_eq!(
-            SlotName::new(&"a".repeat(15)).inline(),
-            "a".repeat(15).as_bytes()
-        );
-        assert!(SlotName::new(&"a".repeat(16)).is_long());
-        assert!(SlotName::new(&"a".repeat(255)).is_long());
-    }
 }

@@ -38,9 +38,9 @@ impl BlobFs {
         fs.live("")?;
         let ns = fs.ns_read();
         let mut names = Vec::new();
-        let mut cur = ns.slot_of(ino).ok_or_else(|| not_found(ino))?;
+        let mut cur = ns.pos_of(ino).ok_or_else(|| not_found(ino))?;
         while cur != ns.root() {
-            let Some(parent) = ns.parent(cur) else {
+            let Some(parent) = ns.parent(cur).and_then(|d| ns.dir_pos(d)) else {
                 return Err(not_found(ino));
             };
             names.push(ns.name(cur));
@@ -82,7 +82,7 @@ impl BlobFs {
         fs.live(&path)?;
         let ns = fs.ns_read();
         let (_, s) = ns.resolve_existing(Loc::At(parent, name), &path, "no such entry")?;
-        self.stat_slot(&ns, s, &path)
+        self.stat_pos(&ns, s, &path)
     }
 
     /// The metadata of inode `ino`, as [`BlobFs::stat`] (an open file's current size and
@@ -113,7 +113,7 @@ impl BlobFs {
         let path = format!("<inode {ino}>");
         fs.live(&path)?;
         let ns = fs.ns_read();
-        let s = ns.slot_of(ino).ok_or_else(|| not_found(ino))?;
+        let s = ns.pos_of(ino).ok_or_else(|| not_found(ino))?;
         BlobFs::readdir_of(&ns, s, after, limit, &path)
     }
 
@@ -140,11 +140,11 @@ impl BlobFs {
         for _ in 0..OPEN_RETRIES {
             let (parent, name) = {
                 let ns = self.inner.ns_read();
-                let s = ns.slot_of(ino).ok_or_else(|| not_found(ino))?;
+                let s = ns.pos_of(ino).ok_or_else(|| not_found(ino))?;
                 let Some(p) = ns.parent(s) else {
                     return Err(not_found(ino));
                 };
-                (ns.inode(p).ino, ns.name(s).to_string())
+                (ns.dir_ino(p), ns.name(s).to_string())
             };
             let path = self.at_path(parent, &name);
             let h = match self.open_in(Loc::At(parent, &name), plain, &path) {
@@ -190,7 +190,7 @@ impl BlobFs {
         fs.writable(&path)?;
         let mut ns = fs.ns_write();
         let s = self.mkdir_locked(&mut ns, Loc::At(parent, name), &path)?;
-        self.stat_slot(&ns, s, &path)
+        self.stat_pos(&ns, s, &path)
     }
 
     /// Removes the file `name` from `parent`, as [`BlobFs::unlink`].
@@ -248,7 +248,7 @@ impl BlobFs {
         if let Some(e) = ns.open.get(&ino) {
             e.inode.set_times(mtime_ns, now);
         } else {
-            if ns.slot_of(ino).is_none() {
+            if ns.pos_of(ino).is_none() {
                 return Err(not_found(ino));
             }
             fs.commit(&path, |t| {
@@ -257,7 +257,7 @@ impl BlobFs {
                 Ok(())
             })?;
         }
-        if let Some(s) = ns.slot_of(ino) {
+        if let Some(s) = ns.pos_of(ino) {
             let i = ns.inode_mut(s);
             i.mtime = mtime_ns;
             i.ctime = now;
@@ -268,7 +268,7 @@ impl BlobFs {
     /// Whether `ino` is a directory (`None`: no such inode).
     pub fn kind_of(&self, ino: u64) -> Option<FileType> {
         let ns = self.inner.ns_read();
-        ns.slot_of(ino).map(|s| ns.kind(s))
+        ns.pos_of(ino).map(|s| ns.kind(s))
     }
 }
 

@@ -16,17 +16,34 @@
 //!
 //! ## In-memory namespace
 //! Built at mount from every blob's xattrs, changed by each namespace operation, never on
-//! disk (`fs.rs`, `Ns`). Sized so that a path lookup with a million files costs about two
-//! cache misses, not one per structure touched:
-//! - **Inode slab**: one 64-byte, cache-line-aligned slot per inode, dense (freed slots are
-//!   reused), holding everything `stat` reports and the entry name — names of up to 15 bytes
+//! disk (`ns.rs`, `Ns`). Laid out so that with a million files a random path `stat` costs
+//! about **one** cache miss — the line holding the entry's record — where a table of entries
+//! pointing into a separate inode array cost two (the entry, then the inode):
+//! - **Records inside the directory tables**: per directory, an open-addressing hash table
+//!   whose buckets are one control byte (empty, or 8 bits of the name's keyed SipHash) and one
+//!   64-byte, cache-line-aligned inode record, in two parallel arrays; linear probing, at
+//!   most 3/4 full, deletion by backward shift. A record holds everything `stat` reports, 32
+//!   bits of its name's hash (its home bucket and control byte come from it alone, so
+//!   growing, shrinking and deleting never read a name) and the entry name — up to 15 bytes
 //!   inline, longer ones in a side map — so comparing the name of a candidate entry and
-//!   stating it read one line. A map from inode number to slot serves the inode-level API.
-//! - **Directory tables**: per directory, an open-addressing hash table of 8-byte entries
-//!   (32 bits of the name's keyed SipHash, the child's slot), linear probing, at most 3/4
-//!   full, deletion by backward shift; an entry's home bucket comes from its hash bits
-//!   alone, so growing, shrinking and deleting never read a name. A lookup per path
-//!   component is one probe here and one read of the child's slot.
+//!   stating it read one line. A lookup per path component probes the control bytes (1 byte
+//!   an entry: 2 MiB for a million-entry directory, which stays in the CPU caches) and reads
+//!   the record only where its byte matches (a wrong match once in 255 bytes compared).
+//!   The price is memory: an empty bucket is 65 bytes too, so records take 128 bytes an
+//!   entry after mount (tables half full) and 85 to 170 as a table fills and doubles, where a
+//!   dense inode array took 64 plus 11 to 21 for the table.
+//! - **Huge pages**: the records are read at random, and with 4 KiB pages nearly every read
+//!   of a large table would also miss the TLB. Large tables' buffers, and the shared pool
+//!   holding every small table (up to 16,384 buckets, by power-of-two size class: a thousand
+//!   directories of a thousand files are one 128 MiB array, not a thousand allocations), are
+//!   advised for transparent huge pages (`madvise(MADV_HUGEPAGE)`) before they are touched.
+//! - **Stable handles**: records move (a table grows or shrinks, a delete shifts the rest of
+//!   a probe run back, a rename moves an entry to another directory), so positions are only
+//!   used under one hold of the namespace lock. Inode numbers map to their record's current
+//!   position (updated on every move) for the inode-level API; a directory keeps its index
+//!   in the namespace's directory array for life, and its record names it by that index, so
+//!   moving a directory touches none of its children. The parent of a record is the table it
+//!   sits in. The root and files unlinked while open are in a small side array.
 //! - Per directory, the entries in name order (`BTreeMap`) for `readdir` and its cursor.
 //!
 //! ## Cache
@@ -92,6 +109,7 @@ mod file;
 mod fs;
 mod fsck;
 mod ino;
+mod ns;
 mod path;
 
 pub use attr::INLINE_MAX;
