@@ -81,7 +81,10 @@ fn existing_store(dev: &Arc<dyn BlockDevice>) -> CliResult<Option<String>> {
 
 /// Writes zeroes over all of `dev` (1 MiB writes, 8 in flight), with a progress bar on a
 /// terminal, then flushes.
-fn preallocate(dev: &Arc<dyn BlockDevice>, show: bool) -> Result<(), oxblob_bdev::BdevError> {
+pub(crate) fn preallocate(
+    dev: &Arc<dyn BlockDevice>,
+    show: bool,
+) -> Result<(), oxblob_bdev::BdevError> {
     use oxblob_bdev::{IoBuf, IoOp};
     let size = dev.info().size_bytes();
     let bar = (show && std::io::stderr().is_terminal()).then(|| {
