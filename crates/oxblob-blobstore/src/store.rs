@@ -895,6 +895,7 @@ impl BlobStore {
             quarantine: Vec::new(),
             needs_checkpoint: false,
             clones: crate::md::clone_index(map.values()),
+            ckpt_buf: Vec::new(),
             sb,
         };
         let blobs = map

@@ -124,7 +124,24 @@ impl CheckpointEncoder {
         super_blob: Option<u64>,
         bytes: usize,
     ) -> Self {
-        let mut buf = Vec::with_capacity(bytes.max(40));
+        Self::with_buffer(
+            store_id,
+            next_blob_id,
+            super_blob,
+            Vec::with_capacity(bytes.max(40)),
+        )
+    }
+
+    /// As [`CheckpointEncoder::new`], encoding into `buf` (cleared first): a caller that
+    /// checkpoints repeatedly hands back the previous payload's buffer, whose memory is
+    /// already mapped, instead of allocating (and faulting in) a new one each time.
+    pub fn with_buffer(
+        store_id: u64,
+        next_blob_id: u64,
+        super_blob: Option<u64>,
+        mut buf: Vec<u8>,
+    ) -> Self {
+        buf.clear();
         buf.extend_from_slice(&CHECKPOINT_MAGIC);
         buf.put_u64(store_id);
         buf.put_u64(next_blob_id);
