@@ -229,6 +229,18 @@ fn advise_huge(addr: usize, len: usize) {
     }
 }
 
+/// Puts `x` in the slot of `v` that `free` gives back, or at the end: its index, and what
+/// the reused slot held.
+fn reuse_or_push<T>(v: &mut Vec<T>, free: &mut Vec<u32>, x: T) -> (u32, Option<T>) {
+    match free.pop() {
+        Some(i) => (i, Some(std::mem::replace(&mut v[i as usize], x))),
+        None => {
+            v.push(x);
+            ((v.len() - 1) as u32, None)
+        }
+    }
+}
+
 /// The home bucket of `hash` in a table of `cap` buckets (a power of two): its top bits.
 fn home(cap: usize, hash: u32) -> usize {
     let bits = cap.trailing_zeros();
@@ -383,16 +395,7 @@ impl Pool {
             recs: big_vec(cap, NO_INODE),
             free: BTreeSet::new(),
         };
-        let arr = match self.free.pop() {
-            Some(x) => {
-                self.arrays[x as usize] = a;
-                x
-            }
-            None => {
-                self.arrays.push(a);
-                (self.arrays.len() - 1) as u32
-            }
-        };
+        let arr = reuse_or_push(&mut self.arrays, &mut self.free, a).0;
         Store { arr, at: 0, cap }
     }
 
@@ -898,16 +901,7 @@ impl Ns {
 
     /// Puts `r` in the detached records.
     fn detach(&mut self, r: Inode) -> Pos {
-        let i = match self.free_detached.pop() {
-            Some(i) => {
-                self.detached[i as usize] = r;
-                i
-            }
-            None => {
-                self.detached.push(r);
-                (self.detached.len() - 1) as u32
-            }
-        };
+        let i = reuse_or_push(&mut self.detached, &mut self.free_detached, r).0;
         let p = Pos { dir: NO_DIR, i };
         self.by_ino.insert(r.ino, p);
         p
@@ -990,17 +984,13 @@ impl Ns {
     ) -> Pos {
         let own = match kind {
             FileType::File => NO_DIR,
-            FileType::Dir => match self.free_dirs.pop() {
-                Some(d) => {
-                    std::mem::replace(&mut self.dirs[d as usize], Dir::new(ino))
-                        .release(&mut self.pool);
-                    d
+            FileType::Dir => {
+                let (d, old) = reuse_or_push(&mut self.dirs, &mut self.free_dirs, Dir::new(ino));
+                if let Some(old) = old {
+                    old.release(&mut self.pool);
                 }
-                None => {
-                    self.dirs.push(Dir::new(ino));
-                    (self.dirs.len() - 1) as DirId
-                }
-            },
+                d
+            }
         };
         let r = Inode {
             ino,
