@@ -682,6 +682,16 @@ impl Ns {
             ns.dirs.push(Dir::new(f.ino));
         }
         let own_dir = |ino: u64| dir_ids.get(&ino).copied().unwrap_or(NO_DIR);
+        let record = |f: &NewInode, hash: u32, name: SlotName| Inode {
+            ino: f.ino,
+            size: f.size,
+            mtime: f.mtime,
+            ctime: f.ctime,
+            alloc_clusters: f.alloc_clusters,
+            dir: own_dir(f.ino),
+            hash,
+            name,
+        };
         // Every directory's entries, gathered then sorted by name.
         let mut lists: Vec<Vec<(Box<str>, Inode)>> =
             (0..ns.dirs.len()).map(|_| Vec::new()).collect();
@@ -695,17 +705,7 @@ impl Ns {
                         "root is not a directory",
                     ));
                 }
-                let r = Inode {
-                    ino: f.ino,
-                    size: f.size,
-                    mtime: f.mtime,
-                    ctime: f.ctime,
-                    alloc_clusters: f.alloc_clusters,
-                    dir: own_dir(f.ino),
-                    hash: 0,
-                    name: SlotName::EMPTY,
-                };
-                ns.root = ns.detach(r);
+                ns.root = ns.detach(record(&f, 0, SlotName::EMPTY));
                 have_root = true;
                 continue;
             }
@@ -719,16 +719,7 @@ impl Ns {
                     format!("inode {} names parent {}, not a directory", f.ino, f.parent),
                 ));
             };
-            let r = Inode {
-                ino: f.ino,
-                size: f.size,
-                mtime: f.mtime,
-                ctime: f.ctime,
-                alloc_clusters: f.alloc_clusters,
-                dir: own_dir(f.ino),
-                hash: ns.hash(&f.name),
-                name: SlotName::new(&f.name),
-            };
+            let r = record(&f, ns.hash(&f.name), SlotName::new(&f.name));
             list.push((f.name, r));
         }
         if !have_root {
