@@ -63,6 +63,33 @@ pub struct MetaResult {
     pub mount_crash_ms: f64,
     /// Inodes at the mounts (files, directories, root).
     pub inodes: u64,
+    /// Runs the figures are the medians of (1 for a single run).
+    pub rounds: u64,
+}
+
+fn median_of(runs: &[MetaResult], f: impl Fn(&MetaResult) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Every figure of `runs` (runs of one size and layout) replaced by its median over the runs;
+/// for an even count, the mean of the two middle values. `runs` must not be empty.
+pub fn median(runs: &[MetaResult]) -> MetaResult {
+    let mut m = runs[0].clone();
+    m.create_ops = median_of(runs, |r| r.create_ops);
+    m.stat_ops = median_of(runs, |r| r.stat_ops);
+    m.readdir_entries = median_of(runs, |r| r.readdir_entries);
+    m.rename_ops = median_of(runs, |r| r.rename_ops);
+    m.delete_ops = median_of(runs, |r| r.delete_ops);
+    m.mount_clean_ms = median_of(runs, |r| r.mount_clean_ms);
+    m.mount_crash_ms = median_of(runs, |r| r.mount_crash_ms);
+    m.rounds = runs.len() as u64;
+    m
 }
 
 /// Progress callback: phase name, done, total.
@@ -233,6 +260,7 @@ pub fn run_meta(
         mount_clean_ms: mount_clean.as_secs_f64() * 1e3,
         mount_crash_ms: mount_crash.as_secs_f64() * 1e3,
         inodes,
+        rounds: 1,
     })
 }
 

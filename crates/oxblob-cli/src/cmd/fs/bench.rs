@@ -81,9 +81,23 @@ pub struct MetaBenchArgs {
     /// Seed of the random choices.
     #[arg(long, default_value_t = 0x0b10_bf5e_ed00_0003)]
     pub seed: u64,
+    /// Runs of every size and layout; each figure is the median over the runs. By default
+    /// enough runs for about 300,000 files of work, at most 9 (10k files: 9, 100k: 3, 1M: 1),
+    /// because a 10k-file phase lasts only milliseconds and one run of it is noisy.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=99))]
+    pub rounds: Option<u64>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Runs of one size: `--rounds`, or enough for about 300,000 files, at most 9, odd so the
+/// median is one of the runs.
+fn rounds_for(files: u64, rounds: Option<u64>) -> u64 {
+    rounds.unwrap_or_else(|| {
+        let r = 300_000u64.div_ceil(files.max(1)).clamp(1, 9);
+        r | 1
+    })
 }
 
 fn bar() -> Option<ProgressBar> {
@@ -132,16 +146,24 @@ pub fn run_meta(a: MetaBenchArgs) -> CliResult<()> {
                 seed: a.seed,
             };
             let label = format!("{n} {layout:?}").to_lowercase();
-            let mut tick = |phase: &str, done: u64, total: u64| {
+            let tick = |phase: &str, done: u64, total: u64| {
                 if let Some(b) = &pb {
                     b.set_message(format!("{label} {phase}"));
                     b.set_length(total.max(1));
                     b.set_position(done);
                 }
             };
-            let r = meta_bench::run_meta(&dev, &p, &mut tick)
-                .map_err(|e| CliError::new(format!("bench meta ({n} files, {label})"), e))?;
-            results.push(r);
+            let rounds = rounds_for(n, a.rounds);
+            let mut runs = Vec::new();
+            for round in 0..rounds {
+                let mut tick = |phase: &str, done: u64, total: u64| {
+                    tick(&format!("{phase} {}/{rounds}", round + 1), done, total)
+                };
+                let r = meta_bench::run_meta(&dev, &p, &mut tick)
+                    .map_err(|e| CliError::new(format!("bench meta ({n} files, {label})"), e))?;
+                runs.push(r);
+            }
+            results.push(meta_bench::median(&runs));
         }
     }
     if let Some(b) = pb {
@@ -183,7 +205,7 @@ pub fn run_meta(a: MetaBenchArgs) -> CliResult<()> {
     w(
         &mut out,
         format!(
-            "{:>9} {:>6} {:>9} {:>9} {:>11} {:>9} {:>9} {:>11} {:>11}",
+            "{:>9} {:>6} {:>9} {:>9} {:>11} {:>9} {:>9} {:>11} {:>11} {:>4}",
             "files",
             "layout",
             "create/s",
@@ -192,14 +214,15 @@ pub fn run_meta(a: MetaBenchArgs) -> CliResult<()> {
             "rename/s",
             "delete/s",
             "mount clean",
-            "mount crash"
+            "mount crash",
+            "runs"
         ),
     )?;
     for r in &results {
         w(
             &mut out,
             format!(
-                "{:>9} {:>6} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9.1}ms {:>9.1}ms",
+                "{:>9} {:>6} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9.1}ms {:>9.1}ms {:>4}",
                 r.files,
                 format!("{:?}", r.layout).to_lowercase(),
                 k(r.create_ops),
@@ -208,7 +231,8 @@ pub fn run_meta(a: MetaBenchArgs) -> CliResult<()> {
                 k(r.rename_ops),
                 k(r.delete_ops),
                 r.mount_clean_ms,
-                r.mount_crash_ms
+                r.mount_crash_ms,
+                r.rounds
             ),
         )?;
     }
