@@ -208,8 +208,8 @@ impl MdState {
     }
 
     pub(crate) fn write_pages(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
-        let mut buf = IoBuf::from_slice(bytes);
-        buf.resize(bytes.len().div_ceil(MD_PAGE_SIZE) * MD_PAGE_SIZE);
+        let mut buf = IoBuf::zeroed(bytes.len().div_ceil(MD_PAGE_SIZE) * MD_PAGE_SIZE);
+        buf[..bytes.len()].copy_from_slice(bytes);
         blocking::write(self.ch.as_mut(), first * PAGE, buf)?;
         Ok(())
     }
@@ -278,7 +278,12 @@ impl MdState {
         payload: &[u8],
         data: Vec<(u64, IoBuf)>,
     ) -> Result<u64> {
-        let bytes = record::encode_record(
+        // Encoded straight into an I/O buffer (recycled on this thread): no heap churn per
+        // record.
+        let pages = record::record_pages(payload.len());
+        let mut buf = IoBuf::zeroed(pages as usize * MD_PAGE_SIZE);
+        record::encode_record_into(
+            &mut buf,
             self.sb.store_id,
             self.sb.generation,
             self.next_seq,
@@ -286,12 +291,9 @@ impl MdState {
             payload,
         )
         .map_err(|e| BsError::InvalidArgument(e.to_string()))?;
-        let pages = (bytes.len() / MD_PAGE_SIZE) as u64;
         if data.is_empty() {
-            self.write_pages(self.tail_page, &bytes)?;
+            blocking::write(self.ch.as_mut(), self.tail_page * PAGE, buf)?;
         } else {
-            let mut buf = IoBuf::from_slice(&bytes);
-            buf.resize(bytes.len().div_ceil(MD_PAGE_SIZE) * MD_PAGE_SIZE);
             let mut all = data;
             all.push((self.tail_page * PAGE, buf));
             self.write_all(all)?;

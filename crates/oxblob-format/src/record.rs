@@ -129,22 +129,47 @@ pub fn encode_record(
     kind: RecordKind,
     payload: &[u8],
 ) -> Result<Vec<u8>, DecodeError> {
+    let mut b = vec![0u8; record_pages(payload.len()) as usize * MD_PAGE_SIZE];
+    encode_record_into(&mut b, store_id, epoch, seq, kind, payload)?;
+    Ok(b)
+}
+
+/// Encodes a whole record into `out`, which must be exactly
+/// [`record_pages`]`(payload.len())` pages long: the header, the payload, then zeroes to the
+/// end. The same bytes as [`encode_record`], into a buffer the caller owns (an I/O buffer
+/// that goes straight to the device).
+pub fn encode_record_into(
+    out: &mut [u8],
+    store_id: u64,
+    epoch: u64,
+    seq: u64,
+    kind: RecordKind,
+    payload: &[u8],
+) -> Result<(), DecodeError> {
     let payload_len = u32::try_from(payload.len())
         .map_err(|_| DecodeError::invalid("log record payload", "longer than 4 GiB"))?;
-    let mut b = Vec::with_capacity(record_pages(payload.len()) as usize * MD_PAGE_SIZE);
-    b.extend_from_slice(&RECORD_MAGIC);
-    b.put_u64(store_id);
-    b.put_u64(epoch);
-    b.put_u64(seq);
-    b.put_u32(kind.code());
-    b.put_u32(payload_len);
-    b.put_u32(crate::crc32c(payload));
-    let hcrc = crate::crc32c(&b);
-    b.put_u32(hcrc);
-    b.resize(RECORD_HEADER_SIZE, 0);
-    b.extend_from_slice(payload);
-    b.resize(record_pages(payload.len()) as usize * MD_PAGE_SIZE, 0);
-    Ok(b)
+    if out.len() != record_pages(payload.len()) as usize * MD_PAGE_SIZE {
+        return Err(DecodeError::invalid(
+            "log record buffer",
+            "not the record's page-multiple size",
+        ));
+    }
+    let mut h = Vec::with_capacity(RECORD_HEADER_SIZE);
+    h.extend_from_slice(&RECORD_MAGIC);
+    h.put_u64(store_id);
+    h.put_u64(epoch);
+    h.put_u64(seq);
+    h.put_u32(kind.code());
+    h.put_u32(payload_len);
+    h.put_u32(crate::crc32c(payload));
+    let hcrc = crate::crc32c(&h);
+    h.put_u32(hcrc);
+    out[..h.len()].copy_from_slice(&h);
+    out[h.len()..RECORD_HEADER_SIZE].fill(0);
+    let end = RECORD_HEADER_SIZE + payload.len();
+    out[RECORD_HEADER_SIZE..end].copy_from_slice(payload);
+    out[end..].fill(0);
+    Ok(())
 }
 
 /// Decodes the header at the start of `bytes` (at least 64 bytes) and checks its own CRC.
@@ -372,6 +397,20 @@ mod tests {
         assert_eq!(h.kind, RecordKind::Txn);
         assert_eq!(h.pages(), 1);
         assert_eq!(decode_txn(p).unwrap(), txn());
+    }
+
+    #[test]
+    fn encoding_into_a_dirty_buffer_gives_the_same_bytes() {
+        let payload = vec![0x5au8; 5000];
+        let rec = encode_record(3, 2, 9, RecordKind::Txn, &payload).unwrap();
+        let mut buf = vec![0xffu8; rec.len()];
+        encode_record_into(&mut buf, 3, 2, 9, RecordKind::Txn, &payload).unwrap();
+        assert_eq!(buf, rec, "header, payload and zero padding all overwritten");
+        let mut short = vec![0u8; MD_PAGE_SIZE];
+        assert!(matches!(
+            encode_record_into(&mut short, 3, 2, 9, RecordKind::Txn, &payload),
+            Err(DecodeError::Invalid { .. })
+        ));
     }
 
     #[test]
