@@ -607,28 +607,35 @@ fn check_log_end(ch: &mut dyn IoChannel, ins: &Inspection, f: &mut Vec<Finding>)
         None,
         Some(ins.tail_page),
         format!(
-            "log: {records} records, seq {}..{}, ends at md page {}: {}",
-            sb.log_first_seq, ins.next_seq, ins.tail_page, ins.stop_reason
+            "log: {records} records, seq {}..{}, ends at byte {} (md page {}): {}",
+            sb.log_first_seq, ins.next_seq, ins.tail_offset, ins.tail_page, ins.stop_reason
         ),
     ));
     let is_ours = |h: &record::RecordHeader| {
         h.store_id == sb.store_id && h.epoch == sb.generation && h.seq >= ins.next_seq
     };
-    // The rest of the tail segment.
+    // The rest of the tail segment: every place a later record could start (each 64-byte
+    // boundary of a packed log, each page of a page-aligned one).
     let tail_seg = (ins.tail_page - sb.md_first_page) / seg;
     let seg_first = sb.md_first_page + tail_seg * seg;
     let seg_end = seg_first + seg;
+    let step = if ins.packed {
+        record::RECORD_ALIGN as u64
+    } else {
+        PAGE
+    };
     let mut lost: Option<(u64, u64, bool)> = None;
-    if ins.tail_page + 1 < seg_end && ins.tail_page >= seg_first {
+    if ins.tail_page < seg_end && ins.tail_page >= seg_first {
         let data = blocking::read(ch, seg_first * PAGE, (seg as usize) * MD_PAGE_SIZE)?;
-        for p in ins.tail_page + 1..seg_end {
-            let at = ((p - seg_first) as usize) * MD_PAGE_SIZE;
-            if let Ok((h, _)) = record::decode_record(&data[at..]) {
+        let mut at = ins.tail_offset - seg_first * PAGE + step;
+        while at < seg * PAGE {
+            if let Ok((h, _)) = record::decode_record(&data[at as usize..]) {
                 if is_ours(&h) {
-                    lost = Some((p, h.seq, false));
+                    lost = Some((seg_first + at / PAGE, h.seq, false));
                     break;
                 }
             }
+            at += step;
         }
     }
     if lost.is_none() {

@@ -156,10 +156,20 @@ pub(crate) struct MdState {
     pub(crate) slot: u64,
     /// Segments (indices in the md region) of the current log, in order.
     pub(crate) log_segments: Vec<u64>,
-    /// Absolute md page where the next record goes.
-    pub(crate) tail_page: u64,
-    /// Absolute end page of the tail segment.
-    pub(crate) seg_end_page: u64,
+    /// Absolute byte offset on the device where the next record goes (packed log: any
+    /// multiple of [`record::RECORD_ALIGN`] inside the tail segment).
+    pub(crate) tail: u64,
+    /// Absolute byte offset of the end of the tail segment.
+    pub(crate) seg_end: u64,
+    /// The bytes of the tail's page before `tail` (`tail % PAGE` of them): the records
+    /// already in that page, written again, unchanged, in front of the next record, because
+    /// the device writes whole pages. A torn or reordered rewrite leaves each block old or
+    /// new, and the bytes of those records are the same in both. Empty at a page boundary; a
+    /// store that was loaded starts with a new log (checkpoint or new epoch) before it
+    /// appends, so it never appends into a page it did not write itself.
+    pub(crate) tail_head: Vec<u8>,
+    /// Scratch for the next `tail_head` while a record is in flight.
+    pub(crate) tail_next: Vec<u8>,
     pub(crate) next_seq: u64,
     pub(crate) log_records: u64,
     pub(crate) ckpt_segments: Vec<u64>,
@@ -205,6 +215,19 @@ impl MdState {
 
     pub(crate) fn seg_start(&self, seg: u64) -> u64 {
         self.sb.md_first_page + seg * self.seg_pages()
+    }
+
+    /// Starts the log's tail at the beginning of md page `page` (a fresh segment).
+    pub(crate) fn set_tail_page(&mut self, page: u64) {
+        self.tail = page * PAGE;
+        self.seg_end = self.tail + self.seg_pages() * PAGE;
+        self.tail_head.clear();
+    }
+
+    /// Moves the tail past the record of `len` bytes just written at it.
+    fn advance_tail(&mut self, len: u64) {
+        self.tail += len;
+        std::mem::swap(&mut self.tail_head, &mut self.tail_next);
     }
 
     pub(crate) fn write_pages(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
@@ -271,19 +294,25 @@ impl MdState {
     }
 
     /// Writes a record at the tail, with `data` writes submitted alongside it on the md
-    /// channel (all in flight at once); returns when every one completed.
+    /// channel (all in flight at once); returns when every one completed, with the record's
+    /// length in bytes. The tail is not moved ([`MdState::advance_tail`] does).
     fn write_record_with(
         &mut self,
         kind: RecordKind,
         payload: &[u8],
         data: Vec<(u64, IoBuf)>,
     ) -> Result<u64> {
-        // Encoded straight into an I/O buffer (recycled on this thread): no heap churn per
-        // record.
-        let pages = record::record_pages(payload.len());
-        let mut buf = IoBuf::zeroed(pages as usize * MD_PAGE_SIZE);
+        // Packed: the record goes right after the previous one, in one write of the pages it
+        // touches, the first of them starting with the records already there (`tail_head`).
+        // Encoded straight into an I/O buffer (recycled on this thread): no heap churn.
+        let len = record::record_len(payload.len());
+        let head = self.tail_head.len();
+        debug_assert_eq!(head as u64, self.tail % PAGE);
+        let end = head + len;
+        let mut buf = IoBuf::zeroed(end.div_ceil(MD_PAGE_SIZE) * MD_PAGE_SIZE);
+        buf[..head].copy_from_slice(&self.tail_head);
         record::encode_record_into(
-            &mut buf,
+            &mut buf[head..end],
             self.sb.store_id,
             self.sb.generation,
             self.next_seq,
@@ -291,14 +320,18 @@ impl MdState {
             payload,
         )
         .map_err(|e| BsError::InvalidArgument(e.to_string()))?;
+        self.tail_next.clear();
+        self.tail_next
+            .extend_from_slice(&buf[end / MD_PAGE_SIZE * MD_PAGE_SIZE..end]);
+        let at = self.tail - head as u64;
         if data.is_empty() {
-            blocking::write(self.ch.as_mut(), self.tail_page * PAGE, buf)?;
+            blocking::write(self.ch.as_mut(), at, buf)?;
         } else {
             let mut all = data;
-            all.push((self.tail_page * PAGE, buf));
+            all.push((at, buf));
             self.write_all(all)?;
         }
-        Ok(pages)
+        Ok(len as u64)
     }
 
     /// Submits every write at once on the (idle) md channel and waits for all of them; the
@@ -361,14 +394,16 @@ impl MdState {
         }
         let payload =
             record::encode_txn(muts).map_err(|e| BsError::InvalidArgument(e.to_string()))?;
-        let pages = record::record_pages(payload.len());
-        if pages + 1 > self.seg_pages() {
+        // Every segment keeps room for a Link after its last record.
+        let len = record::record_len(payload.len()) as u64;
+        let link_len = record::LINK_RECORD_LEN as u64;
+        if len + link_len > self.seg_pages() * PAGE {
             // Through a checkpoint: its first flush covers the data, written first.
             self.write_all(data)?;
             self.checkpoint(inner, Some(muts))?;
             return Ok(true);
         }
-        if self.tail_page + pages + 1 > self.seg_end_page {
+        if self.tail + len + link_len > self.seg_end {
             let Some(seg) = self.free_segments.iter().next().copied() else {
                 self.write_all(data)?;
                 self.checkpoint(inner, Some(muts))?;
@@ -384,8 +419,7 @@ impl MdState {
             }
             self.free_segments.remove(&seg);
             self.log_segments.push(seg);
-            self.tail_page = self.seg_start(seg);
-            self.seg_end_page = self.tail_page + self.seg_pages();
+            self.set_tail_page(self.seg_start(seg));
             self.next_seq += 1;
         }
         let result = self
@@ -398,8 +432,8 @@ impl MdState {
                 }
             });
         match result {
-            Ok(p) => {
-                self.tail_page += p;
+            Ok(len) => {
+                self.advance_tail(len);
                 self.next_seq += 1;
                 self.log_records += 1;
                 if !durable {
@@ -584,8 +618,7 @@ impl MdState {
         self.free_segments.remove(&log_seg);
         self.ckpt_segments = (run..run + nsegs).collect();
         self.log_segments = vec![log_seg];
-        self.tail_page = sb.log_first_page;
-        self.seg_end_page = self.tail_page + self.seg_pages();
+        self.set_tail_page(sb.log_first_page);
         self.log_records = 0;
         self.group
             .log_generation

@@ -8,7 +8,7 @@ use crate::md::{clusters_of, MdState, PAGE};
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
 use oxblob_format::blob::FLAG_THIN;
 use oxblob_format::record::{self, Mutation, RecordHeader, RecordKind};
-use oxblob_format::superblock::INCOMPAT_CHECKED_DATA;
+use oxblob_format::superblock::{INCOMPAT_CHECKED_DATA, INCOMPAT_PACKED_LOG};
 use oxblob_format::{
     BlobRecord, Checkpoint, CheckpointRef, DecodeError, Extent, Superblock, Xattr, FORMAT_VERSION,
     MAX_CLUSTER_SIZE, MAX_XATTR_NAME, MAX_XATTR_VALUE, MD_PAGE_SIZE, MIN_CLUSTER_SIZE,
@@ -363,6 +363,9 @@ pub struct BlobStore {
 pub struct LogEntry {
     /// Absolute md page of the record's header.
     pub page: u64,
+    /// Absolute byte offset of the record's header on the device (several records share a
+    /// page in a packed log).
+    pub offset: u64,
     /// The decoded header.
     pub header: RecordHeader,
     /// The transaction's mutations (empty for a Link).
@@ -390,8 +393,13 @@ pub struct Inspection {
     pub log: Vec<LogEntry>,
     /// Segments (indices in the md region) the log occupies.
     pub log_segments: Vec<u64>,
-    /// Absolute page where the next record would go.
+    /// Absolute md page where the next record would go (the page holding `tail_offset`).
     pub tail_page: u64,
+    /// Absolute byte offset on the device where the next record would go.
+    pub tail_offset: u64,
+    /// The log is packed (superblock feature `PACKED_LOG`): records start at 64-byte
+    /// boundaries, several to a page. Otherwise each record has whole pages of its own.
+    pub packed: bool,
     /// Sequence number the next record would carry.
     pub next_seq: u64,
     /// Why the log scan stopped.
@@ -551,32 +559,32 @@ fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
             "log starts inside the checkpoint",
         ));
     }
-    let seg_bytes = seg as usize * MD_PAGE_SIZE;
-    let (tail_page, stop_reason) = 'outer: loop {
-        let data = blocking::read(ch, seg_page * PAGE, seg_bytes)?;
+    let seg_bytes = seg * PAGE;
+    let packed = sb.incompat & INCOMPAT_PACKED_LOG != 0;
+    // `off`: bytes from the start of the segment at md page `seg_page`.
+    let (tail_offset, stop_reason) = 'outer: loop {
+        let data = blocking::read(ch, seg_page * PAGE, seg_bytes as usize)?;
         let mut off = 0u64;
         loop {
-            if off >= seg {
-                break 'outer (seg_page + off, "segment full without a link".to_string());
+            let at = seg_page * PAGE + off;
+            let page = at / PAGE;
+            if off >= seg_bytes {
+                break 'outer (at, "segment full without a link".to_string());
             }
-            let at = (off as usize) * MD_PAGE_SIZE;
-            let (h, payload) = match record::decode_record(&data[at..]) {
+            let (h, payload) = match record::decode_record(&data[off as usize..]) {
                 Ok(x) => x,
-                Err(e) => break 'outer (seg_page + off, format!("page {}: {e}", seg_page + off)),
+                Err(e) => break 'outer (at, format!("byte {at} (md page {page}): {e}")),
             };
             if h.store_id != sb.store_id || h.epoch != sb.generation || h.seq != seq {
                 break 'outer (
-                    seg_page + off,
+                    at,
                     format!(
-                        "page {}: stale record (epoch {} seq {}, expected epoch {} seq {seq})",
-                        seg_page + off,
-                        h.epoch,
-                        h.seq,
-                        sb.generation
+                        "byte {at} (md page {page}): stale record (epoch {} seq {}, expected \
+                         epoch {} seq {seq})",
+                        h.epoch, h.seq, sb.generation
                     ),
                 );
             }
-            let page = seg_page + off;
             seq += 1;
             match h.kind {
                 RecordKind::Txn => {
@@ -593,12 +601,17 @@ fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
                     }
                     log.push(LogEntry {
                         page,
+                        offset: at,
                         header: h,
                         mutations,
                         link: None,
                         skipped,
                     });
-                    off += h.pages();
+                    off += if packed {
+                        h.packed_len()
+                    } else {
+                        h.pages() * PAGE
+                    };
                 }
                 RecordKind::Link => {
                     let target =
@@ -615,6 +628,7 @@ fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
                     }
                     log.push(LogEntry {
                         page,
+                        offset: at,
                         header: h,
                         mutations: Vec::new(),
                         link: Some(target),
@@ -634,7 +648,9 @@ fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
         checkpoint,
         log,
         log_segments,
-        tail_page,
+        tail_page: tail_offset / PAGE,
+        tail_offset,
+        packed,
         next_seq: seq,
         stop_reason,
     })
@@ -698,7 +714,7 @@ impl BlobStore {
             version: FORMAT_VERSION,
             compat: 0,
             ro_compat: 0,
-            incompat: INCOMPAT_CHECKED_DATA,
+            incompat: INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG,
             bstype: opts.bstype,
             store_id,
             generation: 1,
@@ -876,8 +892,10 @@ impl BlobStore {
             ch,
             slot: ins.current_slot as u64,
             log_segments: ins.log_segments.clone(),
-            tail_page: ins.tail_page,
-            seg_end_page: sb.md_first_page + (tail_seg + 1) * seg,
+            tail: ins.tail_offset,
+            seg_end: (sb.md_first_page + (tail_seg + 1) * seg) * PAGE,
+            tail_head: Vec::new(),
+            tail_next: Vec::new(),
             next_seq: ins.next_seq,
             log_records,
             ckpt_segments,
@@ -915,8 +933,9 @@ impl BlobStore {
         if !read_only {
             let mut md = inner.md()?;
             // The new superblock this load writes (checkpoint or epoch) announces checked
-            // records, which this build may write from now on.
-            md.sb.incompat |= INCOMPAT_CHECKED_DATA;
+            // records and a packed log, which this build writes from now on (the old log, if
+            // any, is folded into the checkpoint first).
+            md.sb.incompat |= INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG;
             if !log_empty {
                 md.checkpoint(&inner, None).map_err(|e| e.error)?;
             } else {
@@ -1178,8 +1197,7 @@ fn new_epoch(md: &mut MdState) -> Result<()> {
         .store(sb.generation, std::sync::atomic::Ordering::Release);
     md.sb = sb;
     md.slot = other;
-    md.tail_page = md.sb.log_first_page;
-    md.seg_end_page = md.tail_page + md.seg_pages();
+    md.set_tail_page(md.sb.log_first_page);
     Ok(())
 }
 

@@ -331,6 +331,83 @@ fn rewrite_superblocks(d: &Arc<dyn BlockDevice>, f: impl Fn(&mut Superblock)) {
     }
 }
 
+/// A store written before packed logs (no `PACKED_LOG` bit: one record per page) still
+/// replays every record, and its first writable load moves it to a packed log.
+#[test]
+fn page_aligned_log_of_an_older_store_replays() {
+    use oxblob_format::record::{encode_record, encode_txn, Mutation, RecordKind};
+    use oxblob_format::superblock::INCOMPAT_PACKED_LOG;
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let ids: Vec<u64> = (0..3).map(|_| bs.create_blob(thick(1)).unwrap()).collect();
+    bs.unload().unwrap();
+    rewrite_superblocks(&d, |sb| sb.incompat &= !INCOMPAT_PACKED_LOG);
+    let ins = oxblob_blobstore::inspect(d.as_ref()).unwrap();
+    assert!(!ins.packed && ins.log.is_empty());
+    let sb = ins.superblock;
+    // Two records, each on a page of its own, as an older build wrote them.
+    let mut ch = d.channel().unwrap();
+    for (k, muts) in [
+        vec![Mutation::SetSuperBlob(Some(ids[0]))],
+        vec![
+            Mutation::SetSuperBlob(Some(ids[1])),
+            Mutation::DeleteBlob(ids[2]),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rec = encode_record(
+            sb.store_id,
+            sb.generation,
+            ins.next_seq + k as u64,
+            RecordKind::Txn,
+            &encode_txn(&muts).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rec.len(), 4096);
+        let at = (sb.log_first_page + k as u64) * 4096;
+        blocking::write_slice(ch.as_mut(), at, &rec).unwrap();
+    }
+    blocking::flush(ch.as_mut()).unwrap();
+    let ins = oxblob_blobstore::inspect(d.as_ref()).unwrap();
+    assert_eq!(ins.log.len(), 2, "{}", ins.stop_reason);
+    assert_eq!(ins.tail_offset, (sb.log_first_page + 2) * 4096);
+    // Read-only: replayed, nothing written.
+    let ro = BlobStore::load(
+        Arc::clone(&d),
+        LoadOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(ro.super_blob().unwrap(), Some(ids[1]));
+    assert!(matches!(ro.open_blob(ids[2]), Err(BsError::NotFound(_))));
+    drop(ro);
+    // Writable: the same state, now on a packed log that survives a crash.
+    let bs = load(&d);
+    assert_eq!(bs.super_blob().unwrap(), Some(ids[1]));
+    assert!(bs.superblock().unwrap().incompat & INCOMPAT_PACKED_LOG != 0);
+    let new = bs.create_blob(thick(1)).unwrap();
+    let more = bs.create_blob(thick(2)).unwrap();
+    drop(bs);
+    let ins = oxblob_blobstore::inspect(d.as_ref()).unwrap();
+    assert!(ins.packed);
+    assert_eq!(ins.log.len(), 2);
+    assert_eq!(
+        ins.log[1].offset - ins.log[0].offset,
+        ins.log[0].header.packed_len(),
+        "the second record follows the first in the same page"
+    );
+    assert_eq!(ins.log[0].page, ins.log[1].page);
+    let bs = load(&d);
+    assert_eq!(bs.super_blob().unwrap(), Some(ids[1]));
+    assert_eq!(bs.open_blob(new).unwrap().num_clusters(), 1);
+    assert_eq!(bs.open_blob(more).unwrap().num_clusters(), 2);
+    assert!(matches!(bs.open_blob(ids[2]), Err(BsError::NotFound(_))));
+}
+
 #[test]
 fn feature_flags_and_damaged_superblocks() {
     let d = dev(16, 4096);
@@ -355,11 +432,11 @@ fn feature_flags_and_damaged_superblocks() {
     drop(b);
     rewrite_superblocks(&d, |sb| {
         sb.ro_compat = 0;
-        sb.incompat = 1 << 1
+        sb.incompat = 1 << 5
     });
     assert!(matches!(
         BlobStore::load(Arc::clone(&d), LoadOptions::default()),
-        Err(BsError::UnknownFeature { bits: 2 })
+        Err(BsError::UnknownFeature { bits: 32 })
     ));
     rewrite_superblocks(&d, |sb| sb.incompat = 0);
     // Corrupt the current slot: the other (older) one is used.
@@ -435,7 +512,7 @@ fn many_records_links_and_checkpoints_survive_crash_reload() {
             .create_blob(CreateOptions {
                 num_clusters: i % 3,
                 thin: i % 2 == 0,
-                xattrs: vec![("n".into(), pattern(i, (i as usize * 37) % 3000))],
+                xattrs: vec![("n".into(), pattern(i, 3000 + (i as usize * 37) % 3000))],
             })
             .unwrap();
         ids.push(id);

@@ -702,21 +702,23 @@ fn device_too_small_at_init() {
 /// The base image with one more Txn record appended at the log tail (valid CRCs, store id,
 /// epoch and seq), carrying `muts`.
 fn with_record(muts: Vec<oxblob_format::record::Mutation>) -> Vec<u8> {
-    use oxblob_format::record::{encode_record, encode_txn, RecordKind};
+    use oxblob_format::record::{encode_record_into, encode_txn, record_len, RecordKind};
     let d = device_from(base());
     let ins = inspect(d.as_ref()).unwrap();
+    assert!(ins.packed);
     let sb = &ins.superblock;
-    let rec = encode_record(
+    let payload = encode_txn(&muts).unwrap();
+    let mut img = base().clone();
+    let at = ins.tail_offset as usize;
+    encode_record_into(
+        &mut img[at..at + record_len(payload.len())],
         sb.store_id,
         sb.generation,
         ins.next_seq,
         RecordKind::Txn,
-        &encode_txn(&muts).unwrap(),
+        &payload,
     )
     .unwrap();
-    let mut img = base().clone();
-    let at = ins.tail_page as usize * PAGE;
-    img[at..at + rec.len()].copy_from_slice(&rec);
     // Sanity: the record is live (the load replays it).
     let again = inspect(device_from(&img).as_ref()).unwrap();
     assert_eq!(again.log.len(), ins.log.len() + 1);

@@ -403,12 +403,13 @@ fn crash_checkpoint_and_log_wrap() {
         (0..20u64)
             .map(|i| -> Box<dyn Fn(&BlobStore, &Ctx)> {
                 Box::new(move |bs, c| {
-                    // 2-page records: each takes a 4-page segment, so the log links every
-                    // record and passes the checkpoint threshold (64 pages) within the window.
+                    // Records of 2.2 pages: each takes a 4-page segment (two do not fit),
+                    // so the log links every record and passes the checkpoint threshold (64
+                    // pages) within the window.
                     bs.create_blob(CreateOptions {
                         num_clusters: 0,
                         thin: true,
-                        xattrs: vec![("x".into(), pattern(i, 5000))],
+                        xattrs: vec![("x".into(), pattern(i, 9000))],
                     })
                     .unwrap();
                     if i == 19 {

@@ -75,8 +75,18 @@ fn read_blob(bs: &BlobStore, id: u64) -> Vec<u8> {
 fn append_record(dev: &Arc<dyn BlockDevice>, muts: &[Mutation]) {
     let ins = inspect(dev.as_ref()).unwrap();
     let sb = &ins.superblock;
+    assert!(ins.packed);
     let payload = record::encode_txn(muts).unwrap();
-    let bytes = record::encode_record(
+    let len = record::record_len(payload.len());
+    // The tail's page holds the records before it: read the pages, put the record in place.
+    let first = ins.tail_offset - ins.tail_offset % 4096;
+    let head = (ins.tail_offset - first) as usize;
+    let mut ch = dev.channel().unwrap();
+    let mut pages = blocking::read(ch.as_mut(), first, (head + len).div_ceil(4096) * 4096)
+        .unwrap()
+        .to_vec();
+    record::encode_record_into(
+        &mut pages[head..head + len],
         sb.store_id,
         sb.generation,
         ins.next_seq,
@@ -84,8 +94,7 @@ fn append_record(dev: &Arc<dyn BlockDevice>, muts: &[Mutation]) {
         &payload,
     )
     .unwrap();
-    let mut ch = dev.channel().unwrap();
-    blocking::write_slice(ch.as_mut(), ins.tail_page * 4096, &bytes).unwrap();
+    blocking::write_slice(ch.as_mut(), first, &pages).unwrap();
     blocking::flush(ch.as_mut()).unwrap();
 }
 
@@ -319,7 +328,7 @@ fn damaged_record_in_the_middle_of_the_log_is_found_and_repair_keeps_the_prefix(
     let txns: Vec<_> = ins.log.iter().filter(|e| e.link.is_none()).collect();
     assert_eq!(txns.len(), 5);
     // Damage the payload of the third record (its header still verifies).
-    flip_byte(&d, txns[2].page * 4096 + 70);
+    flip_byte(&d, txns[2].offset + 70);
     let r = check(&d);
     assert_eq!(
         kinds(&r, Severity::Error),

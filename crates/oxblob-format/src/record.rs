@@ -1,7 +1,11 @@
 //! Metadata-log records and the transactions they carry.
 //!
-//! A record occupies whole md pages and never shares a page. Its header starts its first page;
-//! the payload follows at byte 64 and runs over as many pages as it needs.
+//! A record is a 64-byte header followed by its payload. In a **packed** log (superblock
+//! feature `PACKED_LOG`, what this version writes) each record starts at the first
+//! [`RECORD_ALIGN`]-byte boundary after the previous one, so many small records share a page
+//! and a record may run over page boundaries ([`record_len`] bytes each). In a log without
+//! the feature (older stores, still read), a record occupies whole md pages of its own
+//! ([`record_pages`] pages each): its header starts a page.
 //!
 //! ```text
 //! record header (64 bytes)
@@ -15,7 +19,8 @@
 //!  40     4  payload_crc   u32 CRC-32C of the payload
 //!  44     4  header_crc    u32 CRC-32C of bytes 0..44
 //!  48    16  reserved      zero
-//!  64     .  payload       then zero padding to the page boundary
+//!  64     .  payload       then zero padding to the next 64-byte boundary (packed log)
+//!                           or to the page boundary (page-aligned log)
 //!
 //! Txn payload:   count u32 (>= 1), then count x { tag u8, body_len u32, body }
 //!   tag 1 PutBlob       body = blob record (see `blob`)
@@ -75,16 +80,35 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
-    /// Number of md pages the whole record occupies.
+    /// Number of md pages the whole record occupies in a page-aligned log.
     pub fn pages(&self) -> u64 {
         record_pages(self.payload_len as usize)
     }
+
+    /// Bytes the whole record occupies in a packed log ([`record_len`]).
+    pub fn packed_len(&self) -> u64 {
+        record_len(self.payload_len as usize) as u64
+    }
 }
 
-/// Number of md pages a record with a payload of `payload_len` bytes occupies.
+/// Number of md pages a record with a payload of `payload_len` bytes occupies in a
+/// page-aligned log (without `PACKED_LOG`).
 pub fn record_pages(payload_len: usize) -> u64 {
     ((RECORD_HEADER_SIZE + payload_len).div_ceil(MD_PAGE_SIZE)) as u64
 }
+
+/// Alignment, in bytes, of every record of a packed log: a record starts at a multiple of it
+/// (counted from the start of the segment) and its footprint is a multiple of it.
+pub const RECORD_ALIGN: usize = 64;
+
+/// Bytes a record with a payload of `payload_len` bytes occupies in a packed log: header and
+/// payload rounded up to [`RECORD_ALIGN`]. The next record starts right after.
+pub fn record_len(payload_len: usize) -> usize {
+    (RECORD_HEADER_SIZE + payload_len).div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+/// Footprint of a Link record in a packed log (a segment keeps this much room at its end).
+pub const LINK_RECORD_LEN: usize = RECORD_HEADER_SIZE + RECORD_ALIGN;
 
 /// One change of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,10 +158,11 @@ pub fn encode_record(
     Ok(b)
 }
 
-/// Encodes a whole record into `out`, which must be exactly
-/// [`record_pages`]`(payload.len())` pages long: the header, the payload, then zeroes to the
-/// end. The same bytes as [`encode_record`], into a buffer the caller owns (an I/O buffer
-/// that goes straight to the device).
+/// Encodes a whole record into `out`: the header, the payload, then zeroes to the end of
+/// `out`, which must be at least [`RECORD_HEADER_SIZE`]` + payload.len()` bytes long —
+/// [`record_len`] bytes for a packed log, [`record_pages`] pages for a page-aligned one (the
+/// same bytes as [`encode_record`]). Writes into a buffer the caller owns (an I/O buffer that
+/// goes straight to the device).
 pub fn encode_record_into(
     out: &mut [u8],
     store_id: u64,
@@ -148,10 +173,10 @@ pub fn encode_record_into(
 ) -> Result<(), DecodeError> {
     let payload_len = u32::try_from(payload.len())
         .map_err(|_| DecodeError::invalid("log record payload", "longer than 4 GiB"))?;
-    if out.len() != record_pages(payload.len()) as usize * MD_PAGE_SIZE {
+    if out.len() < RECORD_HEADER_SIZE + payload.len() {
         return Err(DecodeError::invalid(
             "log record buffer",
-            "not the record's page-multiple size",
+            "shorter than the header and payload",
         ));
     }
     let mut h = Vec::with_capacity(RECORD_HEADER_SIZE);
@@ -406,7 +431,13 @@ mod tests {
         let mut buf = vec![0xffu8; rec.len()];
         encode_record_into(&mut buf, 3, 2, 9, RecordKind::Txn, &payload).unwrap();
         assert_eq!(buf, rec, "header, payload and zero padding all overwritten");
-        let mut short = vec![0u8; MD_PAGE_SIZE];
+        let mut packed = vec![0xffu8; record_len(payload.len())];
+        encode_record_into(&mut packed, 3, 2, 9, RecordKind::Txn, &payload).unwrap();
+        assert_eq!(packed.len(), 5120, "64 + 5000 rounded up to 64");
+        assert_eq!(packed[..], rec[..packed.len()]);
+        let (h, p) = decode_record(&packed).unwrap();
+        assert_eq!((h.seq, h.packed_len(), p), (9, 5120, &payload[..]));
+        let mut short = vec![0u8; 64 + 4999];
         assert!(matches!(
             encode_record_into(&mut short, 3, 2, 9, RecordKind::Txn, &payload),
             Err(DecodeError::Invalid { .. })

@@ -40,8 +40,13 @@ pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"OXBLOBSB";
 /// Incompatible feature bit: log transactions may carry `CheckData` mutations (a reader that
 /// ignored them would replay a size over data that never reached the media).
 pub const INCOMPAT_CHECKED_DATA: u64 = 1;
+/// Incompatible feature bit: the records of this superblock's log are packed — each starts
+/// at the next [`RECORD_ALIGN`](crate::record::RECORD_ALIGN)-byte boundary after the previous
+/// one, several to a page — instead of each on whole pages of its own. A reader that assumed
+/// whole pages would stop after the first record of a page.
+pub const INCOMPAT_PACKED_LOG: u64 = 2;
 /// Incompatible feature bits this version understands.
-pub const KNOWN_INCOMPAT: u64 = INCOMPAT_CHECKED_DATA;
+pub const KNOWN_INCOMPAT: u64 = INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG;
 /// Read-only-compatible feature bits this version understands (none yet).
 pub const KNOWN_RO_COMPAT: u64 = 0;
 /// Number of superblock slots (pages 0 and 1).

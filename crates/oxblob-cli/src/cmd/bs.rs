@@ -607,10 +607,11 @@ fn dump(p: Pos, json: bool) -> CliResult<()> {
         .map(|e| {
             json!({
                 "page": e.page,
+                "offset": e.offset,
                 "seq": e.header.seq,
                 "epoch": e.header.epoch,
                 "kind": match e.header.kind { RecordKind::Txn => "txn", RecordKind::Link => "link" },
-                "pages": e.header.pages(),
+                "bytes": if ins.packed { e.header.packed_len() } else { e.header.pages() * 4096 },
                 "link": e.link,
                 "mutations": e.mutations.iter().map(mutation_json).collect::<Vec<_>>(),
                 "skipped": e.skipped,
@@ -631,6 +632,8 @@ fn dump(p: Pos, json: bool) -> CliResult<()> {
             "log": log,
             "log_segments": ins.log_segments,
             "tail_page": ins.tail_page,
+            "tail_offset": ins.tail_offset,
+            "packed_log": ins.packed,
             "next_seq": ins.next_seq,
             "log_end": ins.stop_reason,
         });
@@ -692,11 +695,17 @@ fn dump(p: Pos, json: bool) -> CliResult<()> {
     );
     for e in &ins.log {
         match e.link {
-            Some(l) => t += &format!("  page {} seq {}: link to page {l}\n", e.page, e.header.seq),
+            Some(l) => {
+                t += &format!(
+                    "  byte {} (page {}) seq {}: link to page {l}\n",
+                    e.offset, e.page, e.header.seq
+                )
+            }
             None => {
                 let ms: Vec<String> = e.mutations.iter().map(mutation_text).collect();
                 t += &format!(
-                    "  page {} seq {}: {}{}\n",
+                    "  byte {} (page {}) seq {}: {}{}\n",
+                    e.offset,
                     e.page,
                     e.header.seq,
                     ms.join("; "),
@@ -709,8 +718,8 @@ fn dump(p: Pos, json: bool) -> CliResult<()> {
         }
     }
     t += &format!(
-        "log ends at page {} (next seq {}): {}",
-        ins.tail_page, ins.next_seq, ins.stop_reason
+        "log ends at byte {} (page {}, next seq {}): {}",
+        ins.tail_offset, ins.tail_page, ins.next_seq, ins.stop_reason
     );
     out(&t)
 }
