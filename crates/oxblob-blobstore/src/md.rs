@@ -170,6 +170,8 @@ pub(crate) struct MdState {
     pub(crate) tail_head: Vec<u8>,
     /// Scratch for the next `tail_head` while a record is in flight.
     pub(crate) tail_next: Vec<u8>,
+    /// Scratch for the payload of the transaction being committed.
+    pub(crate) txn_buf: Vec<u8>,
     pub(crate) next_seq: u64,
     pub(crate) log_records: u64,
     pub(crate) ckpt_segments: Vec<u64>,
@@ -392,8 +394,24 @@ impl MdState {
         if self.data_unflushed {
             self.flush()?;
         }
-        let payload =
-            record::encode_txn(muts).map_err(|e| BsError::InvalidArgument(e.to_string()))?;
+        // Encoded into a buffer kept across commits (no allocation per commit).
+        let mut payload = std::mem::take(&mut self.txn_buf);
+        let r = self.commit_payload(inner, muts, durable, data, &mut payload);
+        self.txn_buf = payload;
+        r
+    }
+
+    /// [`MdState::commit`] once the pending data writes are taken; `payload` is scratch.
+    fn commit_payload(
+        &mut self,
+        inner: &Inner,
+        muts: &[Mutation],
+        durable: bool,
+        data: Vec<(u64, IoBuf)>,
+        payload: &mut Vec<u8>,
+    ) -> std::result::Result<bool, CommitError> {
+        record::encode_txn_into(muts, payload)
+            .map_err(|e| BsError::InvalidArgument(e.to_string()))?;
         // Every segment keeps room for a Link after its last record.
         let len = record::record_len(payload.len()) as u64;
         let link_len = record::LINK_RECORD_LEN as u64;
@@ -423,7 +441,7 @@ impl MdState {
             self.next_seq += 1;
         }
         let result = self
-            .write_record_with(RecordKind::Txn, &payload, data)
+            .write_record_with(RecordKind::Txn, payload, data)
             .and_then(|p| {
                 if durable {
                     self.flush().map(|()| p)

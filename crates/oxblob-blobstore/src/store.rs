@@ -896,6 +896,7 @@ impl BlobStore {
             seg_end: (sb.md_first_page + (tail_seg + 1) * seg) * PAGE,
             tail_head: Vec::new(),
             tail_next: Vec::new(),
+            txn_buf: Vec::new(),
             next_seq: ins.next_seq,
             log_records,
             ckpt_segments,

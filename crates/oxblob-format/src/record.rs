@@ -261,31 +261,48 @@ pub fn decode_record(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), DecodeError>
 
 /// Encodes a transaction payload.
 pub fn encode_txn(mutations: &[Mutation]) -> Result<Vec<u8>, DecodeError> {
+    let mut b = Vec::new();
+    encode_txn_into(mutations, &mut b)?;
+    Ok(b)
+}
+
+/// Encodes a transaction payload into `out` (cleared first): the bytes of [`encode_txn`],
+/// in a buffer the caller reuses, with no allocation per mutation.
+pub fn encode_txn_into(mutations: &[Mutation], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    out.clear();
     if mutations.is_empty() {
         return Err(DecodeError::invalid("transaction", "no mutations"));
     }
-    let mut b = Vec::new();
-    b.put_u32(mutations.len() as u32);
+    out.put_u32(mutations.len() as u32);
     for m in mutations {
-        let (tag, body) = match m {
-            Mutation::PutBlob(r) => (1u8, r.encode()?),
-            Mutation::DeleteBlob(id) => (2, id.to_le_bytes().to_vec()),
-            Mutation::SetSuperBlob(id) => (3, id.unwrap_or(0).to_le_bytes().to_vec()),
-            Mutation::SetNextId(id) => (4, id.to_le_bytes().to_vec()),
-            Mutation::CheckData(c) => {
-                let mut v = Vec::with_capacity(28);
-                v.put_u64(c.blob);
-                v.put_u64(c.offset);
-                v.put_u64(c.len);
-                v.put_u32(c.crc);
-                (5, v)
-            }
+        let tag = match m {
+            Mutation::PutBlob(_) => 1u8,
+            Mutation::DeleteBlob(_) => 2,
+            Mutation::SetSuperBlob(_) => 3,
+            Mutation::SetNextId(_) => 4,
+            Mutation::CheckData(_) => 5,
         };
-        b.put_u8(tag);
-        b.put_u32(body.len() as u32);
-        b.extend_from_slice(&body);
+        out.put_u8(tag);
+        // The body length, patched once the body is in place.
+        let len_at = out.len();
+        out.put_u32(0);
+        match m {
+            Mutation::PutBlob(r) => r.encode_into(out)?,
+            Mutation::DeleteBlob(id) => out.put_u64(*id),
+            Mutation::SetSuperBlob(id) => out.put_u64(id.unwrap_or(0)),
+            Mutation::SetNextId(id) => out.put_u64(*id),
+            Mutation::CheckData(c) => {
+                out.put_u64(c.blob);
+                out.put_u64(c.offset);
+                out.put_u64(c.len);
+                out.put_u32(c.crc);
+            }
+        }
+        let body = u32::try_from(out.len() - len_at - 4)
+            .map_err(|_| DecodeError::invalid("transaction", "mutation longer than 4 GiB"))?;
+        out[len_at..len_at + 4].copy_from_slice(&body.to_le_bytes());
     }
-    Ok(b)
+    Ok(())
 }
 
 /// Decodes a transaction payload.
