@@ -95,7 +95,8 @@ impl Blob {
         self.live()?;
         crate::store::check_blob_size(num_clusters, self.inner.geo.cluster_size)?;
         let mut md = self.inner.md_writable()?;
-        let mut st = self.entry.write();
+        let mut guard = self.entry.write();
+        let st = &mut *guard;
         if st.current.is_read_only() {
             return Err(BsError::ReadOnly);
         }
@@ -103,7 +104,7 @@ impl Blob {
         if num_clusters > old {
             if !st.current.is_thin() {
                 let runs = self.inner.alloc_zeroed(&mut md, num_clusters - old)?;
-                map_runs(&mut st.current.extents, old, &runs);
+                map_runs(&mut Arc::make_mut(&mut st.current).extents, old, &runs);
             }
         } else if num_clusters < old {
             let mut kept = Vec::new();
@@ -119,7 +120,7 @@ impl Blob {
                     dropped.extend(e.physical + k..e.physical + e.count);
                 }
             }
-            st.current.extents = kept;
+            Arc::make_mut(&mut st.current).extents = kept;
             // Clusters no durable record names can be reused at once; the others wait.
             let committed: BTreeSet<u64> = clusters_of(&st.committed).collect();
             for c in dropped {
@@ -128,7 +129,9 @@ impl Blob {
                 }
             }
         }
-        st.current.num_clusters = num_clusters;
+        if num_clusters != old {
+            Arc::make_mut(&mut st.current).num_clusters = num_clusters;
+        }
         st.dirty = true;
         Ok(())
     }
@@ -156,11 +159,12 @@ impl Blob {
         }
         let t = {
             let mut md = self.inner.md_writable()?;
-            let (dirty, rec) = {
+            // The record goes into the transaction as is (shared, not copied).
+            let rec = {
                 let st = self.entry.read();
-                (st.dirty, st.current.clone())
+                st.dirty.then(|| Arc::clone(&st.current))
             };
-            if dirty {
+            if let Some(rec) = rec {
                 if md
                     .commit_apply(&self.inner, &[Mutation::PutBlob(rec)], false)
                     .map_err(|e| e.error)?
@@ -254,7 +258,7 @@ impl Blob {
         }
         let t = {
             let mut md = self.inner.md_writable()?;
-            let rec = self.entry.read().current.clone();
+            let rec = Arc::clone(&self.entry.read().current);
             if let Some((at, bytes)) = data {
                 md.piggyback = self.data_writes(&rec, at, bytes)?;
             }
@@ -388,7 +392,7 @@ impl Blob {
         }
         let t = {
             let mut md = self.inner.md_writable()?;
-            let rec = self.entry.read().current.clone();
+            let rec = Arc::clone(&self.entry.read().current);
             if md
                 .commit_apply(&self.inner, &[Mutation::PutBlob(rec)], false)
                 .map_err(|e| e.error)?
@@ -408,7 +412,9 @@ impl Blob {
         self.live()?;
         let _md = self.inner.md_writable()?;
         let mut st = self.entry.write();
-        st.current.flags |= FLAG_READ_ONLY;
+        if !st.current.is_read_only() {
+            Arc::make_mut(&mut st.current).flags |= FLAG_READ_ONLY;
+        }
         st.dirty = true;
         Ok(())
     }
@@ -421,7 +427,7 @@ impl Blob {
         if st.current.is_read_only() {
             return Err(BsError::ReadOnly);
         }
-        put_xattr(&mut st.current, name, value, internal);
+        put_xattr(Arc::make_mut(&mut st.current), name, value, internal);
         st.dirty = true;
         Ok(())
     }
@@ -433,9 +439,17 @@ impl Blob {
         if st.current.is_read_only() {
             return Err(BsError::ReadOnly);
         }
-        let removed = del_xattr(&mut st.current, name, internal);
-        st.dirty |= removed;
-        Ok(removed)
+        let present = st
+            .current
+            .xattrs
+            .iter()
+            .any(|x| x.internal == internal && x.name == name);
+        if present {
+            // Copied only when something changes.
+            del_xattr(Arc::make_mut(&mut st.current), name, internal);
+            st.dirty = true;
+        }
+        Ok(present)
     }
 
     fn get_x(&self, name: &str, internal: bool) -> Option<Vec<u8>> {
@@ -580,8 +594,9 @@ pub(crate) fn fill_clusters(
         }
     }
     md.data_written();
+    let cur = Arc::make_mut(&mut st.current);
     for (&(c, _), &p) in need.iter().zip(&phys) {
-        insert_extent(&mut st.current.extents, c, p, 1);
+        insert_extent(&mut cur.extents, c, p, 1);
     }
     st.dirty = true;
     Ok(())

@@ -728,7 +728,7 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
         for m in &e.mutations {
             match m {
                 Mutation::PutBlob(r) => {
-                    blobs.insert(r.id, r.clone());
+                    blobs.insert(r.id, BlobRecord::clone(r));
                 }
                 Mutation::DeleteBlob(id) => {
                     if blobs.remove(id).is_none() {

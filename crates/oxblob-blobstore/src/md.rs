@@ -528,7 +528,7 @@ impl MdState {
         for m in extra.unwrap_or(&[]) {
             match m {
                 Mutation::PutBlob(r) => {
-                    over.insert(r.id, Some(r));
+                    over.insert(r.id, Some(&**r));
                 }
                 Mutation::DeleteBlob(id) => {
                     over.insert(*id, None);
@@ -674,6 +674,9 @@ impl MdState {
 /// Applies committed mutations to the in-memory state. `durable` says whether the record is
 /// already covered by a flush (freed clusters are released now) or not (after the next flush).
 ///
+/// A put blob's `committed` and `current` become the transaction's own record (shared, no
+/// copy): the blob is clean and holds one copy of its state.
+///
 /// Frees are computed over the whole transaction: a cluster is freed when some touched blob
 /// held it before and no blob of the transaction holds it after (a snapshot or a merge moves
 /// clusters between blobs in one record; they must not be freed).
@@ -691,13 +694,13 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
                             let mut st = e.write();
                             old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
                             let p = st.committed.parent;
-                            st.committed = r.clone();
-                            st.current = r.clone();
+                            st.committed = Arc::clone(r);
+                            st.current = Arc::clone(r);
                             st.dirty = false;
                             p
                         }
                         None => {
-                            blobs.insert(r.id, Arc::new(BlobEntry::new(r.clone())));
+                            blobs.insert(r.id, Arc::new(BlobEntry::new(Arc::clone(r))));
                             0
                         }
                     };

@@ -10,6 +10,7 @@ use crate::store::{insert_extent, BlobStore};
 use oxblob_format::blob::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN};
 use oxblob_format::record::Mutation;
 use oxblob_format::BlobRecord;
+use std::sync::Arc;
 
 impl BlobStore {
     /// Takes a snapshot of blob `id`: a new read-only blob takes its clusters, and `id` becomes
@@ -19,27 +20,26 @@ impl BlobStore {
         let inner = &self.inner;
         let mut md = inner.md_writable()?;
         let e = inner.entry(id)?;
-        let cur = e.read().current.clone();
-        if cur.is_read_only() {
+        // A copy: the blob's own state changes only if the commit succeeds.
+        let mut orig = BlobRecord::clone(&e.read().current);
+        if orig.is_read_only() {
             return Err(BsError::ReadOnly);
         }
         let sid = md.next_blob_id;
         md.next_blob_id += 1;
         let snap = BlobRecord {
             id: sid,
-            flags: FLAG_READ_ONLY | FLAG_SNAPSHOT | (cur.flags & FLAG_THIN),
-            num_clusters: cur.num_clusters,
-            parent: cur.parent,
-            extents: cur.extents.clone(),
+            flags: FLAG_READ_ONLY | FLAG_SNAPSHOT | (orig.flags & FLAG_THIN),
+            num_clusters: orig.num_clusters,
+            parent: orig.parent,
+            extents: std::mem::take(&mut orig.extents),
             xattrs: Vec::new(),
         };
-        let mut orig = cur;
-        orig.extents.clear();
         orig.parent = sid;
         orig.flags |= FLAG_THIN;
         let muts = [
-            Mutation::PutBlob(snap),
-            Mutation::PutBlob(orig),
+            Mutation::PutBlob(Arc::new(snap)),
+            Mutation::PutBlob(Arc::new(orig)),
             Mutation::SetNextId(sid + 1),
         ];
         md.commit_apply(inner, &muts, true).map_err(|e| e.error)?;
@@ -51,7 +51,7 @@ impl BlobStore {
     pub fn create_clone(&self, snapshot_id: u64) -> Result<u64> {
         let inner = &self.inner;
         let mut md = inner.md_writable()?;
-        let snap = inner.entry(snapshot_id)?.read().current.clone();
+        let snap = Arc::clone(&inner.entry(snapshot_id)?.read().current);
         if !snap.is_read_only() {
             return Err(BsError::InvalidArgument(format!(
                 "blob {snapshot_id:#x} is not read-only; snapshot it first"
@@ -68,7 +68,10 @@ impl BlobStore {
         };
         md.commit_apply(
             inner,
-            &[Mutation::PutBlob(rec), Mutation::SetNextId(id + 1)],
+            &[
+                Mutation::PutBlob(Arc::new(rec)),
+                Mutation::SetNextId(id + 1),
+            ],
             true,
         )
         .map_err(|e| e.error)?;
@@ -96,12 +99,12 @@ impl BlobStore {
         if n > 0 {
             fill_clusters(inner, &mut md, &e, 0, n - 1, all)?;
         }
-        let mut rec = e.read().current.clone();
+        let mut rec = BlobRecord::clone(&e.read().current);
         rec.parent = 0;
         if all {
             rec.flags &= !FLAG_THIN;
         }
-        md.commit_apply(inner, &[Mutation::PutBlob(rec)], true)
+        md.commit_apply(inner, &[Mutation::PutBlob(Arc::new(rec))], true)
             .map_err(|e| e.error)?;
         Ok(())
     }
@@ -125,8 +128,8 @@ impl BlobStore {
         if se.read().open > 0 {
             return Err(BsError::BlobOpen(id));
         }
-        let snap = se.read().current.clone();
-        let mut clone = inner.entry(clones[0])?.read().current.clone();
+        let snap = Arc::clone(&se.read().current);
+        let mut clone = BlobRecord::clone(&inner.entry(clones[0])?.read().current);
         let upto = clone.num_clusters.min(snap.num_clusters);
         for ext in &snap.extents {
             for k in 0..ext.count {
@@ -137,7 +140,7 @@ impl BlobStore {
             }
         }
         clone.parent = snap.parent;
-        let mut muts = vec![Mutation::PutBlob(clone), Mutation::DeleteBlob(id)];
+        let mut muts = vec![Mutation::PutBlob(Arc::new(clone)), Mutation::DeleteBlob(id)];
         if md.super_blob == Some(id) {
             muts.push(Mutation::SetSuperBlob(None));
         }

@@ -103,11 +103,18 @@ pub struct BlobInfo {
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
+/// One blob's in-memory state.
+///
+/// `current` and `committed` are shared records: after a commit both point to the record the
+/// transaction carried ([`Mutation::PutBlob`]), so a clean blob holds one copy and a commit
+/// copies nothing. Every change to `current` goes through `Arc::make_mut`, which copies the
+/// record first while it is shared (with `committed` or a transaction being built), so an
+/// in-memory change never reaches `committed` and a failed commit leaves both as they were.
 pub(crate) struct BlobState {
     /// The in-memory state, what I/O and getters see.
-    pub(crate) current: BlobRecord,
+    pub(crate) current: Arc<BlobRecord>,
     /// The state last written to the log (what a crash would recover).
-    pub(crate) committed: BlobRecord,
+    pub(crate) committed: Arc<BlobRecord>,
     pub(crate) dirty: bool,
     pub(crate) open: u32,
     /// Bytes `[lo, hi)` named by data checks (`CheckData`) in records of the current log,
@@ -122,10 +129,11 @@ pub(crate) struct BlobEntry {
 }
 
 impl BlobEntry {
-    pub(crate) fn new(r: BlobRecord) -> Self {
+    /// A clean blob: `current` and `committed` are both `r`.
+    pub(crate) fn new(r: Arc<BlobRecord>) -> Self {
         BlobEntry {
             state: RwLock::new(BlobState {
-                current: r.clone(),
+                current: Arc::clone(&r),
                 committed: r,
                 dirty: false,
                 open: 0,
@@ -795,9 +803,9 @@ impl BlobStore {
         let read_only = opts.read_only || sb.unknown_ro_compat() != 0;
         // Replay.
         // The checkpoint's records are sorted by id, so this builds the map in one pass.
-        let mut map: BTreeMap<u64, BlobRecord> = std::mem::take(&mut ins.checkpoint.blobs)
+        let mut map: BTreeMap<u64, Arc<BlobRecord>> = std::mem::take(&mut ins.checkpoint.blobs)
             .into_iter()
-            .map(|r| (r.id, r))
+            .map(|r| (r.id, Arc::new(r)))
             .collect();
         let mut next_id = ins.checkpoint.next_blob_id;
         let mut sup = ins.checkpoint.super_blob;
@@ -913,7 +921,7 @@ impl BlobStore {
             group: Arc::new(crate::md::FlushGroup::new()),
             quarantine: Vec::new(),
             needs_checkpoint: false,
-            clones: crate::md::clone_index(map.values()),
+            clones: crate::md::clone_index(map.values().map(|r| &**r)),
             ckpt_buf: Vec::new(),
             sb,
         };
@@ -955,13 +963,13 @@ impl BlobStore {
             return Ok(());
         }
         let mut md = self.inner.md()?;
-        let dirty: Vec<BlobRecord> = self
+        let dirty: Vec<Arc<BlobRecord>> = self
             .inner
             .blobs_read()
             .values()
             .filter_map(|e| {
                 let st = e.read();
-                st.dirty.then(|| st.current.clone())
+                st.dirty.then(|| Arc::clone(&st.current))
             })
             .collect();
         let muts: Vec<Mutation> = dirty.into_iter().map(Mutation::PutBlob).collect();
@@ -1292,14 +1300,21 @@ impl Txn {
     }
 
     fn commit_with(self, durability: Durability) -> Result<()> {
-        let inner = Arc::clone(&self.store.inner);
+        let Txn {
+            store,
+            ops,
+            reserved,
+        } = self;
+        let inner = store.inner;
         let mut md = inner.md_writable()?;
-        // Working copies of every touched blob: None = deleted in this transaction.
-        let mut work: BTreeMap<u64, Option<BlobRecord>> = BTreeMap::new();
+        // The new state of every touched blob: None = deleted in this transaction. A blob's
+        // current record is shared until an op changes it (`Arc::make_mut` copies it then), so
+        // nothing here touches the blob's in-memory state before the commit succeeds.
+        let mut work: BTreeMap<u64, Option<Arc<BlobRecord>>> = BTreeMap::new();
         let mut runs_new: Vec<(u64, u64)> = Vec::new();
         let mut sup: Option<Option<u64>> = None;
         let result = (|| -> Result<()> {
-            for op in &self.ops {
+            for op in ops {
                 match op {
                     TxnOp::Create(id, o) => {
                         let runs = if o.thin {
@@ -1309,67 +1324,67 @@ impl Txn {
                         };
                         runs_new.extend(&runs);
                         let mut r = BlobRecord {
-                            id: *id,
+                            id,
                             flags: if o.thin { FLAG_THIN } else { 0 },
                             num_clusters: o.num_clusters,
                             ..Default::default()
                         };
                         map_runs(&mut r.extents, 0, &runs);
-                        for (n, v) in &o.xattrs {
-                            check_xattr(n, v)?;
-                            put_xattr(&mut r, n, v, false);
+                        for (n, v) in o.xattrs {
+                            check_xattr(&n, &v)?;
+                            put_xattr(&mut r, &n, &v, false);
                         }
-                        work.insert(*id, Some(r));
+                        work.insert(id, Some(Arc::new(r)));
                     }
                     TxnOp::Delete(id) => {
-                        load_work(&inner, &mut work, *id)?;
-                        if let Ok(e) = inner.entry(*id) {
+                        load_work(&inner, &mut work, id)?;
+                        if let Ok(e) = inner.entry(id) {
                             if e.read().open > 0 {
-                                return Err(BsError::BlobOpen(*id));
+                                return Err(BsError::BlobOpen(id));
                             }
                         }
                         let has_clone = md
                             .clones
-                            .get(id)
-                            .is_some_and(|c| c.iter().any(|&cid| cid != *id))
+                            .get(&id)
+                            .is_some_and(|c| c.iter().any(|&cid| cid != id))
                             || work
                                 .values()
                                 .flatten()
-                                .any(|r| r.parent == *id && r.id != *id);
+                                .any(|r| r.parent == id && r.id != id);
                         if has_clone {
-                            return Err(BsError::HasClones(*id));
+                            return Err(BsError::HasClones(id));
                         }
-                        work.insert(*id, None);
-                        if md.super_blob == Some(*id) && sup.is_none() {
+                        work.insert(id, None);
+                        if md.super_blob == Some(id) && sup.is_none() {
                             sup = Some(None);
                         }
                     }
                     TxnOp::SetXattr(id, n, v, internal) => {
-                        check_xattr(n, v)?;
-                        let r = load_work(&inner, &mut work, *id)?;
+                        check_xattr(&n, &v)?;
+                        let r = load_work(&inner, &mut work, id)?;
                         if r.is_read_only() {
                             return Err(BsError::ReadOnly);
                         }
-                        put_xattr(r, n, v, *internal);
+                        put_xattr(Arc::make_mut(r), &n, &v, internal);
                     }
                     TxnOp::RemoveXattr(id, n, internal) => {
-                        let r = load_work(&inner, &mut work, *id)?;
+                        let r = load_work(&inner, &mut work, id)?;
                         if r.is_read_only() {
                             return Err(BsError::ReadOnly);
                         }
-                        del_xattr(r, n, *internal);
+                        del_xattr(Arc::make_mut(r), &n, internal);
                     }
                     TxnOp::SetSuperBlob(s) => {
                         if let Some(s) = s {
-                            let exists = match work.get(s) {
+                            let exists = match work.get(&s) {
                                 Some(w) => w.is_some(),
-                                None => inner.entry(*s).is_ok(),
+                                None => inner.entry(s).is_ok(),
                             };
                             if !exists {
-                                return Err(BsError::NotFound(*s));
+                                return Err(BsError::NotFound(s));
                             }
                         }
-                        sup = Some(*s);
+                        sup = Some(s);
                     }
                 }
             }
@@ -1379,13 +1394,14 @@ impl Txn {
             release_runs(&mut md, &runs_new);
             return Err(e);
         }
-        let mut muts = Vec::new();
+        let mut muts = Vec::with_capacity(work.len() + 2);
         {
             let blobs = inner.blobs_read();
-            for (id, w) in &work {
+            for (id, w) in work {
                 match w {
-                    Some(r) => muts.push(Mutation::PutBlob(r.clone())),
-                    None if blobs.contains_key(id) => muts.push(Mutation::DeleteBlob(*id)),
+                    // The working record itself: the commit shares it, copying nothing.
+                    Some(r) => muts.push(Mutation::PutBlob(r)),
+                    None if blobs.contains_key(&id) => muts.push(Mutation::DeleteBlob(id)),
                     None => {
                         // Created and deleted in the same transaction: nothing to record.
                     }
@@ -1393,24 +1409,28 @@ impl Txn {
             }
         }
         // Clusters of blobs created and deleted here are not named by any record.
-        let named: BTreeSet<u64> = muts
-            .iter()
-            .filter_map(|m| match m {
-                Mutation::PutBlob(r) => Some(r),
-                _ => None,
-            })
-            .flat_map(|r| clusters_of(r).collect::<Vec<_>>())
-            .collect();
-        let orphan: Vec<(u64, u64)> = runs_new
-            .iter()
-            .flat_map(|&(p, k)| p..p + k)
-            .filter(|c| !named.contains(c))
-            .map(|c| (c, 1))
-            .collect();
+        let orphan: Vec<(u64, u64)> = if runs_new.is_empty() {
+            Vec::new()
+        } else {
+            let named: BTreeSet<u64> = muts
+                .iter()
+                .filter_map(|m| match m {
+                    Mutation::PutBlob(r) => Some(r),
+                    _ => None,
+                })
+                .flat_map(|r| clusters_of(r))
+                .collect();
+            runs_new
+                .iter()
+                .flat_map(|&(p, k)| p..p + k)
+                .filter(|c| !named.contains(c))
+                .map(|c| (c, 1))
+                .collect()
+        };
         if let Some(s) = sup {
             muts.push(Mutation::SetSuperBlob(s));
         }
-        if let Some(&max) = self.reserved.iter().max() {
+        if let Some(&max) = reserved.iter().max() {
             muts.push(Mutation::SetNextId(max + 1));
         }
         if muts.is_empty() {
@@ -1442,18 +1462,97 @@ impl Txn {
     }
 }
 
+/// The working record of blob `id` in a transaction: at first the blob's current record,
+/// shared (an op that changes it copies it with `Arc::make_mut`). `NotFound` if the blob does
+/// not exist or the transaction deleted it.
 fn load_work<'a>(
     inner: &Inner,
-    work: &'a mut BTreeMap<u64, Option<BlobRecord>>,
+    work: &'a mut BTreeMap<u64, Option<Arc<BlobRecord>>>,
     id: u64,
-) -> Result<&'a mut BlobRecord> {
+) -> Result<&'a mut Arc<BlobRecord>> {
     if let std::collections::btree_map::Entry::Vacant(v) = work.entry(id) {
         let e = inner.entry(id)?;
-        let r = e.read().current.clone();
+        let r = Arc::clone(&e.read().current);
         v.insert(Some(r));
     }
     match work.get_mut(&id) {
         Some(Some(r)) => Ok(r),
         _ => Err(BsError::NotFound(id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxblob_bdev::MallocDevice;
+
+    fn store() -> BlobStore {
+        let dev: Arc<dyn BlockDevice> = Arc::new(MallocDevice::new("t", 4096, 16384).unwrap());
+        let opts = InitOptions {
+            cluster_size: 64 << 10,
+            md_pages: Some(256),
+            md_segment_pages: 4,
+            bstype: [0; 16],
+        };
+        BlobStore::init(dev, opts).unwrap()
+    }
+
+    /// (current, committed) of blob `id`.
+    fn state(bs: &BlobStore, id: u64) -> (Arc<BlobRecord>, Arc<BlobRecord>) {
+        let e = bs.inner.entry(id).unwrap();
+        let st = e.read();
+        (Arc::clone(&st.current), Arc::clone(&st.committed))
+    }
+
+    #[test]
+    fn commits_share_the_record_and_changes_copy_it() {
+        let bs = store();
+        let id = bs
+            .create_blob(CreateOptions {
+                num_clusters: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        let (cur, com) = state(&bs, id);
+        assert!(Arc::ptr_eq(&cur, &com), "a clean blob holds one record");
+        let created = Arc::clone(&com);
+
+        // In-memory changes copy the record; the committed one stays as it was.
+        let b = bs.open_blob(id).unwrap();
+        b.set_xattr("k", b"v").unwrap();
+        b.resize(3).unwrap();
+        let (cur, com) = state(&bs, id);
+        assert!(Arc::ptr_eq(&com, &created));
+        assert_eq!((com.num_clusters, com.xattrs.len()), (1, 0));
+        assert_eq!((cur.num_clusters, cur.xattrs.len()), (3, 1));
+
+        // The commit keeps the very record it wrote as both states.
+        b.sync_md().unwrap();
+        let (cur2, com2) = state(&bs, id);
+        assert!(Arc::ptr_eq(&cur2, &com2) && Arc::ptr_eq(&cur2, &cur));
+        assert_eq!((created.num_clusters, created.xattrs.len()), (1, 0));
+
+        // A transaction changes a copy, never the shared record in place.
+        bs.transaction(|t| {
+            t.set_xattr(id, "k", b"w");
+            Ok(())
+        })
+        .unwrap();
+        let (cur3, com3) = state(&bs, id);
+        assert!(Arc::ptr_eq(&cur3, &com3) && !Arc::ptr_eq(&cur3, &cur2));
+        assert_eq!(cur2.xattrs[0].value, b"v");
+        assert_eq!(cur3.xattrs[0].value, b"w");
+
+        // A failed transaction leaves both states untouched.
+        let r = bs.transaction(|t| {
+            t.set_xattr(id, "k", b"x");
+            t.set_super_blob(Some(999));
+            Ok(())
+        });
+        assert!(matches!(r, Err(BsError::NotFound(999))), "{r:?}");
+        let (cur4, com4) = state(&bs, id);
+        assert!(Arc::ptr_eq(&cur4, &cur3) && Arc::ptr_eq(&com4, &com3));
+        assert_eq!(cur3.xattrs[0].value, b"w");
+        b.close().unwrap();
     }
 }

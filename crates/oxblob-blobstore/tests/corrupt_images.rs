@@ -782,7 +782,7 @@ fn blob_size_overflow_is_refused() {
     };
     drop(b);
     drop(bs);
-    let img = with_record(vec![Mutation::PutBlob(rec)]);
+    let img = with_record(vec![Mutation::PutBlob(Arc::new(rec))]);
     let e = load_err(&img, LoadOptions::default());
     assert!(matches!(e, BsError::Corrupt { .. }), "{e:?}");
 

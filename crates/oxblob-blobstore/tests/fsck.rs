@@ -389,7 +389,7 @@ fn crafted_overlapping_extent_is_found_and_repaired() {
         ],
         ..Default::default()
     };
-    append_record(&d, &[Mutation::PutBlob(rb)]);
+    append_record(&d, &[Mutation::PutBlob(Arc::new(rb))]);
     let r = check(&d);
     assert_eq!(
         kinds(&r, Severity::Error),
@@ -458,9 +458,9 @@ fn crafted_invariant_violations_are_found_by_kind() {
     append_record(
         &d,
         &[
-            Mutation::PutBlob(far),
-            Mutation::PutBlob(orphan),
-            Mutation::PutBlob(clone),
+            Mutation::PutBlob(Arc::new(far)),
+            Mutation::PutBlob(Arc::new(orphan)),
+            Mutation::PutBlob(Arc::new(clone)),
             Mutation::DeleteBlob(a + 99),
             Mutation::SetSuperBlob(Some(a + 77)),
         ],

@@ -14,7 +14,8 @@
 //!
 //! ## Concurrency contract
 //! Pure functions over byte slices and plain values: everything is `Send + Sync`, nothing blocks,
-//! nothing is shared.
+//! nothing is shared mutably ([`Mutation::PutBlob`] holds its record in an `Arc`, so a caller
+//! can share one record between a transaction and its own state; it is read only).
 
 pub mod blob;
 pub mod checkpoint;

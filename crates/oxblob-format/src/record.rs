@@ -36,6 +36,7 @@
 
 use crate::codec::{Put, Reader};
 use crate::{BlobRecord, DecodeError, MD_PAGE_SIZE};
+use std::sync::Arc;
 
 /// Magic bytes of a record header.
 pub const RECORD_MAGIC: [u8; 8] = *b"OXBLOBLR";
@@ -113,8 +114,11 @@ pub const LINK_RECORD_LEN: usize = RECORD_HEADER_SIZE + RECORD_ALIGN;
 /// One change of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
-    /// The complete new state of one blob (creates it if absent).
-    PutBlob(BlobRecord),
+    /// The complete new state of one blob (creates it if absent). Shared, not owned: the
+    /// blobstore builds a transaction from a blob's in-memory record and, once the record is
+    /// committed, keeps the very same allocation as the blob's state, so a commit copies no
+    /// record. The record is immutable while shared (`Arc::make_mut` copies on write).
+    PutBlob(Arc<BlobRecord>),
     /// The blob is gone; its clusters are free once this record is durable.
     DeleteBlob(u64),
     /// The application's root blob.
@@ -325,7 +329,7 @@ pub fn decode_txn(payload: &[u8]) -> Result<Vec<Mutation>, DecodeError> {
             Ok(v)
         };
         out.push(match tag {
-            1 => Mutation::PutBlob(BlobRecord::decode(body)?),
+            1 => Mutation::PutBlob(Arc::new(BlobRecord::decode(body)?)),
             2 => {
                 let v = id()?;
                 if v == 0 {
@@ -408,7 +412,7 @@ mod tests {
 
     fn txn() -> Vec<Mutation> {
         vec![
-            Mutation::PutBlob(BlobRecord {
+            Mutation::PutBlob(Arc::new(BlobRecord {
                 id: 3,
                 num_clusters: 2,
                 extents: vec![Extent {
@@ -417,7 +421,7 @@ mod tests {
                     count: 1,
                 }],
                 ..Default::default()
-            }),
+            })),
             Mutation::DeleteBlob(2),
             Mutation::SetSuperBlob(Some(3)),
             Mutation::SetSuperBlob(None),
@@ -512,11 +516,11 @@ mod tests {
     }
 
     fn put(id: u64) -> Mutation {
-        Mutation::PutBlob(BlobRecord {
+        Mutation::PutBlob(Arc::new(BlobRecord {
             id,
             num_clusters: 1,
             ..Default::default()
-        })
+        }))
     }
 
     #[test]
@@ -545,11 +549,11 @@ mod tests {
             assert!(decode_txn(&b).is_err(), "{offset}+{len} accepted");
         }
         // A clone.
-        let clone = Mutation::PutBlob(BlobRecord {
+        let clone = Mutation::PutBlob(Arc::new(BlobRecord {
             id: 3,
             parent: 9,
             ..Default::default()
-        });
+        }));
         let b = encode_txn(&[clone, Mutation::CheckData(c)]).unwrap();
         assert!(decode_txn(&b).is_err());
         // A body of the wrong length.

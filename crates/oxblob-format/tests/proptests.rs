@@ -5,6 +5,7 @@ use oxblob_format::blob::KNOWN_FLAGS;
 use oxblob_format::record::{self, Mutation, RecordKind};
 use oxblob_format::{BlobRecord, Checkpoint, CheckpointRef, Extent, Superblock, Xattr};
 use proptest::prelude::*;
+use std::sync::Arc;
 
 fn blob_record(id: u64) -> impl Strategy<Value = BlobRecord> {
     (
@@ -107,7 +108,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (1u64..100)
             .prop_flat_map(blob_record)
-            .prop_map(Mutation::PutBlob),
+            .prop_map(|r| Mutation::PutBlob(Arc::new(r))),
         (1u64..100).prop_map(Mutation::DeleteBlob),
         prop::option::of(1u64..100).prop_map(Mutation::SetSuperBlob),
         any::<u64>().prop_map(Mutation::SetNextId),
@@ -171,7 +172,7 @@ proptest! {
         let payload = record::encode_txn(&ms).unwrap();
         let rec = record::encode_record(1, 1, 1, RecordKind::Txn, &payload).unwrap();
         let blobs: Vec<BlobRecord> = ms.iter().filter_map(|m| match m {
-            Mutation::PutBlob(r) => Some(r.clone()),
+            Mutation::PutBlob(r) => Some(BlobRecord::clone(r)),
             _ => None,
         }).collect();
         let blob = blobs.first().cloned().unwrap_or(BlobRecord { id: 1, ..Default::default() });

@@ -566,20 +566,25 @@ fn mutation_json(m: &Mutation) -> Value {
     }
 }
 
+/// One line describing a blob record: "blob ID (N clusters, ...)".
+fn blob_text(r: &BlobRecord) -> String {
+    format!(
+        "blob {} ({} clusters, {} allocated, {} extents, {} xattrs{})",
+        r.id,
+        r.num_clusters,
+        r.allocated_clusters(),
+        r.extents.len(),
+        r.xattrs.len(),
+        flag_names(r.flags)
+            .iter()
+            .map(|f| format!(", {f}"))
+            .collect::<String>()
+    )
+}
+
 fn mutation_text(m: &Mutation) -> String {
     match m {
-        Mutation::PutBlob(r) => format!(
-            "put blob {} ({} clusters, {} allocated, {} extents, {} xattrs{})",
-            r.id,
-            r.num_clusters,
-            r.allocated_clusters(),
-            r.extents.len(),
-            r.xattrs.len(),
-            flag_names(r.flags)
-                .iter()
-                .map(|f| format!(", {f}"))
-                .collect::<String>()
-        ),
+        Mutation::PutBlob(r) => format!("put {}", blob_text(r)),
         Mutation::DeleteBlob(id) => format!("delete blob {id}"),
         Mutation::SetSuperBlob(Some(s)) => format!("set super blob {s}"),
         Mutation::SetSuperBlob(None) => "clear super blob".to_string(),
@@ -683,10 +688,7 @@ fn dump(p: Pos, json: bool) -> CliResult<()> {
         ck.super_blob.map_or("none".to_string(), |s| s.to_string())
     );
     for r in &ck.blobs {
-        t += &format!(
-            "  {}\n",
-            mutation_text(&Mutation::PutBlob(r.clone())).replacen("put ", "", 1)
-        );
+        t += &format!("  {}\n", blob_text(r));
     }
     t += &format!(
         "log: {} records in segments {:?}\n",
