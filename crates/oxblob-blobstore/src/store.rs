@@ -342,6 +342,22 @@ pub(crate) fn put_xattr(r: &mut BlobRecord, name: &str, value: &[u8], internal: 
     }
 }
 
+/// [`put_xattr`] of a name and value the caller owns: they move into the record.
+pub(crate) fn put_xattr_owned(r: &mut BlobRecord, name: String, value: Vec<u8>, internal: bool) {
+    match r
+        .xattrs
+        .iter_mut()
+        .find(|x| x.internal == internal && x.name == name)
+    {
+        Some(x) => x.value = value,
+        None => r.xattrs.push(Xattr {
+            name,
+            value,
+            internal,
+        }),
+    }
+}
+
 /// A blob's size in bytes must fit in a `u64` (thin blobs may exceed the device).
 pub(crate) fn check_blob_size(num_clusters: u64, cluster_size: u64) -> Result<()> {
     match num_clusters.checked_mul(cluster_size) {
@@ -1314,6 +1330,7 @@ impl Txn {
         let mut runs_new: Vec<(u64, u64)> = Vec::new();
         let mut sup: Option<Option<u64>> = None;
         let result = (|| -> Result<()> {
+            // The ops are consumed: a new blob's xattrs move into its record.
             for op in ops {
                 match op {
                     TxnOp::Create(id, o) => {
@@ -1327,12 +1344,13 @@ impl Txn {
                             id,
                             flags: if o.thin { FLAG_THIN } else { 0 },
                             num_clusters: o.num_clusters,
+                            xattrs: Vec::with_capacity(o.xattrs.len()),
                             ..Default::default()
                         };
                         map_runs(&mut r.extents, 0, &runs);
                         for (n, v) in o.xattrs {
                             check_xattr(&n, &v)?;
-                            put_xattr(&mut r, &n, &v, false);
+                            put_xattr_owned(&mut r, n, v, false);
                         }
                         work.insert(id, Some(Arc::new(r)));
                     }
@@ -1365,7 +1383,7 @@ impl Txn {
                         if r.is_read_only() {
                             return Err(BsError::ReadOnly);
                         }
-                        put_xattr(Arc::make_mut(r), &n, &v, internal);
+                        put_xattr_owned(Arc::make_mut(r), n, v, internal);
                     }
                     TxnOp::RemoveXattr(id, n, internal) => {
                         let r = load_work(&inner, &mut work, id)?;
