@@ -951,11 +951,12 @@ mod tests {
         let r = run_meta(malloc(256), 50, &|_, _| {}).unwrap();
         assert_eq!(r.phases.len(), 3);
         assert!(r.phases.iter().all(|p| p.ops == 50 && p.ops_per_sec > 0.0));
-        let r = run_load(malloc(256), 600, 100, &|_, _, _| {}).unwrap();
+        // Enough changes to fill more than one log segment with packed records.
+        let r = run_load(malloc(256), 600, 2500, &|_, _, _| {}).unwrap();
         let clean = &r.samples[0];
         let crash = &r.samples[1];
         assert_eq!(clean.log_records, 0);
-        assert_eq!(crash.log_records, 100, "every synced change is one record");
+        assert_eq!(crash.log_records, 2500, "every synced change is one record");
         // A clean load reads the two slots, the checkpoint and one log segment.
         assert_eq!(clean.io.reads, 3);
         // After the crash: both slots, the checkpoint, then one read per log segment.
