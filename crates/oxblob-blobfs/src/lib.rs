@@ -36,7 +36,9 @@
 //!   of a large table would also miss the TLB. Large tables' buffers, and the shared pool
 //!   holding every small table (up to 16,384 buckets, by power-of-two size class: a thousand
 //!   directories of a thousand files are one 128 MiB array, not a thousand allocations), are
-//!   advised for transparent huge pages (`madvise(MADV_HUGEPAGE)`) before they are touched.
+//!   advised for transparent huge pages (`madvise(MADV_HUGEPAGE)`) before they are touched,
+//!   once they reach 32 MiB: smaller buffers may come from the allocator's heap, where the
+//!   advice would outlive them and make the heap fault in 2 MiB pages for small allocations.
 //! - **Stable handles**: records move (a table grows or shrinks, a delete shifts the rest of
 //!   a probe run back, a rename moves an entry to another directory), so positions are only
 //!   used under one hold of the namespace lock. Inode numbers map to their record's current

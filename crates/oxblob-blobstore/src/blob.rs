@@ -459,7 +459,7 @@ impl Blob {
             .xattrs
             .iter()
             .find(|x| x.internal == internal && x.name == name)
-            .map(|x| x.value.clone())
+            .map(|x| x.value.to_vec())
     }
 
     /// Sets a user xattr (name 1..=255 bytes, value ≤ 64 KiB). In memory until `sync_md`.
@@ -486,7 +486,7 @@ impl Blob {
             .xattrs
             .iter()
             .filter(|x| !x.internal)
-            .map(|x| x.name.clone())
+            .map(|x| x.name.to_string())
             .collect();
         v.sort();
         v

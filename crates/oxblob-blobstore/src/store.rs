@@ -6,7 +6,7 @@ use crate::blob::Blob;
 use crate::error::{BsError, Result};
 use crate::md::{clusters_of, MdState, PAGE};
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
-use oxblob_format::blob::FLAG_THIN;
+use oxblob_format::blob::{XattrValue, FLAG_THIN};
 use oxblob_format::record::{self, Mutation, RecordHeader, RecordKind};
 use oxblob_format::superblock::{INCOMPAT_CHECKED_DATA, INCOMPAT_PACKED_LOG};
 use oxblob_format::{
@@ -333,10 +333,10 @@ pub(crate) fn put_xattr(r: &mut BlobRecord, name: &str, value: &[u8], internal: 
         .iter_mut()
         .find(|x| x.internal == internal && x.name == name)
     {
-        Some(x) => x.value = value.to_vec(),
+        Some(x) => x.value = XattrValue::from_slice(value),
         None => r.xattrs.push(Xattr {
-            name: name.to_string(),
-            value: value.to_vec(),
+            name: name.into(),
+            value: XattrValue::from_slice(value),
             internal,
         }),
     }
@@ -349,12 +349,22 @@ pub(crate) fn put_xattr_owned(r: &mut BlobRecord, name: String, value: Vec<u8>, 
         .iter_mut()
         .find(|x| x.internal == internal && x.name == name)
     {
-        Some(x) => x.value = value,
+        Some(x) => x.value = owned_value(value),
         None => r.xattrs.push(Xattr {
-            name,
-            value,
+            name: name.into(),
+            value: owned_value(value),
             internal,
         }),
+    }
+}
+
+/// A value the caller owns: its buffer moves in when it is too long to be stored inline;
+/// a short one is copied inline (and its buffer, whatever its capacity, freed).
+fn owned_value(value: Vec<u8>) -> XattrValue {
+    if value.len() <= XattrValue::new().inline_size() {
+        XattrValue::from_slice(&value)
+    } else {
+        XattrValue::from_vec(value)
     }
 }
 
@@ -1128,7 +1138,7 @@ impl BlobStore {
                     .xattrs
                     .iter()
                     .filter(|x| !x.internal)
-                    .map(|x| (x.name.clone(), x.value.clone()))
+                    .map(|x| (x.name.to_string(), x.value.to_vec()))
                     .collect();
                 xattrs.sort();
                 BlobInfo {
@@ -1558,8 +1568,8 @@ mod tests {
         .unwrap();
         let (cur3, com3) = state(&bs, id);
         assert!(Arc::ptr_eq(&cur3, &com3) && !Arc::ptr_eq(&cur3, &cur2));
-        assert_eq!(cur2.xattrs[0].value, b"v");
-        assert_eq!(cur3.xattrs[0].value, b"w");
+        assert_eq!(cur2.xattrs[0].value.as_slice(), b"v");
+        assert_eq!(cur3.xattrs[0].value.as_slice(), b"w");
 
         // A failed transaction leaves both states untouched.
         let r = bs.transaction(|t| {
@@ -1570,7 +1580,7 @@ mod tests {
         assert!(matches!(r, Err(BsError::NotFound(999))), "{r:?}");
         let (cur4, com4) = state(&bs, id);
         assert!(Arc::ptr_eq(&cur4, &cur3) && Arc::ptr_eq(&com4, &com3));
-        assert_eq!(cur3.xattrs[0].value, b"w");
+        assert_eq!(cur3.xattrs[0].value.as_slice(), b"w");
         b.close().unwrap();
     }
 }

@@ -23,7 +23,7 @@ mod codec;
 pub mod record;
 pub mod superblock;
 
-pub use blob::{BlobRecord, Extent, Xattr};
+pub use blob::{BlobRecord, Extent, Xattr, XattrValue};
 pub use checkpoint::{Checkpoint, CheckpointEncoder};
 pub use record::{DataCheck, Mutation, RecordHeader, RecordKind};
 pub use superblock::{CheckpointRef, Superblock};

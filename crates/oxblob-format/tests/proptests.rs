@@ -41,8 +41,8 @@ fn blob_record(id: u64) -> impl Strategy<Value = BlobRecord> {
                     .any(|x| x.name == name && x.internal == internal)
                 {
                     xattrs.push(Xattr {
-                        name,
-                        value,
+                        name: name.into(),
+                        value: value.into(),
                         internal,
                     });
                 }
