@@ -183,18 +183,19 @@ pub fn encode_record_into(
             "shorter than the header and payload",
         ));
     }
-    let mut h = Vec::with_capacity(RECORD_HEADER_SIZE);
-    h.extend_from_slice(&RECORD_MAGIC);
-    h.put_u64(store_id);
-    h.put_u64(epoch);
-    h.put_u64(seq);
-    h.put_u32(kind.code());
-    h.put_u32(payload_len);
-    h.put_u32(crate::crc32c(payload));
-    let hcrc = crate::crc32c(&h);
-    h.put_u32(hcrc);
-    out[..h.len()].copy_from_slice(&h);
-    out[h.len()..RECORD_HEADER_SIZE].fill(0);
+    // The header is built in place (no allocation per record): fields at 0..44, its CRC at
+    // 44..48, zero to 64.
+    let h = &mut out[..RECORD_HEADER_SIZE];
+    h[0..8].copy_from_slice(&RECORD_MAGIC);
+    h[8..16].copy_from_slice(&store_id.to_le_bytes());
+    h[16..24].copy_from_slice(&epoch.to_le_bytes());
+    h[24..32].copy_from_slice(&seq.to_le_bytes());
+    h[32..36].copy_from_slice(&kind.code().to_le_bytes());
+    h[36..40].copy_from_slice(&payload_len.to_le_bytes());
+    h[40..44].copy_from_slice(&crate::crc32c(payload).to_le_bytes());
+    let hcrc = crate::crc32c(&h[..44]);
+    h[44..48].copy_from_slice(&hcrc.to_le_bytes());
+    h[48..].fill(0);
     let end = RECORD_HEADER_SIZE + payload.len();
     out[RECORD_HEADER_SIZE..end].copy_from_slice(payload);
     out[end..].fill(0);
