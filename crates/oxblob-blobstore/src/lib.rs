@@ -42,6 +42,7 @@ mod io;
 mod md;
 mod snapshot;
 mod store;
+mod table;
 
 pub use blob::Blob;
 pub use error::{BsError, Result};

@@ -548,7 +548,7 @@ impl MdState {
         let mut enc = CheckpointEncoder::with_buffer(self.sb.store_id, next, sup, buf);
         let bad = |e: oxblob_format::DecodeError| BsError::corrupt("checkpoint", e.to_string());
         let mut extras = over.into_iter().peekable();
-        for (&id, e) in table.iter() {
+        for (id, e) in table.iter() {
             while let Some((_, x)) = extras.next_if(|&(xid, _)| xid < id) {
                 if let Some(r) = x {
                     enc.push(r).map_err(bad)?;
@@ -689,7 +689,7 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
             match m {
                 Mutation::PutBlob(r) => {
                     new.extend(clusters_of(r));
-                    let old_parent = match blobs.get(&r.id) {
+                    let old_parent = match blobs.get(r.id) {
                         Some(e) => {
                             let mut st = e.write();
                             old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
@@ -712,7 +712,7 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
                     }
                 }
                 Mutation::DeleteBlob(id) => {
-                    if let Some(e) = blobs.remove(id) {
+                    if let Some(e) = blobs.remove(*id) {
                         let st = e.read();
                         old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
                         unlink_clone(&mut md.clones, st.committed.parent, *id);

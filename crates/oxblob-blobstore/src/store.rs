@@ -5,6 +5,7 @@ use crate::alloc::Allocator;
 use crate::blob::Blob;
 use crate::error::{BsError, Result};
 use crate::md::{clusters_of, MdState, PAGE};
+use crate::table::IdTable;
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
 use oxblob_format::blob::{XattrValue, FLAG_THIN};
 use oxblob_format::record::{self, Mutation, RecordHeader, RecordKind};
@@ -164,7 +165,7 @@ pub(crate) struct Inner {
     pub(crate) dev: Arc<dyn BlockDevice>,
     pub(crate) geo: Geometry,
     md: Mutex<MdState>,
-    blobs: RwLock<BTreeMap<u64, Arc<BlobEntry>>>,
+    blobs: RwLock<IdTable<BlobEntry>>,
     unloaded: AtomicBool,
     pub(crate) read_only: bool,
     /// Group commit state (shared with `MdState`).
@@ -193,17 +194,17 @@ impl Inner {
         Ok(g)
     }
 
-    pub(crate) fn blobs_read(&self) -> RwLockReadGuard<'_, BTreeMap<u64, Arc<BlobEntry>>> {
+    pub(crate) fn blobs_read(&self) -> RwLockReadGuard<'_, IdTable<BlobEntry>> {
         self.blobs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn blobs_write(&self) -> RwLockWriteGuard<'_, BTreeMap<u64, Arc<BlobEntry>>> {
+    pub(crate) fn blobs_write(&self) -> RwLockWriteGuard<'_, IdTable<BlobEntry>> {
         self.blobs.write().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn entry(&self, id: u64) -> Result<Arc<BlobEntry>> {
         self.blobs_read()
-            .get(&id)
+            .get(id)
             .cloned()
             .ok_or(BsError::NotFound(id))
     }
@@ -1131,7 +1132,7 @@ impl BlobStore {
             .inner
             .blobs_read()
             .iter()
-            .map(|(&id, e)| {
+            .map(|(id, e)| {
                 let st = e.read();
                 let r = &st.current;
                 let mut xattrs: Vec<(String, Vec<u8>)> = r
@@ -1429,7 +1430,7 @@ impl Txn {
                 match w {
                     // The working record itself: the commit shares it, copying nothing.
                     Some(r) => muts.push(Mutation::PutBlob(r)),
-                    None if blobs.contains_key(&id) => muts.push(Mutation::DeleteBlob(id)),
+                    None if blobs.contains(id) => muts.push(Mutation::DeleteBlob(id)),
                     None => {
                         // Created and deleted in the same transaction: nothing to record.
                     }
@@ -1499,8 +1500,11 @@ fn load_work<'a>(
     id: u64,
 ) -> Result<&'a mut Arc<BlobRecord>> {
     if let std::collections::btree_map::Entry::Vacant(v) = work.entry(id) {
-        let e = inner.entry(id)?;
-        let r = Arc::clone(&e.read().current);
+        // Under the table's read lock, without taking a reference to the entry itself.
+        let r = match inner.blobs_read().get(id) {
+            Some(e) => Arc::clone(&e.read().current),
+            None => return Err(BsError::NotFound(id)),
+        };
         v.insert(Some(r));
     }
     match work.get_mut(&id) {
