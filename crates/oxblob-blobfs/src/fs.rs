@@ -912,7 +912,8 @@ impl BlobFs {
     /// A page of a directory: up to `limit` entries whose names sort after `after` (from the
     /// first entry with `None`), sorted by name. To list a directory in pages, pass the last
     /// name returned as the next `after`; an empty page is the end. O(log n + limit) per
-    /// call, under the namespace lock taken shared. While the directory changes between
+    /// call (plus folding in the directory's changes since the last listing, amortized O(1)
+    /// per change), under the namespace lock taken shared. While the directory changes between
     /// pages, an entry that exists throughout is returned exactly once; entries added or
     /// removed meanwhile may or may not be.
     pub fn readdir_from(

@@ -46,7 +46,9 @@
 //!   in the namespace's directory array for life, and its record names it by that index, so
 //!   moving a directory touches none of its children. The parent of a record is the table it
 //!   sits in. The root and files unlinked while open are in a small side array.
-//! - Per directory, the entries in name order (`BTreeMap`) for `readdir` and its cursor.
+//! - Per directory, the entries in name order for `readdir` and its cursor: a sorted array
+//!   with the recent changes logged beside it and merged in every n/4 changes (`order.rs`),
+//!   so that a create, rename or delete does not search a tree of every name.
 //!
 //! ## Cache
 //! [`MountOptions::cache_bytes`] (default [`DEFAULT_CACHE_BYTES`], 64 MiB; 0 = every read
@@ -112,6 +114,7 @@ mod fs;
 mod fsck;
 mod ino;
 mod ns;
+mod order;
 mod path;
 
 pub use attr::INLINE_MAX;

@@ -34,12 +34,13 @@
 
 use crate::error::{FsError, FsErrorKind, Result};
 use crate::fs::{DirEntry, FileType, Loc, OpenEntry};
+use crate::order::DirOrder;
 use crate::path::check_name;
 use compact_str::CompactString;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
-use std::ops::Bound;
+use std::sync::Mutex;
 
 /// A directory's index in [`Ns`]'s `dirs`: stable while the directory exists (indices of
 /// removed directories are reused).
@@ -488,10 +489,10 @@ pub(crate) struct Dir {
     ino: u64,
     store: Store,
     len: usize,
-    /// Names inline (up to 24 bytes) so that a search compares keys in the tree's own
-    /// nodes instead of following a pointer per key: at a million entries, `Box<str>` keys
-    /// cost a cache miss per comparison.
-    order: BTreeMap<CompactString, (u64, FileType)>,
+    /// The entries in name order, for `readdir`. Changes go through `get_mut` (the
+    /// namespace is held exclusively); a listing locks it to fold recent changes in while
+    /// the namespace is shared.
+    order: Mutex<DirOrder>,
 }
 
 impl Dir {
@@ -500,6 +501,11 @@ impl Dir {
             ino,
             ..Dir::default()
         }
+    }
+
+    /// The name order, for a change (the namespace is held exclusively).
+    fn order_mut(&mut self) -> &mut DirOrder {
+        self.order.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Entries in the directory.
@@ -595,19 +601,10 @@ impl Dir {
     /// Up to `limit` entries whose names sort after `after` (from the first with `None`), in
     /// name order.
     pub(crate) fn entries_after(&self, after: Option<&str>, limit: usize) -> Vec<DirEntry> {
-        let lo = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
-        };
         self.order
-            .range::<str, _>((lo, Bound::Unbounded))
-            .take(limit)
-            .map(|(n, &(ino, kind))| DirEntry {
-                name: n.to_string(),
-                ino,
-                kind,
-            })
-            .collect()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries_after(after, limit)
     }
 }
 
@@ -778,12 +775,12 @@ impl Ns {
             for (name, r) in list {
                 let i = dir.insert(pool, r, &mut |_, _| {});
                 by_ino.insert(r.ino, Pos { dir: d as DirId, i });
-                order.push((CompactString::from(&*name), (r.ino, r.kind())));
+                order.push((CompactString::from(&*name), r.ino, r.kind()));
                 if r.name.is_long() {
                     long_names.insert(r.ino, name);
                 }
             }
-            dir.order = order.into_iter().collect();
+            dir.order = Mutex::new(DirOrder::build(order));
         }
         Ok(ns)
     }
@@ -930,7 +927,7 @@ impl Ns {
         let i = d.insert(pool, r, &mut |ino, i| {
             by_ino.insert(ino, Pos { dir, i });
         });
-        d.order.insert(CompactString::from(name), (r.ino, r.kind()));
+        d.order_mut().insert(name, r.ino, r.kind());
         let p = Pos { dir, i };
         by_ino.insert(r.ino, p);
         p
@@ -956,7 +953,7 @@ impl Ns {
         match dirs.get_mut(p.dir as usize) {
             Some(d) => {
                 let r = *d.rec(pool, p.i);
-                d.order.remove(rec_name(long_names, &r));
+                d.order_mut().remove(rec_name(long_names, &r));
                 long(&r, long_names);
                 let dir = p.dir;
                 d.remove(pool, p.i, &mut |ino, i| {
