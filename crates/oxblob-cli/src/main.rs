@@ -6,6 +6,13 @@ use clap::Parser;
 use oxblob_cli::cmd::Cli;
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's allocator: a mounted file system holds a few small
+/// allocations per file (records, xattrs, names), allocated and freed in bursts by creates,
+/// renames and deletes. In `oxblob bench meta` at a million files, creates ran about 30%,
+/// deletes 20% and renames 13% faster with it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
