@@ -478,9 +478,11 @@ impl OpenInode {
             if fs.cache.used() + CHUNK > fs.cache.limit {
                 break;
             }
-            let mut chunk = vec![0u8; CHUNK as usize].into_boxed_slice();
-            chunk[..(stop - base) as usize]
-                .copy_from_slice(&data[(base - off) as usize..(stop - off) as usize]);
+            // The written bytes, then zeroes past the end of the file (each byte written once).
+            let mut chunk = Vec::with_capacity(CHUNK as usize);
+            chunk.extend_from_slice(&data[(base - off) as usize..(stop - off) as usize]);
+            chunk.resize(CHUNK as usize, 0);
+            let chunk = chunk.into_boxed_slice();
             if !fs.cache.insert_if_room(self.ino, c, chunk) {
                 break;
             }
@@ -1233,21 +1235,41 @@ impl OpenInode {
                     blob.write(ch, at, &data[(s - off) as usize..(e - off) as usize])
                         .map_err(bs)?;
                 } else {
-                    // Built in the I/O buffer itself (recycled memory, no second copy).
-                    let mut buf = IoBuf::zeroed(usize::try_from(stop - at).unwrap_or(0));
-                    let u = unit as usize;
-                    if s != at {
+                    // Built in the I/O buffer itself (recycled memory, no second copy),
+                    // in order, each byte written once: the head block's bytes before the
+                    // data, the data, the tail block's bytes after it.
+                    let mut buf = IoBuf::with_capacity(usize::try_from(stop - at).unwrap_or(0));
+                    let head = if s != at {
                         let b = Self::block(memo.as_ref(), blob, ch, unit, at, size, path)?;
-                        buf[..u].copy_from_slice(&b);
+                        buf.extend_from_slice(&b[..(s - at) as usize]);
+                        Some(b)
+                    } else {
+                        None
+                    };
+                    buf.extend_from_slice(&data[(s - off) as usize..(e - off) as usize]);
+                    if e != stop {
+                        let tail_at = stop - unit;
+                        let read;
+                        let b: &[u8] = match &head {
+                            // One block, read above: its bytes after the data.
+                            Some(h) if tail_at == at => h,
+                            _ => {
+                                read = Self::block(
+                                    memo.as_ref(),
+                                    blob,
+                                    ch,
+                                    unit,
+                                    tail_at,
+                                    size,
+                                    path,
+                                )?;
+                                &read
+                            }
+                        };
+                        buf.extend_from_slice(&b[(e - tail_at) as usize..]);
                     }
-                    if e != stop && (stop - unit != at || s == at) {
-                        let b =
-                            Self::block(memo.as_ref(), blob, ch, unit, stop - unit, size, path)?;
-                        let l = buf.len();
-                        buf[l - u..].copy_from_slice(&b);
-                    }
-                    buf[(s - at) as usize..(e - at) as usize]
-                        .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
+                    debug_assert_eq!(buf.len() as u64, stop - at);
+                    let u = unit as usize;
                     let end_block = (stop == a1 && end % unit != 0)
                         .then(|| (stop - unit, buf[buf.len() - u..].to_vec()));
                     blob.write_buf(ch, at, buf).map_err(bs)?;

@@ -284,10 +284,14 @@ impl BsChannel {
                     )),
                     (Kind::Read, _) => for_each_piece(&mut bufs, *uoff, n_us, |s, _| s.fill(0)),
                     (Kind::Write, Target::Phys(d)) => {
-                        let mut cb = IoBuf::zeroed(n_us);
+                        // The pieces come in order and cover the extent: each byte is
+                        // written once (no clearing first).
+                        let mut cb = IoBuf::with_capacity(n_us);
                         for_each_piece(&mut bufs, *uoff, n_us, |s, at| {
-                            cb[at..at + s.len()].copy_from_slice(s)
+                            debug_assert_eq!(at, cb.len());
+                            cb.extend_from_slice(s)
                         });
+                        debug_assert_eq!(cb.len(), n_us);
                         ops.push((
                             IoOp::Write {
                                 offset: *d,
