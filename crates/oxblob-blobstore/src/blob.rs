@@ -304,11 +304,14 @@ impl Blob {
             }
             if md.sb.generation == generation {
                 let mut st = self.entry.write();
-                let (lo, hi) = match st.checked {
-                    Some((l, h, g)) if g == generation => (l.min(offset), h.max(offset + len)),
-                    _ => (offset, offset + len),
-                };
-                st.checked = Some((lo, hi, generation));
+                match &mut st.checked {
+                    Some(c) if c.2 == generation => {
+                        c.0 = c.0.min(offset);
+                        c.1 = c.1.max(offset + len);
+                    }
+                    Some(c) => **c = (offset, offset + len, generation),
+                    None => st.checked = Some(Box::new((offset, offset + len, generation))),
+                }
             }
             md.last_ticket
         };
@@ -376,8 +379,8 @@ impl Blob {
             .group
             .log_generation
             .load(std::sync::atomic::Ordering::Acquire);
-        match self.entry.read().checked {
-            Some((lo, hi, gen)) if gen == g => offset < hi && offset.saturating_add(len) > lo,
+        match self.entry.read().checked.as_deref() {
+            Some(&(lo, hi, gen)) if gen == g => offset < hi && offset.saturating_add(len) > lo,
             _ => false,
         }
     }

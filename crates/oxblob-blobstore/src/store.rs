@@ -121,8 +121,9 @@ pub(crate) struct BlobState {
     /// Bytes `[lo, hi)` named by data checks (`CheckData`) in records of the current log,
     /// with the log's generation: while the log may replay, rewriting those bytes in place
     /// would make a replayed check fail and drop an acknowledged record, so
-    /// [`crate::Blob::confirm_checked`] writes a plain record first.
-    pub(crate) checked: Option<(u64, u64, u64)>,
+    /// [`crate::Blob::confirm_checked`] writes a plain record first. Boxed: only blobs
+    /// written with checked commits (a WAL) have one, and every blob pays for the field.
+    pub(crate) checked: Option<Box<(u64, u64, u64)>>,
 }
 
 pub(crate) struct BlobEntry {
