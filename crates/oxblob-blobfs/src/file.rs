@@ -1197,7 +1197,10 @@ impl OpenInode {
 
     /// Writes `data` at `off` (the device valid up to `size`): unaligned edges are
     /// read-modify-written, the block at the end from `tail` when it holds it; afterwards
-    /// `tail` holds the new end block when the write ends unaligned.
+    /// `tail` holds the new end block when the write ends unaligned. A cluster the write
+    /// allocates is zeroed only where it is neither written nor past `size`
+    /// (`Blob::write_buf_within`): bytes past the valid end are never read before they are
+    /// written, and every extension of the file zeroes from the old valid end first.
     #[allow(clippy::too_many_arguments)]
     fn write_clusters(
         fs: &FsInner,
@@ -1232,8 +1235,13 @@ impl OpenInode {
                 let (s, e) = (at.max(off), stop.min(end));
                 if s == at && e == stop {
                     // Aligned middle piece: write straight from the caller's bytes.
-                    blob.write(ch, at, &data[(s - off) as usize..(e - off) as usize])
-                        .map_err(bs)?;
+                    blob.write_buf_within(
+                        ch,
+                        at,
+                        IoBuf::from_slice(&data[(s - off) as usize..(e - off) as usize]),
+                        size,
+                    )
+                    .map_err(bs)?;
                 } else {
                     // Built in the I/O buffer itself (recycled memory, no second copy),
                     // in order, each byte written once: the head block's bytes before the
@@ -1272,7 +1280,7 @@ impl OpenInode {
                     let u = unit as usize;
                     let end_block = (stop == a1 && end % unit != 0)
                         .then(|| (stop - unit, buf[buf.len() - u..].to_vec()));
-                    blob.write_buf(ch, at, buf).map_err(bs)?;
+                    blob.write_buf_within(ch, at, buf, size).map_err(bs)?;
                     if end_block.is_some() {
                         last = end_block;
                     }

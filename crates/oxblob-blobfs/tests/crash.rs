@@ -554,3 +554,73 @@ fn failed_append_sync_keeps_the_data_for_the_next_sync() {
         );
     }
 }
+
+/// A file's new clusters are zeroed only where the file could read them before writing them
+/// (`Blob::write_buf_within`). The clusters of a deleted file, still holding its bytes, are
+/// reused by appends (across cluster boundaries, each fsync'ed), a growing truncate, and a
+/// write into the hole it opened; with the data cache and without it. The final file is
+/// exactly the bytes written with zeroes in the hole, after a remount too; and in every
+/// image a power cut during all this leaves, the file (if there) has one of the sizes an
+/// fsync made durable, and every byte of it is the final byte or zero — never the deleted
+/// file's.
+#[test]
+fn new_clusters_never_show_old_bytes() {
+    for cache in [DEFAULT_CACHE_BYTES, 0] {
+        let (crash, fs) = crash_fs(cache);
+        let old = vec![0xEEu8; 9 * CLUSTER as usize];
+        write_file(&fs, "/old", &old);
+        fs.sync().unwrap();
+        fs.unlink("/old").unwrap();
+        fs.sync().unwrap();
+        crash.mark();
+        let mut want: Vec<u8> = Vec::new();
+        let mut sizes = vec![None, Some(0)];
+        let h = fs.create("/g").unwrap();
+        for (i, n) in [3000usize, 70_000, 5, 130_000].into_iter().enumerate() {
+            let p: Vec<u8> = pattern(40 + i as u64, n).iter().map(|b| b & 0x7F).collect();
+            h.write_at(want.len() as u64, &p).unwrap();
+            want.extend_from_slice(&p);
+            h.fsync().unwrap();
+            sizes.push(Some(want.len()));
+        }
+        let grown = want.len() + 3 * CLUSTER as usize + 1234;
+        h.truncate(grown as u64).unwrap();
+        want.resize(grown, 0);
+        h.fsync().unwrap();
+        sizes.push(Some(grown));
+        let island_at = grown - CLUSTER as usize - 777;
+        h.write_at(island_at as u64, b"island").unwrap();
+        want[island_at..island_at + 6].copy_from_slice(b"island");
+        h.fsync().unwrap();
+        h.close().unwrap();
+        fs.sync().unwrap();
+        let read = |fs: &BlobFs| {
+            let h = fs.open("/g", OpenFlags::read()).unwrap();
+            h.read_vec(0, want.len() + 10).unwrap()
+        };
+        assert!(read(&fs) == want, "cache {cache}: contents");
+        each_image(
+            &format!("new clusters, cache {cache}"),
+            &crash,
+            |_, _, _, img| {
+                let fs = BlobFs::mount(img, MountOptions::default()).unwrap();
+                let got = snapshot(&fs);
+                assert!(!got.contains_key("/old"), "the deleted file is back");
+                let g = got.get("/g").cloned().flatten();
+                assert!(
+                    sizes.contains(&g.as_ref().map(Vec::len)),
+                    "size {:?} is none an fsync made durable",
+                    g.as_ref().map(Vec::len)
+                );
+                if let Some(g) = g {
+                    if let Some(i) = (0..g.len()).find(|&i| g[i] != want[i] && g[i] != 0) {
+                        panic!("byte {i} is {:#x}: neither written nor zero", g[i]);
+                    }
+                }
+            },
+        );
+        fs.unmount().unwrap();
+        let fs = BlobFs::mount(crash.clone(), MountOptions::default()).unwrap();
+        assert!(read(&fs) == want, "cache {cache}: contents after remount");
+    }
+}

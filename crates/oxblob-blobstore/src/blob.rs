@@ -538,9 +538,45 @@ impl Blob {
     /// chain has data (`!all`), filling each with the parent's data or zeroes. Blocks: takes
     /// the md mutex, writes the new clusters and leaves them to be flushed before the record
     /// that maps them (at the next `sync_md`).
-    pub(crate) fn ensure_allocated(&self, first: u64, last: u64, all: bool) -> Result<()> {
+    pub(crate) fn ensure_allocated(
+        &self,
+        first: u64,
+        last: u64,
+        all: bool,
+        fill: Fill,
+    ) -> Result<()> {
         let mut md = self.inner.md_writable()?;
-        fill_clusters(&self.inner, &mut md, &self.entry, first, last, all)
+        fill_clusters(&self.inner, &mut md, &self.entry, first, last, all, fill)
+    }
+}
+
+/// What a new cluster without a parent's data is filled with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fill {
+    /// Zeroes over the whole cluster.
+    Zeroes,
+    /// A write of blob bytes `[start, end)` follows: zeroes before it, and after it up to
+    /// `valid_end` (io-unit aligned); the rest is left as it is (see
+    /// [`Blob::write_buf_within`]).
+    Around {
+        start: u64,
+        end: u64,
+        valid_end: u64,
+    },
+}
+
+/// The blob byte ranges of cluster `[c0, c1)` that `fill` zeroes.
+fn zero_ranges(fill: Fill, c0: u64, c1: u64) -> [(u64, u64); 2] {
+    match fill {
+        Fill::Zeroes => [(c0, c1), (c1, c1)],
+        Fill::Around {
+            start,
+            end,
+            valid_end,
+        } => [
+            (c0, start.clamp(c0, c1)),
+            (end.clamp(c0, c1), valid_end.clamp(c0, c1)),
+        ],
     }
 }
 
@@ -552,6 +588,7 @@ pub(crate) fn fill_clusters(
     first: u64,
     last: u64,
     all: bool,
+    fill: Fill,
 ) -> Result<()> {
     let mut st = entry.write();
     if st.current.is_read_only() {
@@ -578,7 +615,7 @@ pub(crate) fn fill_clusters(
     let phys: Vec<u64> = runs.iter().flat_map(|&(p, k)| p..p + k).collect();
     let cs = inner.geo.cluster_size;
     let base = inner.geo.data_first_byte;
-    for (&(_, src), &p) in need.iter().zip(&phys) {
+    for (&(c, src), &p) in need.iter().zip(&phys) {
         let res = match src {
             Some(sp) => usize::try_from(cs)
                 .map_err(|_| BsError::InvalidArgument("cluster too large".into()))
@@ -587,9 +624,13 @@ pub(crate) fn fill_clusters(
                     blocking::write(md.ch.as_mut(), base + p * cs, buf)?;
                     Ok(())
                 }),
-            None => {
-                blocking::write_zeroes(md.ch.as_mut(), base + p * cs, cs).map_err(BsError::from)
-            }
+            None => zero_ranges(fill, c * cs, (c + 1) * cs)
+                .into_iter()
+                .filter(|&(a, b)| a < b)
+                .try_for_each(|(a, b)| {
+                    blocking::write_zeroes(md.ch.as_mut(), base + p * cs + (a - c * cs), b - a)
+                })
+                .map_err(BsError::from),
         };
         if let Err(e) = res {
             release_runs(md, &runs);

@@ -7,7 +7,7 @@
 //! gets its own buffer and data is copied between it and the caller's buffers (one copy, only
 //! in that case). The user completion is produced when every child has completed.
 
-use crate::blob::{resolve, Blob};
+use crate::blob::{resolve, Blob, Fill};
 use crate::error::{BsError, Result};
 use crate::store::{BlobStore, Inner};
 use oxblob_bdev::{Completion, IoBuf, IoChannel, IoOp};
@@ -133,6 +133,7 @@ impl BsChannel {
         id
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &mut self,
         blob: &Blob,
@@ -141,6 +142,7 @@ impl BsChannel {
         bufs: Vec<IoBuf>,
         len: u64,
         token: u64,
+        valid_end: u64,
     ) -> std::result::Result<u64, BsRejected> {
         let reject = |error: BsError, bufs: Vec<IoBuf>| Err(BsRejected { error, bufs });
         if self.inner.is_unloaded() || !Arc::ptr_eq(&self.inner, &blob.inner) {
@@ -182,7 +184,18 @@ impl BsChannel {
                 return reject(BsError::ReadOnly, bufs);
             }
             if missing {
-                if let Err(e) = blob.ensure_allocated(first, last, kind == Kind::Write) {
+                // A plain write zeroes its new clusters whole before the data goes out, so
+                // no reader and no crash can see a cluster's old bytes, even mid-write.
+                let fill = if valid_end == u64::MAX {
+                    Fill::Zeroes
+                } else {
+                    Fill::Around {
+                        start: offset,
+                        end: offset + len,
+                        valid_end: valid_end.checked_next_multiple_of(unit).unwrap_or(u64::MAX),
+                    }
+                };
+                if let Err(e) = blob.ensure_allocated(first, last, kind == Kind::Write, fill) {
                     return reject(e, bufs);
                 }
             }
@@ -448,7 +461,7 @@ impl Blob {
         token: u64,
     ) -> std::result::Result<(), Box<BsRejected>> {
         let len = buf.len() as u64;
-        rej!(ch.submit(self, Kind::Read, offset, vec![buf], len, token))
+        rej!(ch.submit(self, Kind::Read, offset, vec![buf], len, token, u64::MAX))
     }
 
     /// Submits a read into several buffers, filled in order.
@@ -460,7 +473,7 @@ impl Blob {
         token: u64,
     ) -> std::result::Result<(), Box<BsRejected>> {
         let len = total_len(&bufs);
-        rej!(ch.submit(self, Kind::Read, offset, bufs, len, token))
+        rej!(ch.submit(self, Kind::Read, offset, bufs, len, token, u64::MAX))
     }
 
     /// Submits a write of `buf` at byte `offset`. On a thin blob, a write to an unallocated
@@ -474,7 +487,7 @@ impl Blob {
         token: u64,
     ) -> std::result::Result<(), Box<BsRejected>> {
         let len = buf.len() as u64;
-        rej!(ch.submit(self, Kind::Write, offset, vec![buf], len, token))
+        rej!(ch.submit(self, Kind::Write, offset, vec![buf], len, token, u64::MAX))
     }
 
     /// Submits a write of several buffers, in order. Allocation as for `submit_write`.
@@ -486,7 +499,7 @@ impl Blob {
         token: u64,
     ) -> std::result::Result<(), Box<BsRejected>> {
         let len = total_len(&bufs);
-        rej!(ch.submit(self, Kind::Write, offset, bufs, len, token))
+        rej!(ch.submit(self, Kind::Write, offset, bufs, len, token, u64::MAX))
     }
 
     /// Submits an unmap: the range reads as zeroes afterwards. Clusters stay allocated.
@@ -497,7 +510,7 @@ impl Blob {
         len: u64,
         token: u64,
     ) -> std::result::Result<(), Box<BsRejected>> {
-        rej!(ch.submit(self, Kind::Unmap, offset, Vec::new(), len, token))
+        rej!(ch.submit(self, Kind::Unmap, offset, Vec::new(), len, token, u64::MAX))
     }
 
     /// Submits a write of zeroes over a range.
@@ -508,7 +521,31 @@ impl Blob {
         len: u64,
         token: u64,
     ) -> std::result::Result<(), Box<BsRejected>> {
-        rej!(ch.submit(self, Kind::WriteZeroes, offset, Vec::new(), len, token))
+        rej!(ch.submit(
+            self,
+            Kind::WriteZeroes,
+            offset,
+            Vec::new(),
+            len,
+            token,
+            u64::MAX
+        ))
+    }
+
+    fn run_within(
+        &self,
+        ch: &mut BsChannel,
+        kind: Kind,
+        offset: u64,
+        bufs: Vec<IoBuf>,
+        len: u64,
+        valid_end: u64,
+    ) -> Result<Vec<IoBuf>> {
+        let pid = ch
+            .submit(self, kind, offset, bufs, len, u64::MAX, valid_end)
+            .map_err(|r| r.error)?;
+        let c = ch.wait(pid)?;
+        c.result.map(|()| c.bufs)
     }
 
     fn run(
@@ -519,11 +556,7 @@ impl Blob {
         bufs: Vec<IoBuf>,
         len: u64,
     ) -> Result<Vec<IoBuf>> {
-        let pid = ch
-            .submit(self, kind, offset, bufs, len, u64::MAX)
-            .map_err(|r| r.error)?;
-        let c = ch.wait(pid)?;
-        c.result.map(|()| c.bufs)
+        self.run_within(ch, kind, offset, bufs, len, u64::MAX)
     }
 
     /// Reads `len` bytes at `offset` and waits. Other I/Os on the channel keep their
@@ -554,6 +587,26 @@ impl Blob {
     pub fn write_buf(&self, ch: &mut BsChannel, offset: u64, buf: IoBuf) -> Result<()> {
         let len = buf.len() as u64;
         self.run(ch, Kind::Write, offset, vec![buf], len)
+            .map(|_| ())
+    }
+
+    /// [`Blob::write_buf`] for a caller that never reads this blob's bytes at or past
+    /// `valid_end` before writing them (a file system that knows where its data ends, and
+    /// zeroes any gap it opens explicitly): a cluster this write allocates is zeroed only
+    /// before the write and between its end and `valid_end`, not over the rest, which the
+    /// caller will write (an append) or never read. A thin blob's new cluster otherwise costs
+    /// a write of zeroes over all of it, under the metadata mutex, before the data goes out.
+    /// After a crash the bytes past `valid_end` read as whatever the cluster held before:
+    /// the caller's own metadata must never cover them without writing them first.
+    pub fn write_buf_within(
+        &self,
+        ch: &mut BsChannel,
+        offset: u64,
+        buf: IoBuf,
+        valid_end: u64,
+    ) -> Result<()> {
+        let len = buf.len() as u64;
+        self.run_within(ch, Kind::Write, offset, vec![buf], len, valid_end)
             .map(|_| ())
     }
 

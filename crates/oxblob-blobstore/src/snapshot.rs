@@ -4,7 +4,7 @@
 //! The caller must quiesce data I/O on the blob being snapshotted (no write in flight): a write
 //! translated before the switch lands in a cluster that now belongs to the snapshot.
 
-use crate::blob::fill_clusters;
+use crate::blob::{fill_clusters, Fill};
 use crate::error::{BsError, Result};
 use crate::store::{insert_extent, BlobStore};
 use oxblob_format::blob::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN};
@@ -97,7 +97,7 @@ impl BlobStore {
         let e = inner.entry(id)?;
         let n = e.read().current.num_clusters;
         if n > 0 {
-            fill_clusters(inner, &mut md, &e, 0, n - 1, all)?;
+            fill_clusters(inner, &mut md, &e, 0, n - 1, all, Fill::Zeroes)?;
         }
         let mut rec = BlobRecord::clone(&e.read().current);
         rec.parent = 0;

@@ -111,6 +111,57 @@ fn data_round_trip_across_clusters_many_in_flight() {
     }
 }
 
+/// `write_buf_within`: a new cluster is zeroed before the write and from its end up to the
+/// caller's valid end; past that it is not written at all (the old bytes stay), which is
+/// the point: an append costs no write of zeroes.
+#[test]
+fn writes_within_a_valid_end_zero_only_what_the_caller_may_read() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let old = bs.create_blob(thick(4)).unwrap();
+    let b = bs.open_blob(old).unwrap();
+    let mut ch = bs.channel().unwrap();
+    b.write(&mut ch, 0, &vec![0xAA; 4 * CLUSTER as usize])
+        .unwrap();
+    b.close().unwrap();
+    bs.delete_blob(old).unwrap();
+    let id = bs.create_blob(thin(8)).unwrap();
+    let b = bs.open_blob(id).unwrap();
+    let c = CLUSTER as usize;
+    // Cluster 1: valid end at 3 blocks past the write's end; cluster 2: an append (the
+    // valid end is where the write starts).
+    let data = pattern(5, 8192);
+    let at = CLUSTER + 4 * 4096;
+    b.write_buf_within(
+        &mut ch,
+        at,
+        IoBuf::from_slice(&data),
+        at + 8192 + 3 * 4096 - 100,
+    )
+    .unwrap();
+    let app = pattern(6, 4096);
+    b.write_buf_within(&mut ch, 2 * CLUSTER, IoBuf::from_slice(&app), 2 * CLUSTER)
+        .unwrap();
+    assert_eq!(b.allocated_clusters(), 2);
+    let got = b.read(&mut ch, CLUSTER, 2 * c).unwrap();
+    assert!(
+        got[..4 * 4096].iter().all(|&x| x == 0),
+        "zeroed before the write"
+    );
+    assert_eq!(&got[4 * 4096..6 * 4096], &data[..]);
+    // Up to the valid end, rounded up to the io unit: zeroes; past it, untouched.
+    assert!(got[6 * 4096..9 * 4096].iter().all(|&x| x == 0));
+    assert!(got[9 * 4096..c].iter().all(|&x| x == 0xAA));
+    assert_eq!(&got[c..c + 4096], &app[..]);
+    assert!(got[c + 4096..].iter().all(|&x| x == 0xAA));
+    // A plain write still zeroes its whole new cluster.
+    b.write(&mut ch, 3 * CLUSTER + 4096, &app).unwrap();
+    let got = b.read(&mut ch, 3 * CLUSTER, c).unwrap();
+    assert!(got[..4096].iter().all(|&x| x == 0));
+    assert_eq!(&got[4096..8192], &app[..]);
+    assert!(got[8192..].iter().all(|&x| x == 0));
+}
+
 #[test]
 fn thin_blobs_allocate_on_write_and_read_zeroes() {
     let d = dev(16, 4096);
