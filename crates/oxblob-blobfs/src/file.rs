@@ -73,6 +73,8 @@ pub(crate) struct OpenInode {
     mtime: AtomicU64,
     ctime: AtomicU64,
     orphan: AtomicBool,
+    /// Written bytes are not kept as clean chunks ([`crate::OpenFlags::no_reuse`]).
+    no_reuse: AtomicBool,
     data: RwLock<Data>,
     /// Read-ahead state and recent misses; never held across I/O. Lock order: `data`, then
     /// this, then the mount's clean chunks. (The chunks themselves are the mount's, keyed by
@@ -174,6 +176,11 @@ fn gone(path: &str) -> FsError {
 }
 
 impl OpenInode {
+    /// From now on, written bytes are not kept in the cache ([`crate::OpenFlags::no_reuse`]).
+    pub(crate) fn set_no_reuse(&self) {
+        self.no_reuse.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn new(ino: u64, blob: Blob, meta: &Inode) -> Self {
         let inline = match blob.get_internal_xattr(X_INLINE) {
             Some(mut v) => {
@@ -191,6 +198,7 @@ impl OpenInode {
             mtime: AtomicU64::new(meta.mtime),
             ctime: AtomicU64::new(meta.ctime),
             orphan: AtomicBool::new(false),
+            no_reuse: AtomicBool::new(false),
             data: RwLock::new(Data {
                 blob: Some(blob),
                 inline,
@@ -463,7 +471,7 @@ impl OpenInode {
     /// cached were patched by the caller.
     fn keep_written(&self, fs: &FsInner, off: u64, data: &[u8], dsize: u64) {
         let end = off + data.len() as u64;
-        if data.is_empty() || fs.cache.ra_max() == 0 {
+        if data.is_empty() || fs.cache.ra_max() == 0 || self.no_reuse.load(Ordering::Relaxed) {
             return;
         }
         for c in off.div_ceil(CHUNK)..end.div_ceil(CHUNK) {

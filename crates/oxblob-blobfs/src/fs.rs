@@ -130,6 +130,10 @@ pub struct OpenFlags {
     pub truncate: bool,
     /// Every write goes to the end of the file.
     pub append: bool,
+    /// What is written will not be read back soon (a write-ahead log): written bytes are
+    /// not kept in the data cache, which would spend fresh memory and a copy on them. Holds
+    /// for the open file (every handle) from this open on.
+    pub no_reuse: bool,
 }
 
 impl OpenFlags {
@@ -656,6 +660,9 @@ impl BlobFs {
                 oi
             }
         };
+        if flags.no_reuse {
+            inode.set_no_reuse();
+        }
         let h = FileHandle::new(Arc::clone(fs), inode, flags, path);
         if flags.truncate {
             h.truncate(0)?;

@@ -901,3 +901,50 @@ fn deleting_a_file_releases_its_clean_chunks() {
         assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}: end");
     }
 }
+
+/// `OpenFlags::no_reuse` (a log): what is written is not kept as clean chunks, while the
+/// same appends to an ordinary file are; both read back byte for byte, before and after a
+/// remount, through the opening handle and through others.
+#[test]
+fn no_reuse_files_keep_no_written_bytes_in_the_cache() {
+    let (d, fs) = fresh_with(64, DEFAULT_CACHE_BYTES);
+    let log = OpenFlags {
+        no_reuse: true,
+        ..OpenFlags::create_truncate()
+    };
+    let mut want = Vec::new();
+    let mut used = Vec::new();
+    for (name, flags) in [
+        ("/wal.log", log),
+        ("/table.sst", OpenFlags::create_truncate()),
+    ] {
+        let before = fs.cache_stats().used_bytes;
+        let h = fs.open(name, flags).unwrap();
+        let mut all = Vec::new();
+        for i in 0..40u64 {
+            let p = pattern(i + 1, 100_003);
+            h.append(&p).unwrap();
+            all.extend_from_slice(&p);
+        }
+        h.fsync().unwrap();
+        used.push(fs.cache_stats().used_bytes - before);
+        let r = fs.open(name, OpenFlags::read()).unwrap();
+        assert!(r.read_vec(0, all.len() + 1).unwrap() == all, "{name}");
+        h.close().unwrap();
+        r.close().unwrap();
+        want.push((name, all));
+    }
+    // 4 MB written to each: the log kept at most one buffer's worth of clean chunks (the
+    // read above may cache its tail), the ordinary file most of it.
+    assert!(used[0] < 1 << 20, "log kept {} bytes", used[0]);
+    assert!(used[1] >= 3 << 20, "ordinary file kept {} bytes", used[1]);
+    fs.unmount().unwrap();
+    let fs = BlobFs::mount(d, opts(DEFAULT_CACHE_BYTES)).unwrap();
+    for (name, all) in want {
+        let h = fs.open(name, OpenFlags::read()).unwrap();
+        assert!(
+            h.read_vec(0, all.len() + 1).unwrap() == all,
+            "{name} after remount"
+        );
+    }
+}

@@ -199,6 +199,7 @@ impl OxFuse {
             // The kernel computes the offset of every O_APPEND write from its i_size, which
             // is exact because every change goes through it: blobfs writes where told.
             append: false,
+            no_reuse: false,
         })
     }
 

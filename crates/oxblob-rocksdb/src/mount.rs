@@ -310,7 +310,7 @@ impl WFile {
     /// Opens `path` on the mount.
     pub fn open(m: &MountRef, path: &str, mode: OpenMode) -> Result<WFile> {
         use oxblob_blobfs::OpenFlags;
-        let flags = match mode {
+        let mut flags = match mode {
             OpenMode::Read => OpenFlags::read(),
             OpenMode::Truncate => OpenFlags::create_truncate(),
             OpenMode::Append => OpenFlags {
@@ -320,6 +320,12 @@ impl WFile {
                 ..Default::default()
             },
         };
+        // A write-ahead log (`NNNNNN.log`) or the info log (`LOG`): read back only by a
+        // recovery or a person, never while written. Caching what is written to them would
+        // spend a copy and fresh memory on every byte, in the writing thread, and crowd out
+        // SST blocks that are read.
+        let name = path.rsplit('/').next().unwrap_or(path);
+        flags.no_reuse = mode != OpenMode::Read && (name.ends_with(".log") || name == "LOG");
         let h = m.fs().open(path, flags)?;
         let base = h.len();
         Ok(WFile {
@@ -518,6 +524,32 @@ mod tests {
         // Cache on: appends go to blobfs's write-behind. Cache off: the plugin buffers.
         appends_round_trip("");
         appends_round_trip("&cache=0");
+    }
+
+    /// Write-ahead logs and the info log are opened `no_reuse`: what RocksDB writes to them
+    /// is not kept in the blobfs cache; a table file's is.
+    #[test]
+    fn logs_are_not_cached_tables_are() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let uri = format!("oxblob://{}/m.img?mkfs=1&size=256MiB", dir.path().display());
+        let m = MountRef::mount(&uri).unwrap();
+        m.fs().mkdir("/d").unwrap();
+        let mut kept = Vec::new();
+        for name in ["/d/000007.log", "/d/LOG", "/d/000008.sst"] {
+            let before = m.fs().cache_stats().used_bytes;
+            let mut w = WFile::open(&m, name, OpenMode::Truncate).unwrap();
+            let p = pattern(3 << 20, 9);
+            w.append(&p).unwrap();
+            w.sync().unwrap();
+            kept.push(m.fs().cache_stats().used_bytes - before);
+            w.close().unwrap();
+            let r = WFile::open(&m, name, OpenMode::Read).unwrap();
+            let mut got = vec![0u8; p.len()];
+            assert_eq!(r.read_at(0, &mut got).unwrap(), p.len());
+            assert!(got == p, "{name}: contents");
+        }
+        assert!(kept[0] == 0 && kept[1] == 0, "logs kept {kept:?}");
+        assert!(kept[2] >= 2 << 20, "the table kept {kept:?}");
     }
 
     fn appends_round_trip(opt: &str) {
