@@ -111,20 +111,28 @@ fn data_round_trip_across_clusters_many_in_flight() {
     }
 }
 
+/// A new store whose first `n` clusters hold old bytes (0xAA): a thick blob written and then
+/// deleted, every cluster free again.
+fn store_with_stale_clusters(n: u64) -> (Arc<dyn BlockDevice>, BlobStore) {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let old = bs.create_blob(thick(n)).unwrap();
+    let b = bs.open_blob(old).unwrap();
+    let mut ch = bs.channel().unwrap();
+    b.write(&mut ch, 0, &vec![0xAA; (n * CLUSTER) as usize])
+        .unwrap();
+    b.close().unwrap();
+    bs.delete_blob(old).unwrap();
+    (d, bs)
+}
+
 /// `write_buf_within`: a new cluster is zeroed before the write and from its end up to the
 /// caller's valid end; past that it is not written at all (the old bytes stay), which is
 /// the point: an append costs no write of zeroes.
 #[test]
 fn writes_within_a_valid_end_zero_only_what_the_caller_may_read() {
-    let d = dev(16, 4096);
-    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
-    let old = bs.create_blob(thick(4)).unwrap();
-    let b = bs.open_blob(old).unwrap();
+    let (_d, bs) = store_with_stale_clusters(4);
     let mut ch = bs.channel().unwrap();
-    b.write(&mut ch, 0, &vec![0xAA; 4 * CLUSTER as usize])
-        .unwrap();
-    b.close().unwrap();
-    bs.delete_blob(old).unwrap();
     let id = bs.create_blob(thin(8)).unwrap();
     let b = bs.open_blob(id).unwrap();
     let c = CLUSTER as usize;
@@ -164,18 +172,10 @@ fn writes_within_a_valid_end_zero_only_what_the_caller_may_read() {
 
 #[test]
 fn thin_blobs_allocate_on_write_and_read_zeroes() {
-    let d = dev(16, 4096);
-    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
-    let free0 = bs.free_clusters().unwrap();
-    // Leave old bytes in the data region: a thick blob written with 0xAA, then deleted.
-    let old = bs.create_blob(thick(4)).unwrap();
-    let b = bs.open_blob(old).unwrap();
-    let mut ch = bs.channel().unwrap();
-    b.write(&mut ch, 0, &vec![0xAA; 4 * CLUSTER as usize])
-        .unwrap();
-    b.close().unwrap();
-    bs.delete_blob(old).unwrap();
+    let (d, bs) = store_with_stale_clusters(4);
+    let free0 = bs.total_clusters();
     assert_eq!(bs.free_clusters().unwrap(), free0);
+    let mut ch = bs.channel().unwrap();
 
     let id = bs.create_blob(thin(100)).unwrap();
     assert_eq!(bs.free_clusters().unwrap(), free0);
