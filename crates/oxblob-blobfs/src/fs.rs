@@ -329,8 +329,8 @@ fn decode_record(r: &BlobRecord) -> Result<Found> {
     let (mut kind, mut name, mut orphan) = (None, None, false);
     let (mut parent, mut size, mut mtime, mut ctime) = (None, None, None, None);
     for x in r.xattrs.iter().filter(|x| !x.internal) {
-        let v = x.value.as_slice();
-        match x.name.as_str() {
+        let v = x.value;
+        match x.name {
             X_TYPE => kind = Some(v),
             X_NAME => name = Some(v),
             X_ORPHAN => orphan = true,

@@ -430,7 +430,7 @@ impl Blob {
         if st.current.is_read_only() {
             return Err(BsError::ReadOnly);
         }
-        put_xattr(Arc::make_mut(&mut st.current), name, value, internal);
+        put_xattr(Arc::make_mut(&mut st.current), name, value, internal)?;
         st.dirty = true;
         Ok(())
     }

@@ -51,10 +51,7 @@ use crate::store::{inspect, BlobStore, Inspection, LoadOptions};
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
 use oxblob_format::blob::{FLAG_READ_ONLY, FLAG_THIN};
 use oxblob_format::record::{self, Mutation};
-use oxblob_format::{
-    BlobRecord, Checkpoint, CheckpointRef, Extent, Superblock, MAX_XATTR_NAME, MAX_XATTR_VALUE,
-    MD_PAGE_SIZE,
-};
+use oxblob_format::{BlobRecord, Checkpoint, CheckpointRef, Extent, Superblock, MD_PAGE_SIZE};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -129,8 +126,6 @@ pub enum FindingKind {
     ParentCycle,
     /// A blob with clones is not read-only.
     ParentNotReadOnly,
-    /// An xattr name or value exceeds its limit.
-    XattrTooLarge,
     /// The super blob does not exist.
     SuperBlobMissing,
     /// Live md pages (checkpoint, log) lie outside the md region.
@@ -905,35 +900,8 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
                  or the parent's data); marked thin"
             ));
         }
-        // Xattrs.
-        let before = r.xattrs.len();
-        for x in &r.xattrs {
-            if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME || x.value.len() > MAX_XATTR_VALUE
-            {
-                f.push(finding(
-                    Severity::Error,
-                    FindingKind::XattrTooLarge,
-                    Some(*id),
-                    None,
-                    format!(
-                        "blob {id}: xattr {:?} has a {}-byte name and a {}-byte value (limits \
-                         1..={MAX_XATTR_NAME}, {MAX_XATTR_VALUE})",
-                        x.name,
-                        x.name.len(),
-                        x.value.len()
-                    ),
-                ));
-            }
-        }
-        r.xattrs.retain(|x| {
-            !(x.name.is_empty() || x.name.len() > MAX_XATTR_NAME || x.value.len() > MAX_XATTR_VALUE)
-        });
-        if r.xattrs.len() != before {
-            actions.push(format!(
-                "blob {id}: dropped {} oversized xattrs",
-                before - r.xattrs.len()
-            ));
-        }
+        // Xattr names and values need no check here: a record whose xattrs break their
+        // limits does not decode, and is reported with the other undecodable records.
     }
 
     // Parents: existence, cycles, read-only.

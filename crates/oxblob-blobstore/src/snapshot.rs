@@ -33,7 +33,7 @@ impl BlobStore {
             num_clusters: orig.num_clusters,
             parent: orig.parent,
             extents: std::mem::take(&mut orig.extents),
-            xattrs: Vec::new(),
+            xattrs: Default::default(),
         };
         orig.parent = sid;
         orig.flags |= FLAG_THIN;

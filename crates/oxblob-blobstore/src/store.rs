@@ -7,11 +7,11 @@ use crate::error::{BsError, Result};
 use crate::md::{clusters_of, MdState, PAGE};
 use crate::table::IdTable;
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
-use oxblob_format::blob::{XattrValue, FLAG_THIN};
+use oxblob_format::blob::{Xattrs, FLAG_THIN};
 use oxblob_format::record::{self, Mutation, RecordHeader, RecordKind};
 use oxblob_format::superblock::{INCOMPAT_CHECKED_DATA, INCOMPAT_PACKED_LOG};
 use oxblob_format::{
-    BlobRecord, Checkpoint, CheckpointRef, DecodeError, Extent, Superblock, Xattr, FORMAT_VERSION,
+    BlobRecord, Checkpoint, CheckpointRef, DecodeError, Extent, Superblock, FORMAT_VERSION,
     MAX_CLUSTER_SIZE, MAX_XATTR_NAME, MAX_XATTR_VALUE, MD_PAGE_SIZE, MIN_CLUSTER_SIZE,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -328,46 +328,16 @@ pub(crate) fn check_xattr(name: &str, value: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Sets (or replaces) an xattr in a record.
-pub(crate) fn put_xattr(r: &mut BlobRecord, name: &str, value: &[u8], internal: bool) {
-    match r
-        .xattrs
-        .iter_mut()
-        .find(|x| x.internal == internal && x.name == name)
-    {
-        Some(x) => x.value = XattrValue::from_slice(value),
-        None => r.xattrs.push(Xattr {
-            name: name.into(),
-            value: XattrValue::from_slice(value),
-            internal,
-        }),
-    }
-}
-
-/// [`put_xattr`] of a name and value the caller owns: they move into the record.
-pub(crate) fn put_xattr_owned(r: &mut BlobRecord, name: String, value: Vec<u8>, internal: bool) {
-    match r
-        .xattrs
-        .iter_mut()
-        .find(|x| x.internal == internal && x.name == name)
-    {
-        Some(x) => x.value = owned_value(value),
-        None => r.xattrs.push(Xattr {
-            name: name.into(),
-            value: owned_value(value),
-            internal,
-        }),
-    }
-}
-
-/// A value the caller owns: its buffer moves in when it is too long to be stored inline;
-/// a short one is copied inline (and its buffer, whatever its capacity, freed).
-fn owned_value(value: Vec<u8>) -> XattrValue {
-    if value.len() <= XattrValue::new().inline_size() {
-        XattrValue::from_slice(&value)
-    } else {
-        XattrValue::from_vec(value)
-    }
+/// Sets (or replaces) an xattr in a record (name and value checked by [`check_xattr`]).
+pub(crate) fn put_xattr(
+    r: &mut BlobRecord,
+    name: &str,
+    value: &[u8],
+    internal: bool,
+) -> Result<()> {
+    r.xattrs
+        .set(name, value, internal)
+        .map_err(|e| BsError::InvalidArgument(e.to_string()))
 }
 
 /// A blob's size in bytes must fit in a `u64` (thin blobs may exceed the device).
@@ -382,10 +352,7 @@ pub(crate) fn check_blob_size(num_clusters: u64, cluster_size: u64) -> Result<()
 
 /// Removes an xattr from a record; false if absent.
 pub(crate) fn del_xattr(r: &mut BlobRecord, name: &str, internal: bool) -> bool {
-    let before = r.xattrs.len();
-    r.xattrs
-        .retain(|x| !(x.internal == internal && x.name == name));
-    r.xattrs.len() != before
+    r.xattrs.remove(name, internal)
 }
 
 /// A blobstore. Cheap to clone (all clones share one store); `Send + Sync`.
@@ -1160,7 +1127,7 @@ impl BlobStore {
     /// Visits every blob's in-memory record in id order, by reference: nothing is copied and
     /// no blob is opened. `f` runs under the metadata mutex and the blob table's read lock
     /// (it must not call back into the store); it returns [`ControlFlow::Break`] to stop
-    /// early. The record's xattrs include internal ones (`Xattr::internal`). This is the
+    /// early. The record's xattrs include internal ones (`XattrRef::internal`). This is the
     /// cheap form of [`BlobStore::blobs`] for a caller that decodes a few xattrs of every
     /// blob (a file system's mount).
     pub fn for_each_blob(&self, mut f: impl FnMut(&BlobRecord) -> ControlFlow<()>) -> Result<()> {
@@ -1356,13 +1323,15 @@ impl Txn {
                             id,
                             flags: if o.thin { FLAG_THIN } else { 0 },
                             num_clusters: o.num_clusters,
-                            xattrs: Vec::with_capacity(o.xattrs.len()),
+                            xattrs: Xattrs::with_capacity(
+                                o.xattrs.iter().map(|(n, v)| 6 + n.len() + v.len()).sum(),
+                            ),
                             ..Default::default()
                         };
                         map_runs(&mut r.extents, 0, &runs);
-                        for (n, v) in o.xattrs {
-                            check_xattr(&n, &v)?;
-                            put_xattr_owned(&mut r, n, v, false);
+                        for (n, v) in &o.xattrs {
+                            check_xattr(n, v)?;
+                            put_xattr(&mut r, n, v, false)?;
                         }
                         work.insert(id, Some(Arc::new(r)));
                     }
@@ -1395,7 +1364,7 @@ impl Txn {
                         if r.is_read_only() {
                             return Err(BsError::ReadOnly);
                         }
-                        put_xattr_owned(Arc::make_mut(r), n, v, internal);
+                        put_xattr(Arc::make_mut(r), &n, &v, internal)?;
                     }
                     TxnOp::RemoveXattr(id, n, internal) => {
                         let r = load_work(&inner, &mut work, id)?;
@@ -1573,8 +1542,8 @@ mod tests {
         .unwrap();
         let (cur3, com3) = state(&bs, id);
         assert!(Arc::ptr_eq(&cur3, &com3) && !Arc::ptr_eq(&cur3, &cur2));
-        assert_eq!(cur2.xattrs[0].value.as_slice(), b"v");
-        assert_eq!(cur3.xattrs[0].value.as_slice(), b"w");
+        assert_eq!(cur2.xattrs.get("k", false).unwrap_or_default(), b"v");
+        assert_eq!(cur3.xattrs.get("k", false).unwrap_or_default(), b"w");
 
         // A failed transaction leaves both states untouched.
         let r = bs.transaction(|t| {
@@ -1585,7 +1554,7 @@ mod tests {
         assert!(matches!(r, Err(BsError::NotFound(999))), "{r:?}");
         let (cur4, com4) = state(&bs, id);
         assert!(Arc::ptr_eq(&cur4, &cur3) && Arc::ptr_eq(&com4, &com3));
-        assert_eq!(cur3.xattrs[0].value.as_slice(), b"w");
+        assert_eq!(cur3.xattrs.get("k", false).unwrap_or_default(), b"w");
         b.close().unwrap();
     }
 }

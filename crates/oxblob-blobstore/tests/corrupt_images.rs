@@ -778,7 +778,7 @@ fn blob_size_overflow_is_refused() {
         num_clusters: u64::MAX / 2,
         parent: info.parent,
         extents: b.extents(),
-        xattrs: Vec::new(),
+        xattrs: Default::default(),
     };
     drop(b);
     drop(bs);

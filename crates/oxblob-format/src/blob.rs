@@ -18,8 +18,8 @@
 //! other blobs is the blobstore's job.
 
 use crate::codec::{Put, Reader};
-use crate::{DecodeError, MAX_XATTR_NAME, MAX_XATTR_VALUE};
-use std::collections::BTreeSet;
+pub use crate::xattr::{XattrRef, Xattrs};
+use crate::DecodeError;
 
 /// Blob flag: clusters are allocated on first write.
 pub const FLAG_THIN: u64 = 1;
@@ -47,25 +47,6 @@ pub struct Extent {
     pub count: u64,
 }
 
-/// The bytes of an xattr value: up to 16 of them inline (no allocation of their own).
-pub type XattrValue = smallvec::SmallVec<[u8; 16]>;
-
-/// An extended attribute.
-///
-/// Name (up to 24 bytes) and value (up to 16 bytes) are stored inline: a blobfs inode's six
-/// attributes (`type`, `size`, times, `parent`, `name`) then cost no allocation of their own,
-/// where a `String` and a `Vec` each cost one — twelve per file, in memory for every file of
-/// a mounted file system and copied whenever a record is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Xattr {
-    /// Name, 1..=255 bytes of UTF-8.
-    pub name: compact_str::CompactString,
-    /// Value, at most 64 KiB.
-    pub value: XattrValue,
-    /// Internal to the blobstore (not listed with user xattrs).
-    pub internal: bool,
-}
-
 /// The complete metadata of one blob.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BlobRecord {
@@ -79,20 +60,14 @@ pub struct BlobRecord {
     pub parent: u64,
     /// Allocated clusters, sorted by logical cluster.
     pub extents: Vec<Extent>,
-    /// Extended attributes.
-    pub xattrs: Vec<Xattr>,
+    /// Extended attributes, packed ([`Xattrs`]).
+    pub xattrs: Xattrs,
 }
 
 impl BlobRecord {
     /// Encoded length in bytes.
     pub fn encoded_len(&self) -> usize {
-        FIXED
-            + self.extents.len() * EXTENT_SIZE
-            + self
-                .xattrs
-                .iter()
-                .map(|x| 6 + x.name.len() + x.value.len())
-                .sum::<usize>()
+        FIXED + self.extents.len() * EXTENT_SIZE + self.xattrs.encoded_len()
     }
 
     /// Appends the encoding to `out`. The record must satisfy [`BlobRecord::validate`]; an
@@ -111,13 +86,7 @@ impl BlobRecord {
             out.put_u64(e.physical);
             out.put_u64(e.count);
         }
-        for x in &self.xattrs {
-            out.put_u8(u8::from(x.internal));
-            out.put_u8(x.name.len() as u8);
-            out.put_u32(x.value.len() as u32);
-            out.extend_from_slice(x.name.as_bytes());
-            out.extend_from_slice(&x.value);
-        }
+        out.extend_from_slice(self.xattrs.as_encoded());
         Ok(())
     }
 
@@ -153,33 +122,7 @@ impl BlobRecord {
             });
         }
         r.check_count(u64::from(n_x), XATTR_MIN as u64)?;
-        let mut xattrs = Vec::with_capacity(n_x as usize);
-        for _ in 0..n_x {
-            let xf = r.u8()?;
-            if xf > 1 {
-                return Err(DecodeError::invalid(
-                    "blob record xattr flags",
-                    format!("unknown bits {xf:#x}"),
-                ));
-            }
-            let name_len = r.u8()? as usize;
-            let value_len = r.u32()? as usize;
-            if value_len > MAX_XATTR_VALUE {
-                return Err(DecodeError::invalid(
-                    "blob record xattr value",
-                    format!("length {value_len} exceeds {MAX_XATTR_VALUE}"),
-                ));
-            }
-            let name = std::str::from_utf8(r.bytes(name_len)?)
-                .map_err(|_| DecodeError::invalid("blob record xattr name", "not UTF-8"))?
-                .into();
-            let value = XattrValue::from_slice(r.bytes(value_len)?);
-            xattrs.push(Xattr {
-                name,
-                value,
-                internal: xf == 1,
-            });
-        }
+        let xattrs = Xattrs::read(r, n_x)?;
         let rec = BlobRecord {
             id,
             flags,
@@ -240,37 +183,7 @@ impl BlobRecord {
             }
             next_logical = end;
         }
-        // Duplicate names: pairwise for the usual handful of xattrs (no allocation), a set
-        // beyond that.
-        let few = self.xattrs.len() <= 16;
-        let mut names = BTreeSet::new();
-        for (i, x) in self.xattrs.iter().enumerate() {
-            if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME {
-                return Err(DecodeError::invalid(
-                    "blob record xattr name",
-                    format!("length {} not in 1..=255", x.name.len()),
-                ));
-            }
-            if x.value.len() > MAX_XATTR_VALUE {
-                return Err(DecodeError::invalid(
-                    "blob record xattr value",
-                    format!("length {} exceeds {MAX_XATTR_VALUE}", x.value.len()),
-                ));
-            }
-            let dup = if few {
-                self.xattrs[..i]
-                    .iter()
-                    .any(|y| y.internal == x.internal && y.name == x.name)
-            } else {
-                !names.insert((x.internal, x.name.as_str()))
-            };
-            if dup {
-                return Err(DecodeError::invalid(
-                    "blob record xattr name",
-                    format!("duplicate {:?}", x.name),
-                ));
-            }
-        }
+        self.xattrs.validate()?;
         Ok(())
     }
 
@@ -321,18 +234,12 @@ mod tests {
                     count: 5,
                 },
             ],
-            xattrs: vec![
-                Xattr {
-                    name: "name".into(),
-                    value: XattrValue::from_slice(b"file.sst"),
-                    internal: false,
-                },
-                Xattr {
-                    name: "name".into(),
-                    value: XattrValue::from_slice(&[1, 2]),
-                    internal: true,
-                },
-            ],
+            xattrs: {
+                let mut x = Xattrs::new();
+                x.set("name", b"file.sst", false).unwrap();
+                x.set("name", &[1, 2], true).unwrap();
+                x
+            },
         }
     }
 
@@ -368,9 +275,17 @@ mod tests {
         let mut r = sample();
         r.extents[1].count = 6; // beyond num_clusters
         assert!(matches!(r.encode(), Err(DecodeError::Invalid { .. })));
-        let mut r = sample();
-        r.xattrs[1].internal = false; // duplicate name
-        assert!(matches!(r.encode(), Err(DecodeError::Invalid { .. })));
+        // A duplicate name, as a corrupt image would hold it: the record's bytes with the
+        // internal flag of the second xattr cleared.
+        let b = sample().encode().unwrap();
+        let second = b.len() - (6 + 4 + 2);
+        assert_eq!(b[second], 1);
+        let mut dup = b.clone();
+        dup[second] = 0;
+        assert!(matches!(
+            BlobRecord::decode(&dup),
+            Err(DecodeError::Invalid { .. })
+        ));
         let mut r = sample();
         r.flags |= 1 << 40;
         assert!(matches!(r.encode(), Err(DecodeError::Invalid { .. })));

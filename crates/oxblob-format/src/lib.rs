@@ -22,8 +22,9 @@ pub mod checkpoint;
 mod codec;
 pub mod record;
 pub mod superblock;
+mod xattr;
 
-pub use blob::{BlobRecord, Extent, Xattr, XattrValue};
+pub use blob::{BlobRecord, Extent, XattrRef, Xattrs};
 pub use checkpoint::{Checkpoint, CheckpointEncoder};
 pub use record::{DataCheck, Mutation, RecordHeader, RecordKind};
 pub use superblock::{CheckpointRef, Superblock};

@@ -3,10 +3,11 @@
 
 use oxblob_format::blob::KNOWN_FLAGS;
 use oxblob_format::record::{self, Mutation, RecordKind};
-use oxblob_format::{BlobRecord, Checkpoint, CheckpointRef, Extent, Superblock, Xattr};
+use oxblob_format::{BlobRecord, Checkpoint, CheckpointRef, Extent, Superblock, Xattrs};
 use proptest::prelude::*;
 use std::sync::Arc;
 
+#[allow(clippy::unwrap_used)] // test input: the generated names and values are within limits
 fn blob_record(id: u64) -> impl Strategy<Value = BlobRecord> {
     (
         0..=KNOWN_FLAGS,
@@ -34,18 +35,10 @@ fn blob_record(id: u64) -> impl Strategy<Value = BlobRecord> {
                 });
                 at += count;
             }
-            let mut xattrs: Vec<Xattr> = Vec::new();
+            let mut xattrs = Xattrs::new();
             for (name, value, internal) in xs {
-                if !xattrs
-                    .iter()
-                    .any(|x| x.name == name && x.internal == internal)
-                {
-                    xattrs.push(Xattr {
-                        name: name.into(),
-                        value: value.into(),
-                        internal,
-                    });
-                }
+                // A later value of the same (internal, name) replaces the earlier one.
+                xattrs.set(&name, &value, internal).unwrap();
             }
             BlobRecord {
                 id,

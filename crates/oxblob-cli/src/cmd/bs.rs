@@ -549,7 +549,7 @@ fn blob_json(r: &BlobRecord) -> Value {
         "parent": r.parent,
         "extents": r.extents.iter().map(|e| json!([e.logical, e.physical, e.count])).collect::<Vec<_>>(),
         "xattrs": r.xattrs.iter().map(|x| json!({
-            "name": x.name.as_str(), "internal": x.internal, "len": x.value.len(),
+            "name": x.name, "internal": x.internal, "len": x.value.len(),
         })).collect::<Vec<_>>(),
     })
 }
