@@ -101,6 +101,10 @@ impl Blob {
             return Err(BsError::ReadOnly);
         }
         let old = st.current.num_clusters;
+        if num_clusters == old {
+            // Nothing changes: the blob stays clean (no record to write at the next sync).
+            return Ok(());
+        }
         if num_clusters > old {
             if !st.current.is_thin() {
                 let runs = self.inner.alloc_zeroed(&mut md, num_clusters - old)?;
@@ -129,9 +133,7 @@ impl Blob {
                 }
             }
         }
-        if num_clusters != old {
-            Arc::make_mut(&mut st.current).num_clusters = num_clusters;
-        }
+        Arc::make_mut(&mut st.current).num_clusters = num_clusters;
         st.dirty = true;
         Ok(())
     }

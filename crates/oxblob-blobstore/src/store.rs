@@ -1329,8 +1329,8 @@ impl Txn {
                             ..Default::default()
                         };
                         map_runs(&mut r.extents, 0, &runs);
+                        // Names and values were checked by `Txn::create`.
                         for (n, v) in &o.xattrs {
-                            check_xattr(n, v)?;
                             put_xattr(&mut r, n, v, false)?;
                         }
                         work.insert(id, Some(Arc::new(r)));

@@ -284,6 +284,11 @@ fn resize_grow_shrink_and_deferred_free() {
     assert_eq!(bs.free_clusters().unwrap(), free0 - 10);
     b.sync_md().unwrap();
     assert_eq!(bs.free_clusters().unwrap(), free0 - 3);
+    // A resize to the size it has changes nothing, so there is nothing to sync.
+    assert!(!b.is_dirty());
+    b.resize(3).unwrap();
+    assert!(!b.is_dirty());
+    assert_eq!((b.num_clusters(), b.allocated_clusters()), (3, 3));
     // Grow then shrink before any sync: never durable, freed at once.
     b.resize(6).unwrap();
     b.resize(3).unwrap();
