@@ -444,11 +444,7 @@ impl Blob {
         if st.current.is_read_only() {
             return Err(BsError::ReadOnly);
         }
-        let present = st
-            .current
-            .xattrs
-            .iter()
-            .any(|x| x.internal == internal && x.name == name);
+        let present = st.current.xattrs.contains(name, internal);
         if present {
             // Copied only when something changes.
             del_xattr(Arc::make_mut(&mut st.current), name, internal);
@@ -462,9 +458,8 @@ impl Blob {
             .read()
             .current
             .xattrs
-            .iter()
-            .find(|x| x.internal == internal && x.name == name)
-            .map(|x| x.value.to_vec())
+            .get(name, internal)
+            .map(<[u8]>::to_vec)
     }
 
     /// Sets a user xattr (name 1..=255 bytes, value ≤ 64 KiB). In memory until `sync_md`.
