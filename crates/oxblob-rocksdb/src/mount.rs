@@ -590,11 +590,7 @@ mod tests {
             }
             w.datasync().unwrap();
             // Synced: a second handle sees it all, before any close.
-            let r = WFile::open(&m, "/000003.log", OpenMode::Read).unwrap();
-            let mut got = vec![0u8; all.len() + 1];
-            assert_eq!(r.read_at(0, &mut got).unwrap(), all.len(), "{opt}");
-            assert!(got[..all.len()] == all[..], "{opt}: contents");
-            drop(r);
+            assert_holds(&m, "/000003.log", &all, &format!("{opt}: contents"));
             w.close().unwrap();
             m.release().unwrap();
             let m = MountRef::mount(&format!(
@@ -602,13 +598,22 @@ mod tests {
                 dir.path().display()
             ))
             .unwrap();
-            let r = WFile::open(&m, "/000003.log", OpenMode::Read).unwrap();
-            let mut got = vec![0u8; all.len() + 1];
-            assert_eq!(r.read_at(0, &mut got).unwrap(), all.len(), "{opt}");
-            assert!(got[..all.len()] == all[..], "{opt}: contents after remount");
-            drop(r);
+            assert_holds(
+                &m,
+                "/000003.log",
+                &all,
+                &format!("{opt}: contents after remount"),
+            );
             m.release().unwrap();
         }
+    }
+
+    /// A new reader of `path` reads exactly `want` (no byte more).
+    fn assert_holds(m: &MountRef, path: &str, want: &[u8], what: &str) {
+        let r = WFile::open(m, path, OpenMode::Read).unwrap();
+        let mut got = vec![0u8; want.len() + 1];
+        assert_eq!(r.read_at(0, &mut got).unwrap(), want.len(), "{what}");
+        assert!(got[..want.len()] == *want, "{what}");
     }
 
     fn appends_round_trip(opt: &str) {
