@@ -66,6 +66,24 @@ impl Appended {
 /// never reads more than this back per record.
 const CHECKED_APPEND_MAX: u64 = 4 << 20;
 
+/// Sets a file blob's size and times xattrs (in memory until its next record).
+fn set_size_times(
+    blob: &oxblob_blobstore::Blob,
+    size: u64,
+    mtime: u64,
+    ctime: u64,
+) -> oxblob_blobstore::Result<()> {
+    blob.set_xattr(X_SIZE, &enc_u64(size))?;
+    blob.set_xattr(X_MTIME, &enc_u64(mtime))?;
+    blob.set_xattr(X_CTIME, &enc_u64(ctime))
+}
+
+/// Largest append an fsync logs **inline**, inside the inode record
+/// (`Blob::write_commit_inline`): one device write and one flush, where a checked commit
+/// writes the data and the record apart (two writes, one flush). The blobstore writes the
+/// bytes in place later, in bulk. Larger appends are cheaper written once, in place.
+const INLINE_APPEND_MAX: u64 = 32 << 10;
+
 /// The in-memory inode of an open file, shared by all its handles.
 pub(crate) struct OpenInode {
     ino: u64,
@@ -398,13 +416,15 @@ impl OpenInode {
         Ok(Some(size))
     }
 
-    /// The common core of [`Self::append_commit`] and [`Self::append_sync_direct`]: writes
-    /// `bytes` at `start` (the device valid up to `d.dsize`, `start` not past it), padded to
-    /// whole io blocks (the head block from the end-block memo), together with the inode
-    /// record — size `a.end`, the given times — carrying a check over `[a.from, a.end)`;
-    /// then one flush. `Ok(false)`: not applicable (the range is too long, reaches an
-    /// unallocated cluster, or the head block is not at hand), nothing written. On error the
-    /// blob's size and times are reset to the file's in-memory ones.
+    /// The common core of [`Self::append_commit`] and [`Self::append_sync_direct`]: commits
+    /// `bytes` at `start` (the device valid up to `d.dsize`, `start` not past it) with the
+    /// inode record — size `a.end`, the given times — and one flush. When every byte since
+    /// the last record is at hand and there are at most [`INLINE_APPEND_MAX`] of them, they
+    /// go **inside** the record (one device write); otherwise, or when the log has no room
+    /// for them, [`Self::commit_placed`] writes them in place beside a checked record.
+    /// `Ok(false)`: not applicable (the range is too long, reaches an unallocated cluster,
+    /// or the head block is not at hand), nothing written. On error the blob's size and
+    /// times are reset to the file's in-memory ones.
     #[allow(clippy::too_many_arguments)]
     fn commit_with_bytes(
         &self,
@@ -434,6 +454,68 @@ impl OpenInode {
         if a1 - a0 > CHECKED_APPEND_MAX || !blob.is_allocated(a0, a1 - a0) {
             return Ok(false);
         }
+        if start > a.from || a.end - a.from > INLINE_APPEND_MAX {
+            return self.commit_placed(fs, d, start, bytes, a, mtime, ctime, path);
+        }
+        let bs = |e| FsError::from_bs(e, path);
+        let logged = &bytes[(a.from - start) as usize..];
+        set_size_times(blob, end, mtime, ctime).map_err(bs)?;
+        match blob.write_commit_inline(a.from, logged, Durability::Durable) {
+            Ok(()) => {}
+            // A log too full for the bytes: they go in place instead.
+            Err(oxblob_blobstore::BsError::NoMetadataSpace) => {
+                return self.commit_placed(fs, d, start, bytes, a, mtime, ctime, path);
+            }
+            Err(e) => {
+                d.tail = None;
+                let (size, mtime, ctime) = self.times_and_size();
+                let _ = set_size_times(blob, size, mtime, ctime);
+                return Err(bs(e));
+            }
+        }
+        // The end block as reads now see it, for the next commit's head.
+        let tb = end / unit * unit;
+        d.tail = match &d.tail {
+            _ if end % unit == 0 => None,
+            Some((o, b)) if *o == tb && b.len() as u64 == unit && tb < start => {
+                let mut blk = b.clone();
+                blk[(start - tb) as usize..(end - tb) as usize].copy_from_slice(bytes);
+                blk[(end - tb) as usize..].fill(0);
+                Some((tb, blk))
+            }
+            _ if tb >= start => {
+                let mut blk = vec![0u8; unit as usize];
+                blk[..(end - tb) as usize].copy_from_slice(&bytes[(tb - start) as usize..]);
+                Some((tb, blk))
+            }
+            _ => None,
+        };
+        Ok(true)
+    }
+
+    /// [`Self::commit_with_bytes`] with the bytes written in place: padded to whole io
+    /// blocks (the head block from the end-block memo) and written together with the inode
+    /// record, which carries a check over `[a.from, a.end)`; then one flush. The caller
+    /// checked the range (allocated, not too long).
+    #[allow(clippy::too_many_arguments)]
+    fn commit_placed(
+        &self,
+        fs: &FsInner,
+        d: &mut Data,
+        start: u64,
+        bytes: &[u8],
+        a: Appended,
+        mtime: u64,
+        ctime: u64,
+        path: &str,
+    ) -> Result<bool> {
+        let Some(blob) = d.blob.as_ref() else {
+            return Ok(false);
+        };
+        let unit = fs.io_unit;
+        let end = a.end;
+        let a0 = start / unit * unit;
+        let a1 = end.div_ceil(unit) * unit;
         let mut buf = vec![0u8; (a1 - a0) as usize];
         let head = (start - a0) as usize;
         if head > 0 {
@@ -446,18 +528,13 @@ impl OpenInode {
         }
         buf[head..head + bytes.len()].copy_from_slice(bytes);
         let bs = |e| FsError::from_bs(e, path);
-        let set = |size: u64, mtime: u64, ctime: u64| -> oxblob_blobstore::Result<()> {
-            blob.set_xattr(X_SIZE, &enc_u64(size))?;
-            blob.set_xattr(X_MTIME, &enc_u64(mtime))?;
-            blob.set_xattr(X_CTIME, &enc_u64(ctime))
-        };
-        set(end, mtime, ctime).map_err(bs)?;
+        set_size_times(blob, end, mtime, ctime).map_err(bs)?;
         let r =
             blob.write_commit_checked(a0, &buf, a.from, a.end - a.from, a.crc, Durability::Durable);
         if let Err(e) = r {
             d.tail = None;
             let (size, mtime, ctime) = self.times_and_size();
-            let _ = set(size, mtime, ctime);
+            let _ = set_size_times(blob, size, mtime, ctime);
             return Err(bs(e));
         }
         d.tail = (end % unit != 0).then(|| (a1 - unit, buf[buf.len() - unit as usize..].to_vec()));

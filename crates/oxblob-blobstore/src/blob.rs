@@ -12,6 +12,21 @@ use oxblob_format::Extent;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// Whether inline data of the current log (see [`Blob::write_commit_inline`]) may lie in
+/// bytes `[lo, hi)` of the blob of `entry`. A replay writes such bytes through the blob's
+/// final extents, so nothing may map those bytes to other clusters while the log lives
+/// (shrink, snapshot): they checkpoint first.
+pub(crate) fn inline_in_log(inner: &Inner, entry: &BlobEntry, lo: u64, hi: u64) -> bool {
+    let g = inner
+        .group
+        .log_generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    match entry.read().checked.as_deref() {
+        Some(c) if c.generation == g && c.inline => lo < c.hi && hi > c.lo,
+        _ => false,
+    }
+}
+
 /// Longest parent chain followed before the chain is declared corrupt.
 const MAX_CHAIN: usize = 4096;
 
@@ -95,6 +110,13 @@ impl Blob {
         self.live()?;
         crate::store::check_blob_size(num_clusters, self.inner.geo.cluster_size)?;
         let mut md = self.inner.md_writable()?;
+        // Inline data of the log past the new end would be written again by a replay, into
+        // whatever clusters the blob maps there by then: a checkpoint retires it first (and
+        // settles it, so no overlay bytes outlive the clusters they belong to).
+        let new_end = num_clusters.saturating_mul(self.inner.geo.cluster_size);
+        if self.inline_in_log(new_end, u64::MAX) {
+            md.checkpoint(&self.inner, None).map_err(|e| e.error)?;
+        }
         let mut guard = self.entry.write();
         let st = &mut *guard;
         if st.current.is_read_only() {
@@ -231,6 +253,114 @@ impl Blob {
         self.checked_commit(Some((at, data)), offset, len, crc, durability)
     }
 
+    /// Writes `data` at byte `offset` of the blob **inside the metadata record** that commits
+    /// the blob's current state (a `WriteData` mutation next to its `PutBlob`), not in the
+    /// blob's clusters: an appending fsync of a few KiB then costs **one** device write (the
+    /// log record) and one flush, against two writes and a flush for
+    /// [`Blob::write_commit_checked`]. The bytes reach their clusters later, in bulk (see the
+    /// overlay in the format documentation); reads see them at once.
+    ///
+    /// Every cluster of the range must be allocated ([`Blob::is_allocated`]) and `data` at
+    /// most [`oxblob_format::record::MAX_WRITE_LEN`] bytes; otherwise `InvalidArgument`.
+    /// `ReadOnly` for a read-only blob or store. Until the log holding the record is
+    /// checkpointed, the bytes must not be changed in place without
+    /// [`Blob::confirm_checked`] first (a replay would write them again, over newer ones);
+    /// [`Blob::checked_overlaps`] tells whether that applies. Appending past them never
+    /// needs it, and a shrinking [`Blob::resize`] confirms by itself. If the commit fails, the
+    /// blob's committed state and what reads return are unchanged.
+    pub fn write_commit_inline(
+        &self,
+        offset: u64,
+        data: &[u8],
+        durability: crate::Durability,
+    ) -> Result<()> {
+        self.live()?;
+        if self.inner.read_only {
+            return Err(BsError::ReadOnly);
+        }
+        if data.is_empty() {
+            return self.commit_md(durability);
+        }
+        let len = data.len() as u64;
+        let t = {
+            let mut md = self.inner.md_writable()?;
+            let rec = Arc::clone(&self.entry.read().current);
+            if rec.flags & FLAG_READ_ONLY != 0 {
+                return Err(BsError::ReadOnly);
+            }
+            let end = offset.checked_add(len);
+            if len > oxblob_format::record::MAX_WRITE_LEN
+                || end.is_none_or(|e| {
+                    e > rec.num_clusters.saturating_mul(self.inner.geo.cluster_size)
+                })
+                || !self.is_allocated(offset, len)
+            {
+                return Err(BsError::InvalidArgument(format!(
+                    "inline write of {len} bytes at {offset} of blob {:#x}: longer than {}                      bytes, past its {} clusters or in an unallocated one",
+                    self.id,
+                    oxblob_format::record::MAX_WRITE_LEN,
+                    rec.num_clusters
+                )));
+            }
+            // Into the overlay before the commit: a commit that goes through a checkpoint
+            // settles them in place before its flush.
+            let before = {
+                let mut o = self.inner.overlay();
+                let before = o.remove_range(self.id, offset, len);
+                o.insert(self.id, offset, data);
+                self.inner.overlay_changed(&o);
+                before
+            };
+            let generation = md.sb.generation;
+            let muts = [
+                Mutation::PutBlob(rec),
+                Mutation::WriteData(oxblob_format::DataWrite {
+                    blob: self.id,
+                    offset,
+                    data: data.to_vec(),
+                }),
+            ];
+            match md.commit_apply(&self.inner, &muts, false) {
+                Err(e) => {
+                    let mut o = self.inner.overlay();
+                    o.remove_range(self.id, offset, len);
+                    for (at, b) in before {
+                        o.insert(self.id, at, &b);
+                    }
+                    self.inner.overlay_changed(&o);
+                    return Err(e.error);
+                }
+                Ok(true) => return Ok(()), // through a checkpoint: settled and durable
+                Ok(false) => {}
+            }
+            if md.sb.generation == generation {
+                let mut st = self.entry.write();
+                crate::store::Checked::note(
+                    &mut st.checked,
+                    offset,
+                    offset + len,
+                    generation,
+                    true,
+                );
+            }
+            if self.inner.overlay().bytes() > crate::overlay::SETTLE_BYTES {
+                // A failure leaves the bytes in the overlay: the next settle retries.
+                let _ = md.settle(&self.inner, None);
+            }
+            md.last_ticket
+        };
+        match durability {
+            crate::Durability::Durable => self.inner.wait_durable(t),
+            crate::Durability::Deferred => Ok(()),
+        }
+    }
+
+    /// Whether inline data of the current log (see [`Blob::write_commit_inline`]) may lie in
+    /// `[lo, hi)`.
+    fn inline_in_log(&self, lo: u64, hi: u64) -> bool {
+        inline_in_log(&self.inner, &self.entry, lo, hi)
+    }
+
     /// Whether every cluster of bytes `[offset, offset + len)` is allocated (a write there
     /// needs no thin allocation).
     pub fn is_allocated(&self, offset: u64, len: u64) -> bool {
@@ -260,6 +390,10 @@ impl Blob {
         }
         let t = {
             let mut md = self.inner.md_writable()?;
+            // Logged bytes of the blob go in place before newer data or a check over them.
+            if self.inner.overlay_active() && self.inner.overlay().overlaps(self.id, 0, u64::MAX) {
+                md.settle(&self.inner, Some(self.id))?;
+            }
             let rec = Arc::clone(&self.entry.read().current);
             if let Some((at, bytes)) = data {
                 md.piggyback = self.data_writes(&rec, at, bytes)?;
@@ -306,14 +440,13 @@ impl Blob {
             }
             if md.sb.generation == generation {
                 let mut st = self.entry.write();
-                match &mut st.checked {
-                    Some(c) if c.2 == generation => {
-                        c.0 = c.0.min(offset);
-                        c.1 = c.1.max(offset + len);
-                    }
-                    Some(c) => **c = (offset, offset + len, generation),
-                    None => st.checked = Some(Box::new((offset, offset + len, generation))),
-                }
+                crate::store::Checked::note(
+                    &mut st.checked,
+                    offset,
+                    offset + len,
+                    generation,
+                    false,
+                );
             }
             md.last_ticket
         };
@@ -382,17 +515,26 @@ impl Blob {
             .log_generation
             .load(std::sync::atomic::Ordering::Acquire);
         match self.entry.read().checked.as_deref() {
-            Some(&(lo, hi, gen)) if gen == g => offset < hi && offset.saturating_add(len) > lo,
+            Some(c) if c.generation == g => offset < c.hi && offset.saturating_add(len) > c.lo,
             _ => false,
         }
     }
 
-    /// Makes the blob's checked records safe to invalidate: writes its metadata as a plain
-    /// record (no check) and flushes, so a replay that skips an earlier checked record still
-    /// ends at this state. A no-op when no check of the blob is in the log. Blocks.
+    /// Makes the blob's checked and inline records safe to invalidate. For checks: writes its
+    /// metadata as a plain record (no check) and flushes, so a replay that skips an earlier
+    /// checked record still ends at this state. For inline data: takes a checkpoint (the
+    /// bytes settle in place and the log that would write them again is dropped). A no-op
+    /// when neither is in the log. Blocks.
     pub fn confirm_checked(&self) -> Result<()> {
         self.live()?;
         if self.inner.read_only || !self.checked_overlaps(0, u64::MAX) {
+            return Ok(());
+        }
+        if self.inline_in_log(0, u64::MAX) {
+            let mut md = self.inner.md_writable()?;
+            md.checkpoint(&self.inner, None).map_err(|e| e.error)?;
+            drop(md);
+            self.entry.write().checked = None;
             return Ok(());
         }
         let t = {

@@ -359,6 +359,9 @@ pub fn fsck(dev: &Arc<dyn BlockDevice>, opts: FsckOptions) -> Result<FsckReport>
 /// The replayed state with every repairable violation fixed, and what was changed.
 struct Fixed {
     blobs: BTreeMap<u64, BlobRecord>,
+    /// The log's inline data (`WriteData`), which the repaired checkpoint drops the log of:
+    /// written in place first.
+    overlay: crate::overlay::Overlay,
     next_id: u64,
     super_blob: Option<u64>,
     actions: Vec<String>,
@@ -706,6 +709,7 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
         .collect();
     let mut next_id = ins.checkpoint.next_blob_id;
     let mut sup = ins.checkpoint.super_blob;
+    let mut overlay = crate::overlay::Overlay::default();
     for e in ins.log.iter().filter(|e| e.link.is_none()) {
         if let Some(why) = &e.skipped {
             f.push(finding(
@@ -726,6 +730,7 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
                     blobs.insert(r.id, BlobRecord::clone(r));
                 }
                 Mutation::DeleteBlob(id) => {
+                    overlay.remove_blob(*id);
                     if blobs.remove(id).is_none() {
                         f.push(finding(
                             Severity::Error,
@@ -747,6 +752,7 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
                 Mutation::SetSuperBlob(s) => sup = *s,
                 Mutation::SetNextId(n) => next_id = next_id.max(*n),
                 Mutation::CheckData(_) => {}
+                Mutation::WriteData(w) => overlay.insert(w.blob, w.offset, &w.data),
             }
         }
     }
@@ -1008,6 +1014,7 @@ fn check_state(ins: &Inspection, report: &mut FsckReport) -> Fixed {
     };
     Fixed {
         blobs,
+        overlay,
         next_id,
         super_blob: sup,
         actions,
@@ -1050,6 +1057,18 @@ fn write_checkpoint(dev: &dyn BlockDevice, ins: &Inspection, fix: &Fixed) -> Res
         .find(|s| !(run..run + nsegs).contains(s))
         .ok_or(BsError::NoMetadataSpace)?;
     let mut ch = dev.channel()?;
+    // Inline data of the log goes in place (through the repaired extents) before the
+    // checkpoint's flush, since the new superblock drops the log.
+    let unit = u64::from(sb.io_unit);
+    for (blob, runs) in fix.overlay.snapshot(None) {
+        if let Some(rec) = fix.blobs.get(&blob) {
+            for (at, piece) in
+                crate::overlay::placements(rec, &runs, sb.cluster_size, sb.data_first_byte)
+            {
+                crate::overlay::write_in_place(ch.as_mut(), at, piece, unit)?;
+            }
+        }
+    }
     let first_page = sb.md_first_page + run * seg;
     let mut padded = bytes.clone();
     padded.resize(pages as usize * MD_PAGE_SIZE, 0);

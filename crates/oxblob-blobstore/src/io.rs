@@ -54,6 +54,18 @@ struct Parent {
     bufs: Vec<IoBuf>,
     remaining: usize,
     error: Option<BsError>,
+    /// For a read: logged bytes not yet in place (the overlay), copied at submit, laid over
+    /// the device's data at completion, as (position in the range, bytes).
+    patches: Vec<(usize, Vec<u8>)>,
+}
+
+/// Lays `patches` (see [`Parent::patches`]) over the data in `bufs`.
+fn apply_patches(bufs: &mut [IoBuf], patches: &[(usize, Vec<u8>)]) {
+    for (at, b) in patches {
+        for_each_piece(bufs, *at, b.len(), |s, off| {
+            s.copy_from_slice(&b[off..off + s.len()])
+        });
+    }
 }
 
 struct Child {
@@ -173,6 +185,22 @@ impl BsChannel {
                 bufs,
             );
         }
+        // Logged bytes not yet in place: a read takes a copy to lay over the device's data;
+        // anything else puts them in place first, so its own bytes land after them.
+        let mut patches = Vec::new();
+        if self.inner.overlay_active() {
+            if kind == Kind::Read {
+                patches = self.inner.overlay().patches(blob.id, offset, len);
+            } else if self.inner.overlay().overlaps(blob.id, offset, len) {
+                let r = self
+                    .inner
+                    .md_writable()
+                    .and_then(|mut md| md.settle(&self.inner, Some(blob.id)));
+                if let Err(e) = r {
+                    return reject(e, bufs);
+                }
+            }
+        }
         let (first, last) = (offset / cs, (offset + len - 1) / cs);
         if kind != Kind::Read {
             let (ro, missing) = {
@@ -244,6 +272,7 @@ impl BsChannel {
             bufs: Vec::new(),
             remaining: 0,
             error: None,
+            patches,
         };
         let mut ops: Vec<(IoOp, Child)> = Vec::new();
         let zero_copy = pieces.len() == 1
@@ -346,6 +375,7 @@ impl BsChannel {
         }
         parent.remaining = ops.len();
         if ops.is_empty() {
+            apply_patches(&mut parent.bufs, &parent.patches);
             self.ready.push_back((
                 pid,
                 BsCompletion {
@@ -393,7 +423,10 @@ impl BsChannel {
         }
         p.remaining -= 1;
         if p.remaining == 0 {
-            if let Some(p) = self.parents.remove(&child.parent) {
+            if let Some(mut p) = self.parents.remove(&child.parent) {
+                if p.error.is_none() {
+                    apply_patches(&mut p.bufs, &p.patches);
+                }
                 self.ready.push_back((
                     child.parent,
                     BsCompletion {

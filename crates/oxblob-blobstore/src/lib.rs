@@ -40,6 +40,7 @@ mod error;
 mod fsck;
 mod io;
 mod md;
+mod overlay;
 mod snapshot;
 mod store;
 mod table;

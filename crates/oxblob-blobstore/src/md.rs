@@ -422,7 +422,12 @@ impl MdState {
             return Ok(true);
         }
         if self.tail + len + link_len > self.seg_end {
-            let Some(seg) = self.free_segments.iter().next().copied() else {
+            // A new log segment, unless taking it would leave too little room for the next
+            // checkpoint: then the checkpoint now (it carries this transaction and restarts
+            // the log in one segment), before the log can no longer be folded at all.
+            let seg = self.free_segments.iter().next().copied();
+            let Some(seg) = seg.filter(|_| self.free_segments.len() as u64 > self.ckpt_reserve())
+            else {
                 self.write_all(data)?;
                 self.checkpoint(inner, Some(muts))?;
                 return Ok(true);
@@ -488,6 +493,16 @@ impl MdState {
         Ok(durable)
     }
 
+    /// Free segments the next checkpoint needs: its own (the current one plus a quarter for
+    /// growth) and a fresh log segment.
+    fn ckpt_reserve(&self) -> u64 {
+        let ckpt_pages = self.sb.checkpoint.len.div_ceil(PAGE);
+        (ckpt_pages + ckpt_pages / 4)
+            .div_ceil(self.seg_pages())
+            .max(1)
+            + 1
+    }
+
     fn log_pages_used(&self) -> u64 {
         self.log_segments.len() as u64 * self.seg_pages()
     }
@@ -538,6 +553,9 @@ impl MdState {
                 // The checked data completed before the commit; the checkpoint's own flush
                 // (before its superblock) makes it durable.
                 Mutation::CheckData(_) => {}
+                // Inline data is in the overlay (put there before the commit), which the
+                // checkpoint settles in place before its flush.
+                Mutation::WriteData(_) => {}
             }
         }
         // The blob table is ordered by id: the checkpoint streams it in order, with no sort.
@@ -577,6 +595,9 @@ impl MdState {
         inner: &Inner,
         extra: Option<&[Mutation]>,
     ) -> std::result::Result<(), CommitError> {
+        // The log about to be dropped may hold the only copy of inline data: in place first,
+        // so the checkpoint's flush covers it.
+        self.settle(inner, None)?;
         let buf = std::mem::take(&mut self.ckpt_buf);
         let bytes = self.encode_checkpoint(inner, extra, buf)?;
         let r = self.write_checkpoint(&bytes);
@@ -650,6 +671,35 @@ impl MdState {
         Ok(())
     }
 
+    /// Writes the overlay's bytes (of blob `only`, or of every blob) to their place through
+    /// each blob's current extents, then drops them from the overlay. Bytes of clusters the
+    /// blob no longer maps (deleted, shrunk) are dropped unwritten. Edge blocks are read and
+    /// written back whole. No flush: the bytes are durable in the log until a checkpoint,
+    /// whose flush comes after its settle. On error the overlay keeps everything.
+    pub(crate) fn settle(&mut self, inner: &Inner, only: Option<u64>) -> Result<()> {
+        if !inner.overlay_active() {
+            return Ok(());
+        }
+        let todo = inner.overlay().snapshot(only);
+        let unit = inner.geo.io_unit;
+        let cluster_size = inner.geo.cluster_size;
+        for (blob, runs) in &todo {
+            let Ok(entry) = inner.entry(*blob) else {
+                continue;
+            };
+            let rec = Arc::clone(&entry.read().current);
+            for (dev, piece) in
+                crate::overlay::placements(&rec, runs, cluster_size, inner.geo.data_first_byte)
+            {
+                crate::overlay::write_in_place(self.ch.as_mut(), dev, piece, unit)?;
+            }
+        }
+        let mut o = inner.overlay();
+        o.settled(&todo);
+        inner.overlay_changed(&o);
+        Ok(())
+    }
+
     /// A run of `n` contiguous free segments and one more free segment outside it.
     fn find_space(&self, n: u64) -> Option<(u64, u64)> {
         let total = self.sb.md_page_count / self.seg_pages();
@@ -712,6 +762,11 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
                     }
                 }
                 Mutation::DeleteBlob(id) => {
+                    if inner.overlay_active() {
+                        let mut o = inner.overlay();
+                        o.remove_blob(*id);
+                        inner.overlay_changed(&o);
+                    }
                     if let Some(e) = blobs.remove(*id) {
                         let st = e.read();
                         old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
@@ -720,7 +775,7 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
                 }
                 Mutation::SetSuperBlob(s) => md.super_blob = *s,
                 Mutation::SetNextId(n) => md.next_blob_id = md.next_blob_id.max(*n),
-                Mutation::CheckData(_) => {}
+                Mutation::CheckData(_) | Mutation::WriteData(_) => {}
             }
         }
     }

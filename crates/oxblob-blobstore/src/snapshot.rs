@@ -20,6 +20,11 @@ impl BlobStore {
         let inner = &self.inner;
         let mut md = inner.md_writable()?;
         let e = inner.entry(id)?;
+        // The blob's clusters move to the snapshot: inline data of the log, which a replay
+        // would write through the blob's later extents, is retired by a checkpoint first.
+        if crate::blob::inline_in_log(inner, &e, 0, u64::MAX) {
+            md.checkpoint(inner, None).map_err(|e| e.error)?;
+        }
         // A copy: the blob's own state changes only if the commit succeeds.
         let mut orig = BlobRecord::clone(&e.read().current);
         if orig.is_read_only() {

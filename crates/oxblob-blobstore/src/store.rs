@@ -5,18 +5,19 @@ use crate::alloc::Allocator;
 use crate::blob::Blob;
 use crate::error::{BsError, Result};
 use crate::md::{clusters_of, MdState, PAGE};
+use crate::overlay::Overlay;
 use crate::table::IdTable;
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
 use oxblob_format::blob::{Xattrs, FLAG_THIN};
 use oxblob_format::record::{self, Mutation, RecordHeader, RecordKind};
-use oxblob_format::superblock::{INCOMPAT_CHECKED_DATA, INCOMPAT_PACKED_LOG};
+use oxblob_format::superblock::{INCOMPAT_CHECKED_DATA, INCOMPAT_INLINE_DATA, INCOMPAT_PACKED_LOG};
 use oxblob_format::{
     BlobRecord, Checkpoint, CheckpointRef, DecodeError, Extent, Superblock, FORMAT_VERSION,
     MAX_CLUSTER_SIZE, MAX_XATTR_NAME, MAX_XATTR_VALUE, MD_PAGE_SIZE, MIN_CLUSTER_SIZE,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Default cluster size (1 MiB).
@@ -121,9 +122,52 @@ pub(crate) struct BlobState {
     /// Bytes `[lo, hi)` named by data checks (`CheckData`) in records of the current log,
     /// with the log's generation: while the log may replay, rewriting those bytes in place
     /// would make a replayed check fail and drop an acknowledged record, so
-    /// [`crate::Blob::confirm_checked`] writes a plain record first. Boxed: only blobs
-    /// written with checked commits (a WAL) have one, and every blob pays for the field.
-    pub(crate) checked: Option<Box<(u64, u64, u64)>>,
+    /// [`crate::Blob::confirm_checked`] writes a plain record first. Inline commits
+    /// (`WriteData`) count too: a replay writes their bytes again, over any newer ones, so
+    /// confirming them takes a checkpoint. Boxed: only blobs written with checked or inline
+    /// commits (a WAL) have one, and every blob pays for the field.
+    pub(crate) checked: Option<Box<Checked>>,
+}
+
+/// The bytes of a blob that records of the current log check or carry inline
+/// ([`BlobState::checked`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checked {
+    /// First byte.
+    pub(crate) lo: u64,
+    /// End.
+    pub(crate) hi: u64,
+    /// Generation of the log that holds the records.
+    pub(crate) generation: u64,
+    /// Some of the records carry the bytes (`WriteData`), not only a check.
+    pub(crate) inline: bool,
+}
+
+impl Checked {
+    /// Adds `[lo, hi)` of a record of the log of `generation` (a newer log starts afresh).
+    pub(crate) fn note(
+        slot: &mut Option<Box<Checked>>,
+        lo: u64,
+        hi: u64,
+        generation: u64,
+        inline: bool,
+    ) {
+        match slot {
+            Some(c) if c.generation == generation => {
+                c.lo = c.lo.min(lo);
+                c.hi = c.hi.max(hi);
+                c.inline |= inline;
+            }
+            _ => {
+                *slot = Some(Box::new(Checked {
+                    lo,
+                    hi,
+                    generation,
+                    inline,
+                }))
+            }
+        }
+    }
 }
 
 pub(crate) struct BlobEntry {
@@ -171,6 +215,11 @@ pub(crate) struct Inner {
     pub(crate) read_only: bool,
     /// Group commit state (shared with `MdState`).
     pub(crate) group: Arc<crate::md::FlushGroup>,
+    /// Logged bytes not yet in place (see [`crate::overlay`]). Lock order: after md.
+    overlay: Mutex<Overlay>,
+    /// Bytes in `overlay`: lets the data path skip the lock while it is empty (always,
+    /// unless inline commits are in use).
+    overlay_bytes: AtomicUsize,
 }
 
 impl Inner {
@@ -193,6 +242,21 @@ impl Inner {
             return Err(BsError::Unloaded);
         }
         Ok(g)
+    }
+
+    /// The overlay, locked. Call [`Inner::overlay_changed`] after changing it.
+    pub(crate) fn overlay(&self) -> MutexGuard<'_, Overlay> {
+        self.overlay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the overlay's size to the data path's lock-free check.
+    pub(crate) fn overlay_changed(&self, o: &Overlay) {
+        self.overlay_bytes.store(o.bytes(), Ordering::Release);
+    }
+
+    /// Whether the overlay may hold bytes (a cheap check before taking its lock).
+    pub(crate) fn overlay_active(&self) -> bool {
+        self.overlay_bytes.load(Ordering::Acquire) != 0
     }
 
     pub(crate) fn blobs_read(&self) -> RwLockReadGuard<'_, IdTable<BlobEntry>> {
@@ -717,7 +781,7 @@ impl BlobStore {
             version: FORMAT_VERSION,
             compat: 0,
             ro_compat: 0,
-            incompat: INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG,
+            incompat: INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG | INCOMPAT_INLINE_DATA,
             bstype: opts.bstype,
             store_id,
             generation: 1,
@@ -806,6 +870,8 @@ impl BlobStore {
         let mut sup = ins.checkpoint.super_blob;
         let mut log_records = 0u64;
         let log_empty = ins.log.is_empty();
+        // Inline data of the log, in log order (later bytes win).
+        let mut overlay = Overlay::default();
         for e in std::mem::take(&mut ins.log) {
             if e.link.is_some() {
                 continue;
@@ -826,10 +892,12 @@ impl BlobStore {
                                 format!("deletes unknown blob {id:#x}"),
                             ));
                         }
+                        overlay.remove_blob(id);
                     }
                     Mutation::SetSuperBlob(s) => sup = s,
                     Mutation::SetNextId(n) => next_id = next_id.max(n),
                     Mutation::CheckData(_) => {}
+                    Mutation::WriteData(w) => overlay.insert(w.blob, w.offset, &w.data),
                 }
             }
         }
@@ -933,13 +1001,16 @@ impl BlobStore {
             blobs: RwLock::new(blobs),
             unloaded: AtomicBool::new(false),
             read_only,
+            overlay_bytes: AtomicUsize::new(overlay.bytes()),
+            overlay: Mutex::new(overlay),
         });
         if !read_only {
             let mut md = inner.md()?;
             // The new superblock this load writes (checkpoint or epoch) announces checked
-            // records and a packed log, which this build writes from now on (the old log, if
-            // any, is folded into the checkpoint first).
-            md.sb.incompat |= INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG;
+            // records, inline data and a packed log, which this build writes from now on (the
+            // old log, if any, is folded into the checkpoint first, and its inline data
+            // settled in place before that checkpoint's flush).
+            md.sb.incompat |= INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG | INCOMPAT_INLINE_DATA;
             if !log_empty {
                 md.checkpoint(&inner, None).map_err(|e| e.error)?;
             } else {

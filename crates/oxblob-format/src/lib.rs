@@ -26,7 +26,7 @@ mod xattr;
 
 pub use blob::{BlobRecord, Extent, XattrRef, Xattrs};
 pub use checkpoint::{Checkpoint, CheckpointEncoder};
-pub use record::{DataCheck, Mutation, RecordHeader, RecordKind};
+pub use record::{DataCheck, DataWrite, Mutation, RecordHeader, RecordKind};
 pub use superblock::{CheckpointRef, Superblock};
 
 /// Size of a metadata page in bytes: every metadata I/O is whole, aligned pages.

@@ -131,7 +131,29 @@ pub enum Mutation {
     /// was written together with its data and never acknowledged, so it must not expose
     /// bytes that did not reach the media. This lets an appending fsync cost one flush.
     CheckData(DataCheck),
+    /// Data logged inline: `data` is the blob's bytes at `offset` (through the extents of the
+    /// `PutBlob` of the same blob in the same transaction, which must map every cluster of the
+    /// range). Replay keeps the bytes and, once the log is replayed, writes them to their place
+    /// in the blob (if the blob still maps them). This lets a small appending fsync cost one
+    /// write (the record) and one flush; the bytes reach their place later, in bulk, and
+    /// always before the log that holds them is dropped (a checkpoint).
+    WriteData(DataWrite),
 }
+
+/// The body of [`Mutation::WriteData`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataWrite {
+    /// Blob written.
+    pub blob: u64,
+    /// Byte offset in the blob.
+    pub offset: u64,
+    /// The bytes (1 ..= [`MAX_WRITE_LEN`] of them).
+    pub data: Vec<u8>,
+}
+
+/// Largest [`DataWrite`]: inline data is for small synchronous writes; larger ones are cheaper
+/// written in place once than logged and written again.
+pub const MAX_WRITE_LEN: u64 = 1 << 20;
 
 /// The body of [`Mutation::CheckData`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +308,7 @@ pub fn encode_txn_into(mutations: &[Mutation], out: &mut Vec<u8>) -> Result<(), 
             Mutation::SetSuperBlob(_) => 3,
             Mutation::SetNextId(_) => 4,
             Mutation::CheckData(_) => 5,
+            Mutation::WriteData(_) => 6,
         };
         out.put_u8(tag);
         // The body length, patched once the body is in place.
@@ -301,6 +324,11 @@ pub fn encode_txn_into(mutations: &[Mutation], out: &mut Vec<u8>) -> Result<(), 
                 out.put_u64(c.offset);
                 out.put_u64(c.len);
                 out.put_u32(c.crc);
+            }
+            Mutation::WriteData(w) => {
+                out.put_u64(w.blob);
+                out.put_u64(w.offset);
+                out.extend_from_slice(&w.data);
             }
         }
         let body = u32::try_from(out.len() - len_at - 4)
@@ -351,6 +379,16 @@ pub fn decode_txn(payload: &[u8]) -> Result<Vec<Mutation>, DecodeError> {
                 br.finish()?;
                 Mutation::CheckData(c)
             }
+            6 => {
+                let mut br = Reader::new(body, "transaction WriteData");
+                let blob = br.u64()?;
+                let offset = br.u64()?;
+                Mutation::WriteData(DataWrite {
+                    blob,
+                    offset,
+                    data: br.rest().to_vec(),
+                })
+            }
             t => return Err(DecodeError::invalid("transaction tag", format!("{t}"))),
         });
     }
@@ -360,9 +398,30 @@ pub fn decode_txn(payload: &[u8]) -> Result<Vec<Mutation>, DecodeError> {
 }
 
 /// A `CheckData` must name a blob the same transaction puts, with a range that fits in it
-/// and is at most [`MAX_CHECK_LEN`] long.
+/// and is at most [`MAX_CHECK_LEN`] long; a `WriteData` a blob the same transaction puts,
+/// with 1 ..= [`MAX_WRITE_LEN`] bytes whose range does not overflow.
 fn validate_checks(muts: &[Mutation]) -> Result<(), DecodeError> {
     for m in muts {
+        if let Mutation::WriteData(w) = m {
+            let what = "transaction WriteData";
+            if !muts
+                .iter()
+                .any(|m| matches!(m, Mutation::PutBlob(r) if r.id == w.blob))
+            {
+                return Err(DecodeError::invalid(
+                    what,
+                    format!("blob {:#x} is not put by the same transaction", w.blob),
+                ));
+            }
+            let len = w.data.len() as u64;
+            if len == 0 || len > MAX_WRITE_LEN || w.offset.checked_add(len).is_none() {
+                return Err(DecodeError::invalid(
+                    what,
+                    format!("{len} bytes at {} are none, too many or overflow", w.offset),
+                ));
+            }
+            continue;
+        }
         let Mutation::CheckData(c) = m else { continue };
         let put = muts.iter().rev().find_map(|m| match m {
             Mutation::PutBlob(r) if r.id == c.blob => Some(r),
@@ -562,5 +621,59 @@ mod tests {
         let n = b.len();
         b.truncate(n - 1);
         assert!(decode_txn(&b).is_err());
+    }
+
+    #[test]
+    fn write_data_round_trip_and_validation() {
+        let w = DataWrite {
+            blob: 3,
+            offset: 4000,
+            data: (0..1500u32).map(|i| (i * 7) as u8).collect(),
+        };
+        let muts = vec![put(3), Mutation::WriteData(w.clone())];
+        let enc = encode_txn(&muts).unwrap();
+        assert_eq!(decode_txn(&enc).unwrap(), muts);
+        // The body is blob, offset, then the bytes themselves, last in the payload.
+        let put_len = 4 + 1 + 4 + u32::from_le_bytes(enc[5..9].try_into().unwrap()) as usize;
+        assert_eq!(enc[put_len], 6);
+        let body = &enc[put_len + 1 + 4..];
+        assert_eq!(body.len(), 16 + w.data.len());
+        assert_eq!(&body[..8], &3u64.to_le_bytes());
+        assert_eq!(&body[8..16], &4000u64.to_le_bytes());
+        assert_eq!(&body[16..], &w.data[..]);
+        let invalid = |muts: &[Mutation]| {
+            matches!(
+                decode_txn(&encode_txn(muts).unwrap()),
+                Err(DecodeError::Invalid {
+                    what: "transaction WriteData",
+                    ..
+                })
+            )
+        };
+        // A blob the transaction does not put.
+        assert!(invalid(&[put(4), Mutation::WriteData(w.clone())]));
+        // No bytes, too many, an overflowing range.
+        let empty = DataWrite {
+            data: Vec::new(),
+            ..w.clone()
+        };
+        assert!(invalid(&[put(3), Mutation::WriteData(empty)]));
+        let big = DataWrite {
+            data: vec![1; MAX_WRITE_LEN as usize + 1],
+            ..w.clone()
+        };
+        assert!(invalid(&[put(3), Mutation::WriteData(big)]));
+        let over = DataWrite {
+            offset: u64::MAX - 10,
+            ..w.clone()
+        };
+        assert!(invalid(&[put(3), Mutation::WriteData(over)]));
+        // A body too short for its blob and offset.
+        let mut b = encode_txn(&[put(3), Mutation::WriteData(w)]).unwrap();
+        b.truncate(put_len);
+        b.push(6);
+        b.extend_from_slice(&10u32.to_le_bytes());
+        b.extend_from_slice(&[0; 10]);
+        assert!(matches!(decode_txn(&b), Err(DecodeError::Truncated { .. })));
     }
 }

@@ -45,8 +45,12 @@ pub const INCOMPAT_CHECKED_DATA: u64 = 1;
 /// one, several to a page — instead of each on whole pages of its own. A reader that assumed
 /// whole pages would stop after the first record of a page.
 pub const INCOMPAT_PACKED_LOG: u64 = 2;
+/// Incompatible feature bit: log transactions may carry `WriteData` mutations (data logged
+/// inline, written to its place in the blob later). A reader that ignored them would miss
+/// acknowledged bytes that never reached their place.
+pub const INCOMPAT_INLINE_DATA: u64 = 4;
 /// Incompatible feature bits this version understands.
-pub const KNOWN_INCOMPAT: u64 = INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG;
+pub const KNOWN_INCOMPAT: u64 = INCOMPAT_CHECKED_DATA | INCOMPAT_PACKED_LOG | INCOMPAT_INLINE_DATA;
 /// Read-only-compatible feature bits this version understands (none yet).
 pub const KNOWN_RO_COMPAT: u64 = 0;
 /// Number of superblock slots (pages 0 and 1).

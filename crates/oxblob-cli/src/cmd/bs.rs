@@ -563,6 +563,10 @@ fn mutation_json(m: &Mutation) -> Value {
         Mutation::CheckData(c) => json!({"check_data": {
             "blob": c.blob, "offset": c.offset, "len": c.len, "crc": c.crc,
         }}),
+        Mutation::WriteData(w) => json!({"write_data": {
+            "blob": w.blob, "offset": w.offset, "len": w.data.len(),
+            "crc": oxblob_format::crc32c(&w.data),
+        }}),
     }
 }
 
@@ -592,6 +596,13 @@ fn mutation_text(m: &Mutation) -> String {
         Mutation::CheckData(c) => format!(
             "if blob {} bytes {}+{} have crc {:#010x}",
             c.blob, c.offset, c.len, c.crc
+        ),
+        Mutation::WriteData(w) => format!(
+            "write blob {} bytes {}+{} inline (crc {:#010x})",
+            w.blob,
+            w.offset,
+            w.data.len(),
+            oxblob_format::crc32c(&w.data)
         ),
     }
 }
