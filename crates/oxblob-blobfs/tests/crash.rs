@@ -373,14 +373,29 @@ fn crash_wal_append_fdatasync_without_cache() {
 }
 
 fn wal_sweep(cache: bool) {
+    // 1,000 bytes + 3 x 1,500 + one append across a block edge: past the inline limit, so
+    // the file moves to a cluster and then takes the one-round-trip path.
+    wal_sweep_sizes(cache, &[1500, 1500, 1500, 3000]);
+}
+
+/// Synced appends of 9 to 30 KB (odd sizes), 330 KB in all, cache off: logged inline, and
+/// past 256 KiB the blobstore settles them in place (reads of partial edge blocks, writes)
+/// between two fsyncs. Every crash image mounts and shows every acknowledged append.
+#[test]
+fn crash_inline_appends_past_settle() {
+    let sizes: Vec<usize> = (0..20).map(|i| 9_001 + (i * 7_919) % 21_000).collect();
+    assert!(sizes.iter().sum::<usize>() > (256 << 10) + 50_000);
+    assert!(sizes.iter().all(|&n| n <= 32 << 10 && n % 4096 != 0));
+    wal_sweep_sizes(false, &sizes);
+}
+
+fn wal_sweep_sizes(cache: bool, sizes: &[usize]) {
     let (crash, fs) = crash_fs(if cache { DEFAULT_CACHE_BYTES } else { 0 });
     let mut states = vec![snapshot(&fs)];
     crash.mark();
     let mut acked_at = vec![0usize];
     let h = fs.open("/d1/s", OpenFlags::read_write()).unwrap();
-    // 1,000 bytes + 3 x 1,500 + one append across a block edge: past the inline limit, so
-    // the file moves to a cluster and then takes the one-round-trip path.
-    for (i, n) in [1500usize, 1500, 1500, 3000].into_iter().enumerate() {
+    for (i, &n) in sizes.iter().enumerate() {
         let data = pattern(40 + i as u64, n);
         if cache {
             h.append(&data).unwrap();
@@ -392,11 +407,24 @@ fn wal_sweep(cache: bool) {
         acked_at.push(crash.history_len());
     }
     h.close().unwrap();
+    // States by hash: hundreds of states of hundreds of KB each are not compared one by one.
+    let hash = |t: &Tree| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        t.hash(&mut h);
+        h.finish()
+    };
+    let mut by_hash: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+    for (k, st) in states.iter().enumerate() {
+        by_hash.entry(hash(st)).or_default().push(k);
+    }
     each_image("wal", &crash, |point, _, _, img| {
         let acked = acked_at.iter().rposition(|&a| a <= point).unwrap_or(0);
         let fs = BlobFs::mount(img, MountOptions::default()).unwrap();
         let got = snapshot(&fs);
-        let k = states.iter().position(|s| *s == got);
+        let k = by_hash
+            .get(&hash(&got))
+            .and_then(|ks| ks.iter().copied().find(|&k| states[k] == got));
         assert!(
             k.is_some_and(|k| k >= acked),
             "state {k:?} (acked {acked}): {:?}",
