@@ -302,13 +302,16 @@ impl Blob {
                     rec.num_clusters
                 )));
             }
-            // Into the overlay before the commit: a commit that goes through a checkpoint
-            // settles them in place before its flush.
+            // Into the blob's pending bytes before the commit: a commit that goes through a
+            // checkpoint settles them in place before its flush.
             let before = {
-                let mut o = self.inner.overlay();
-                let before = o.remove_range(self.id, offset, len);
-                o.insert(self.id, offset, data);
-                self.inner.overlay_changed(&o);
+                let mut st = self.entry.write();
+                let p = st.pending.get_or_insert_with(Default::default);
+                let b0 = p.bytes();
+                let before = p.remove_range(offset, len);
+                p.insert(offset, data);
+                md.pending_bytes = md.pending_bytes - b0 + p.bytes();
+                md.pending_blobs.insert(self.id);
                 before
             };
             let generation = md.sb.generation;
@@ -322,12 +325,19 @@ impl Blob {
             ];
             match md.commit_apply(&self.inner, &muts, false) {
                 Err(e) => {
-                    let mut o = self.inner.overlay();
-                    o.remove_range(self.id, offset, len);
-                    for (at, b) in before {
-                        o.insert(self.id, at, &b);
+                    let mut st = self.entry.write();
+                    if let Some(p) = st.pending.as_mut() {
+                        let b0 = p.bytes();
+                        p.remove_range(offset, len);
+                        for (at, b) in before {
+                            p.insert(at, &b);
+                        }
+                        md.pending_bytes = md.pending_bytes - b0 + p.bytes();
+                        if p.is_empty() {
+                            st.pending = None;
+                            md.pending_blobs.remove(&self.id);
+                        }
                     }
-                    self.inner.overlay_changed(&o);
                     return Err(e.error);
                 }
                 Ok(true) => return Ok(()), // through a checkpoint: settled and durable
@@ -343,8 +353,8 @@ impl Blob {
                     true,
                 );
             }
-            if self.inner.overlay().bytes() > crate::overlay::SETTLE_BYTES {
-                // A failure leaves the bytes in the overlay: the next settle retries.
+            if md.pending_bytes > crate::overlay::SETTLE_BYTES {
+                // A failure leaves the bytes in memory: the next settle retries.
                 let _ = md.settle(&self.inner, None);
             }
             md.last_ticket
@@ -391,7 +401,7 @@ impl Blob {
         let t = {
             let mut md = self.inner.md_writable()?;
             // Logged bytes of the blob go in place before newer data or a check over them.
-            if self.inner.overlay_active() && self.inner.overlay().overlaps(self.id, 0, u64::MAX) {
+            if self.entry.read().pending.is_some() {
                 md.settle(&self.inner, Some(self.id))?;
             }
             let rec = Arc::clone(&self.entry.read().current);

@@ -1060,10 +1060,10 @@ fn write_checkpoint(dev: &dyn BlockDevice, ins: &Inspection, fix: &Fixed) -> Res
     // Inline data of the log goes in place (through the repaired extents) before the
     // checkpoint's flush, since the new superblock drops the log.
     let unit = u64::from(sb.io_unit);
-    for (blob, runs) in fix.overlay.snapshot(None) {
-        if let Some(rec) = fix.blobs.get(&blob) {
+    for (blob, pending) in fix.overlay.blobs() {
+        if let Some(rec) = fix.blobs.get(blob) {
             for (at, piece) in
-                crate::overlay::placements(rec, &runs, sb.cluster_size, sb.data_first_byte)
+                crate::overlay::placements(rec, pending.runs(), sb.cluster_size, sb.data_first_byte)
             {
                 crate::overlay::write_in_place(ch.as_mut(), at, piece, unit)?;
             }

@@ -54,7 +54,7 @@ struct Parent {
     bufs: Vec<IoBuf>,
     remaining: usize,
     error: Option<BsError>,
-    /// For a read: logged bytes not yet in place (the overlay), copied at submit, laid over
+    /// For a read: inline-logged bytes not yet in place, copied at submit, laid over
     /// the device's data at completion, as (position in the range, bytes).
     patches: Vec<(usize, Vec<u8>)>,
 }
@@ -185,20 +185,22 @@ impl BsChannel {
                 bufs,
             );
         }
-        // Logged bytes not yet in place: a read takes a copy to lay over the device's data;
-        // anything else puts them in place first, so its own bytes land after them.
-        let mut patches = Vec::new();
-        if self.inner.overlay_active() {
-            if kind == Kind::Read {
-                patches = self.inner.overlay().patches(blob.id, offset, len);
-            } else if self.inner.overlay().overlaps(blob.id, offset, len) {
-                let r = self
-                    .inner
-                    .md_writable()
-                    .and_then(|mut md| md.settle(&self.inner, Some(blob.id)));
-                if let Err(e) = r {
-                    return reject(e, bufs);
-                }
+        // Inline-logged bytes not yet in place: anything but a read puts them in place
+        // first, so its own bytes land after them (a read takes a copy below).
+        let meets = kind != Kind::Read
+            && blob
+                .entry
+                .read()
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.overlaps(offset, len));
+        if meets {
+            let r = self
+                .inner
+                .md_writable()
+                .and_then(|mut md| md.settle(&self.inner, Some(blob.id)));
+            if let Err(e) = r {
+                return reject(e, bufs);
             }
         }
         let (first, last) = (offset / cs, (offset + len - 1) / cs);
@@ -230,8 +232,14 @@ impl BsChannel {
         }
         // Translate under the blob's read lock, then resolve parents without it.
         let mut pieces: Vec<(usize, u64, Target)> = Vec::new();
+        let mut patches = Vec::new();
         {
             let st = blob.entry.read();
+            if kind == Kind::Read {
+                if let Some(p) = &st.pending {
+                    patches = p.patches(offset, len);
+                }
+            }
             let mut at = offset;
             while at < offset + len {
                 let c = at / cs;

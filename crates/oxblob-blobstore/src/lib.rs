@@ -22,6 +22,11 @@
 //! store reloads to a state where every metadata operation happened entirely or not at all
 //! (`docs/fault-model.md`).
 //!
+//! Two one-flush commits serve an appending fsync: [`Blob::write_commit_checked`] writes the
+//! data beside a record that checks it; [`Blob::write_commit_inline`] puts small data inside
+//! the record (one device write), keeps it in memory and writes it in place later, in bulk
+//! and always before a checkpoint drops the log that holds it (the overlay).
+//!
 //! ## Concurrency contract
 //! - [`BlobStore`] (cheap to clone) and [`Blob`] are `Send + Sync`. Metadata operations from
 //!   any number of threads are serialized on one metadata mutex; each blocks for its device
@@ -29,8 +34,11 @@
 //! - Data I/O uses one [`BsChannel`] per thread (`Send`, not `Sync`). Submitting translates
 //!   offsets under the blob's own read lock (never a store-wide lock) and never blocks, except a
 //!   write to an unallocated cluster of a thin blob or clone, which takes the metadata mutex to
-//!   allocate and fill the cluster. Completions arrive through [`BsChannel::poll`] in any order.
-//! - Lock order: metadata mutex, then the blob table, then one blob's lock.
+//!   allocate and fill the cluster, and a write over inline-logged bytes not yet in place,
+//!   which takes it to write them first. Completions arrive through [`BsChannel::poll`] in
+//!   any order.
+//! - Lock order: metadata mutex, then the blob table, then one blob's lock; the overlay's
+//!   lock last.
 //! - Callers must not shrink a blob while I/O beyond the new size is in flight; deleting needs
 //!   the blob closed. Overlapping concurrent writes to the same bytes give an unspecified mix.
 

@@ -208,6 +208,10 @@ pub(crate) struct MdState {
     /// checkpoint (about 100 bytes a blob) then encodes into memory that is already mapped,
     /// instead of faulting in and zeroing a fresh allocation every time.
     pub(crate) ckpt_buf: Vec<u8>,
+    /// Blobs holding inline-logged bytes not yet in place (`BlobState::pending`), and how
+    /// many bytes in all: what a settle visits, and when it is due.
+    pub(crate) pending_blobs: BTreeSet<u64>,
+    pub(crate) pending_bytes: usize,
 }
 
 impl MdState {
@@ -553,8 +557,8 @@ impl MdState {
                 // The checked data completed before the commit; the checkpoint's own flush
                 // (before its superblock) makes it durable.
                 Mutation::CheckData(_) => {}
-                // Inline data is in the overlay (put there before the commit), which the
-                // checkpoint settles in place before its flush.
+                // Inline data is in the blob's pending bytes (put there before the commit),
+                // which the checkpoint settles in place before its flush.
                 Mutation::WriteData(_) => {}
             }
         }
@@ -671,32 +675,52 @@ impl MdState {
         Ok(())
     }
 
-    /// Writes the overlay's bytes (of blob `only`, or of every blob) to their place through
-    /// each blob's current extents, then drops them from the overlay. Bytes of clusters the
-    /// blob no longer maps (deleted, shrunk) are dropped unwritten. Edge blocks are read and
+    /// Writes the inline-logged bytes not yet in place (of blob `only`, or of every blob) to
+    /// their place through each blob's current extents, then drops them from memory. Bytes
+    /// of clusters the blob no longer maps are dropped unwritten. Edge blocks are read and
     /// written back whole. No flush: the bytes are durable in the log until a checkpoint,
-    /// whose flush comes after its settle. On error the overlay keeps everything.
+    /// whose flush comes after its settle. On error nothing is dropped.
     pub(crate) fn settle(&mut self, inner: &Inner, only: Option<u64>) -> Result<()> {
-        if !inner.overlay_active() {
-            return Ok(());
-        }
-        let todo = inner.overlay().snapshot(only);
+        let ids: Vec<u64> = match only {
+            Some(id) if self.pending_blobs.contains(&id) => vec![id],
+            Some(_) => return Ok(()),
+            None => self.pending_blobs.iter().copied().collect(),
+        };
         let unit = inner.geo.io_unit;
         let cluster_size = inner.geo.cluster_size;
-        for (blob, runs) in &todo {
-            let Ok(entry) = inner.entry(*blob) else {
+        for id in ids {
+            let Ok(entry) = inner.entry(id) else {
+                self.pending_blobs.remove(&id);
                 continue;
             };
-            let rec = Arc::clone(&entry.read().current);
+            // Copies: reads keep finding the bytes in memory until they are in place.
+            let (rec, runs) = {
+                let st = entry.read();
+                let runs = st
+                    .pending
+                    .as_ref()
+                    .map(|p| p.runs().clone())
+                    .unwrap_or_default();
+                (Arc::clone(&st.current), runs)
+            };
             for (dev, piece) in
-                crate::overlay::placements(&rec, runs, cluster_size, inner.geo.data_first_byte)
+                crate::overlay::placements(&rec, &runs, cluster_size, inner.geo.data_first_byte)
             {
                 crate::overlay::write_in_place(self.ch.as_mut(), dev, piece, unit)?;
             }
+            let mut st = entry.write();
+            if let Some(p) = st.pending.as_mut() {
+                let before = p.bytes();
+                p.settled(&runs);
+                self.pending_bytes -= before - p.bytes();
+                if p.is_empty() {
+                    st.pending = None;
+                }
+            }
+            if st.pending.is_none() {
+                self.pending_blobs.remove(&id);
+            }
         }
-        let mut o = inner.overlay();
-        o.settled(&todo);
-        inner.overlay_changed(&o);
         Ok(())
     }
 
@@ -762,13 +786,12 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
                     }
                 }
                 Mutation::DeleteBlob(id) => {
-                    if inner.overlay_active() {
-                        let mut o = inner.overlay();
-                        o.remove_blob(*id);
-                        inner.overlay_changed(&o);
-                    }
                     if let Some(e) = blobs.remove(*id) {
                         let st = e.read();
+                        // Its logged bytes go with it.
+                        if md.pending_blobs.remove(id) {
+                            md.pending_bytes -= st.pending.as_ref().map_or(0, |p| p.bytes());
+                        }
                         old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
                         unlink_clone(&mut md.clones, st.committed.parent, *id);
                     }

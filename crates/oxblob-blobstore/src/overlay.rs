@@ -3,14 +3,16 @@
 //! An inline commit ([`crate::Blob::write_commit_inline`]) puts a blob's new bytes into its
 //! log record (`WriteData`) instead of writing them to the blob's clusters first, so a small
 //! appending fsync costs one write and one flush instead of two writes and a flush. Until the
-//! bytes reach their place they live here, keyed by blob and byte offset:
+//! bytes reach their place they live in memory, in the blob's own state ([`Pending`], under
+//! the blob's lock, which reads take anyway), and the md state lists the blobs that have
+//! some:
 //! - reads of the blob take them over what the device returns (a copy made when the read is
 //!   submitted, so a concurrent settle cannot leave the read with neither);
 //! - a write, unmap or write-zeroes of a range that meets them settles the blob first, so the
 //!   newer bytes land after the logged ones;
 //! - **settling** ([`crate::md::MdState::settle`]) writes them to their place through the
 //!   blob's current extents (read-modify-write of the edge blocks) and only then drops them.
-//!   It runs when the overlay passes [`SETTLE_BYTES`], before a checkpoint (which drops the
+//!   It runs when the store holds more than [`SETTLE_BYTES`] of them, before a checkpoint (which drops the
 //!   log that holds the bytes: its flush makes them durable in place first), and at unload.
 //!
 //! Replay rebuilds the overlay from the log's `WriteData` records in order; a writable load
@@ -27,35 +29,40 @@ pub(crate) const SETTLE_BYTES: usize = 256 << 10;
 /// The bytes of one blob: non-overlapping, non-adjacent runs keyed by start offset.
 pub(crate) type Runs = BTreeMap<u64, Vec<u8>>;
 
-/// Every blob's logged bytes not yet in place.
-#[derive(Default)]
-pub(crate) struct Overlay {
-    blobs: HashMap<u64, Runs>,
+/// One blob's logged bytes not yet in place, kept in the blob's own state (under its lock,
+/// which reads take anyway: no store-wide lock on the data path).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Pending {
+    runs: Runs,
     bytes: usize,
 }
 
-impl Overlay {
+impl Pending {
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Whether nothing is held.
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
+        self.runs.is_empty()
     }
 
-    /// Puts `data` at `offset` of `blob`, over whatever was held there (runs that overlap or
-    /// touch it are merged into one).
-    pub(crate) fn insert(&mut self, blob: u64, offset: u64, data: &[u8]) {
+    /// The runs.
+    pub(crate) fn runs(&self) -> &Runs {
+        &self.runs
+    }
+
+    /// Puts `data` at `offset`, over whatever was held there (runs that overlap or touch it
+    /// are merged into one).
+    pub(crate) fn insert(&mut self, offset: u64, data: &[u8]) {
         if data.is_empty() {
             return;
         }
         let end = offset + data.len() as u64;
-        let runs = self.blobs.entry(blob).or_default();
         // Runs meeting [offset, end], including ones that merely touch it.
-        let meet: Vec<u64> = runs
+        let meet: Vec<u64> = self
+            .runs
             .range(..=end)
             .rev()
             .take_while(|(s, v)| *s + v.len() as u64 >= offset)
@@ -65,11 +72,11 @@ impl Overlay {
         let mut stop = end;
         for s in &meet {
             start = start.min(*s);
-            stop = stop.max(*s + runs[s].len() as u64);
+            stop = stop.max(*s + self.runs[s].len() as u64);
         }
         let mut merged = vec![0u8; (stop - start) as usize];
         for s in &meet {
-            if let Some(v) = runs.remove(s) {
+            if let Some(v) = self.runs.remove(s) {
                 self.bytes -= v.len();
                 let at = (s - start) as usize;
                 merged[at..at + v.len()].copy_from_slice(&v);
@@ -78,17 +85,15 @@ impl Overlay {
         let at = (offset - start) as usize;
         merged[at..at + data.len()].copy_from_slice(data);
         self.bytes += merged.len();
-        runs.insert(start, merged);
+        self.runs.insert(start, merged);
     }
 
-    /// Removes `[offset, offset + len)` of `blob` (splitting runs at its edges) and returns
-    /// what was held there, as `(offset, bytes)` pieces.
-    pub(crate) fn remove_range(&mut self, blob: u64, offset: u64, len: u64) -> Vec<(u64, Vec<u8>)> {
+    /// Removes `[offset, offset + len)` (splitting runs at its edges) and returns what was
+    /// held there, as `(offset, bytes)` pieces.
+    pub(crate) fn remove_range(&mut self, offset: u64, len: u64) -> Vec<(u64, Vec<u8>)> {
         let end = offset.saturating_add(len);
-        let Some(runs) = self.blobs.get_mut(&blob) else {
-            return Vec::new();
-        };
-        let meet: Vec<u64> = runs
+        let meet: Vec<u64> = self
+            .runs
             .range(..end)
             .rev()
             .take_while(|(s, v)| *s + v.len() as u64 > offset)
@@ -96,7 +101,9 @@ impl Overlay {
             .collect();
         let mut out = Vec::new();
         for s in meet.into_iter().rev() {
-            let Some(v) = runs.remove(&s) else { continue };
+            let Some(v) = self.runs.remove(&s) else {
+                continue;
+            };
             self.bytes -= v.len();
             let e = s + v.len() as u64;
             let (cut0, cut1) = (s.max(offset), e.min(end));
@@ -104,45 +111,32 @@ impl Overlay {
             if s < cut0 {
                 let head = v[..(cut0 - s) as usize].to_vec();
                 self.bytes += head.len();
-                runs.insert(s, head);
+                self.runs.insert(s, head);
             }
             if cut1 < e {
                 let tail = v[(cut1 - s) as usize..].to_vec();
                 self.bytes += tail.len();
-                runs.insert(cut1, tail);
+                self.runs.insert(cut1, tail);
             }
-        }
-        if runs.is_empty() {
-            self.blobs.remove(&blob);
         }
         out
     }
 
-    /// Drops everything held for `blob` (deleted).
-    pub(crate) fn remove_blob(&mut self, blob: u64) {
-        if let Some(runs) = self.blobs.remove(&blob) {
-            self.bytes -= runs.values().map(Vec::len).sum::<usize>();
-        }
-    }
-
-    /// Whether bytes of `[offset, offset + len)` of `blob` are held.
-    pub(crate) fn overlaps(&self, blob: u64, offset: u64, len: u64) -> bool {
+    /// Whether bytes of `[offset, offset + len)` are held.
+    pub(crate) fn overlaps(&self, offset: u64, len: u64) -> bool {
         let end = offset.saturating_add(len);
-        self.blobs.get(&blob).is_some_and(|runs| {
-            runs.range(..end)
-                .next_back()
-                .is_some_and(|(s, v)| s + v.len() as u64 > offset)
-        })
+        self.runs
+            .range(..end)
+            .next_back()
+            .is_some_and(|(s, v)| s + v.len() as u64 > offset)
     }
 
-    /// Copies of the held bytes within `[offset, offset + len)` of `blob`, as
+    /// Copies of the held bytes within `[offset, offset + len)`, as
     /// `(position in the range, bytes)`.
-    pub(crate) fn patches(&self, blob: u64, offset: u64, len: u64) -> Vec<(usize, Vec<u8>)> {
+    pub(crate) fn patches(&self, offset: u64, len: u64) -> Vec<(usize, Vec<u8>)> {
         let end = offset.saturating_add(len);
-        let Some(runs) = self.blobs.get(&blob) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(usize, Vec<u8>)> = runs
+        let mut out: Vec<(usize, Vec<u8>)> = self
+            .runs
             .range(..end)
             .rev()
             .take_while(|(s, v)| *s + v.len() as u64 > offset)
@@ -158,26 +152,40 @@ impl Overlay {
         out
     }
 
-    /// A copy of the runs of `blob`, or of every blob (`None`), to settle.
-    pub(crate) fn snapshot(&self, only: Option<u64>) -> Vec<(u64, Runs)> {
-        match only {
-            Some(b) => self
-                .blobs
-                .get(&b)
-                .map(|r| vec![(b, r.clone())])
-                .unwrap_or_default(),
-            None => self.blobs.iter().map(|(b, r)| (*b, r.clone())).collect(),
+    /// Drops the runs a settle wrote in place (exactly those: nothing else adds bytes while
+    /// the settle holds the md mutex).
+    pub(crate) fn settled(&mut self, done: &Runs) {
+        for (s, v) in done {
+            self.remove_range(*s, v.len() as u64);
         }
     }
+}
 
-    /// Drops the runs a settle wrote in place (exactly those: nothing else changes the
-    /// overlay while the settle holds the md mutex).
-    pub(crate) fn settled(&mut self, done: &[(u64, Runs)]) {
-        for (blob, runs) in done {
-            for (s, v) in runs {
-                self.remove_range(*blob, *s, v.len() as u64);
-            }
-        }
+/// Logged bytes of many blobs, as a replay (load, fsck) collects them in log order.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    blobs: HashMap<u64, Pending>,
+}
+
+impl Overlay {
+    /// Puts `data` at `offset` of `blob`, over what an earlier record logged there.
+    pub(crate) fn insert(&mut self, blob: u64, offset: u64, data: &[u8]) {
+        self.blobs.entry(blob).or_default().insert(offset, data);
+    }
+
+    /// Drops everything held for `blob` (deleted).
+    pub(crate) fn remove_blob(&mut self, blob: u64) {
+        self.blobs.remove(&blob);
+    }
+
+    /// Each blob's bytes.
+    pub(crate) fn into_blobs(self) -> HashMap<u64, Pending> {
+        self.blobs
+    }
+
+    /// Each blob's bytes, borrowed.
+    pub(crate) fn blobs(&self) -> &HashMap<u64, Pending> {
+        &self.blobs
     }
 }
 
@@ -239,10 +247,10 @@ pub(crate) fn placements<'a>(
 mod tests {
     use super::*;
 
-    /// The bytes of blob 1 in `[0, n)`, 0xEE where nothing is held.
-    fn image(o: &Overlay, n: u64) -> Vec<u8> {
+    /// The bytes in `[0, n)`, 0xEE where nothing is held.
+    fn image(p: &Pending, n: u64) -> Vec<u8> {
         let mut v = vec![0xEE; n as usize];
-        for (at, b) in o.patches(1, 0, n) {
+        for (at, b) in p.patches(0, n) {
             v[at..at + b.len()].copy_from_slice(&b);
         }
         v
@@ -250,57 +258,61 @@ mod tests {
 
     #[test]
     fn insert_merges_and_later_bytes_win() {
-        let mut o = Overlay::default();
-        o.insert(1, 10, &[1; 5]);
-        o.insert(1, 20, &[2; 5]);
-        assert_eq!(o.bytes(), 10);
+        let mut p = Pending::default();
+        p.insert(10, &[1; 5]);
+        p.insert(20, &[2; 5]);
+        assert_eq!(p.bytes(), 10);
         // Touching the first run, overlapping the second.
-        o.insert(1, 15, &[3; 7]);
-        assert_eq!(o.blobs[&1].len(), 1);
-        assert_eq!(o.bytes(), 15);
+        p.insert(15, &[3; 7]);
+        assert_eq!(p.runs().len(), 1);
+        assert_eq!(p.bytes(), 15);
         let mut want = vec![0xEE; 30];
         want[10..15].fill(1);
         want[15..22].fill(3);
         want[22..25].fill(2);
-        assert_eq!(image(&o, 30), want);
-        assert!(o.overlaps(1, 24, 1) && !o.overlaps(1, 25, 10) && !o.overlaps(1, 0, 10));
-        assert!(!o.overlaps(2, 0, 100));
+        assert_eq!(image(&p, 30), want);
+        assert!(p.overlaps(24, 1) && !p.overlaps(25, 10) && !p.overlaps(0, 10));
+        let mut o = Overlay::default();
+        o.insert(1, 0, &[5; 4]);
+        o.insert(2, 0, &[6; 4]);
+        o.insert(1, 2, &[7; 4]);
+        o.remove_blob(2);
+        let blobs = o.into_blobs();
+        assert_eq!(blobs.len(), 1);
+        assert_eq!(image(&blobs[&1], 6), vec![5, 5, 7, 7, 7, 7]);
     }
 
     #[test]
     fn remove_range_splits_and_returns_what_was_there() {
-        let mut o = Overlay::default();
-        o.insert(1, 0, &(0..20).collect::<Vec<u8>>());
-        let got = o.remove_range(1, 5, 10);
+        let mut p = Pending::default();
+        p.insert(0, &(0..20).collect::<Vec<u8>>());
+        let got = p.remove_range(5, 10);
         assert_eq!(got, vec![(5, (5..15).collect::<Vec<u8>>())]);
-        assert_eq!(o.bytes(), 10);
+        assert_eq!(p.bytes(), 10);
         let mut want: Vec<u8> = (0..20).collect();
         want[5..15].fill(0xEE);
-        assert_eq!(image(&o, 20), want);
+        assert_eq!(image(&p, 20), want);
         // Put back: the original bytes again, one run.
         for (at, b) in got {
-            o.insert(1, at, &b);
+            p.insert(at, &b);
         }
-        assert_eq!(image(&o, 20), (0..20).collect::<Vec<u8>>());
-        assert_eq!(o.blobs[&1].len(), 1);
-        o.remove_blob(1);
-        assert!(o.is_empty());
-        assert_eq!(o.bytes(), 0);
+        assert_eq!(image(&p, 20), (0..20).collect::<Vec<u8>>());
+        assert_eq!(p.runs().len(), 1);
     }
 
     #[test]
-    fn settled_drops_exactly_the_snapshot() {
-        let mut o = Overlay::default();
-        o.insert(1, 0, &[1; 8]);
-        o.insert(2, 100, &[2; 8]);
-        let snap = o.snapshot(Some(1));
-        assert_eq!(snap.len(), 1);
-        o.settled(&snap);
-        assert!(!o.overlaps(1, 0, 8));
-        assert!(o.overlaps(2, 100, 1));
-        assert_eq!(o.bytes(), 8);
-        let all = o.snapshot(None);
-        o.settled(&all);
-        assert!(o.is_empty());
+    fn settled_drops_exactly_what_was_written() {
+        let mut p = Pending::default();
+        p.insert(0, &[1; 8]);
+        let snap = p.runs().clone();
+        p.insert(100, &[2; 8]);
+        p.settled(&snap);
+        assert!(!p.overlaps(0, 8));
+        assert!(p.overlaps(100, 1));
+        assert_eq!(p.bytes(), 8);
+        let all = p.runs().clone();
+        p.settled(&all);
+        assert!(p.is_empty());
+        assert_eq!(p.bytes(), 0);
     }
 }

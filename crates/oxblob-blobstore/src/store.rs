@@ -5,7 +5,7 @@ use crate::alloc::Allocator;
 use crate::blob::Blob;
 use crate::error::{BsError, Result};
 use crate::md::{clusters_of, MdState, PAGE};
-use crate::overlay::Overlay;
+use crate::overlay::{Overlay, Pending};
 use crate::table::IdTable;
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
 use oxblob_format::blob::{Xattrs, FLAG_THIN};
@@ -17,7 +17,7 @@ use oxblob_format::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Default cluster size (1 MiB).
@@ -127,6 +127,9 @@ pub(crate) struct BlobState {
     /// confirming them takes a checkpoint. Boxed: only blobs written with checked or inline
     /// commits (a WAL) have one, and every blob pays for the field.
     pub(crate) checked: Option<Box<Checked>>,
+    /// Inline-logged bytes not yet in place (see [`crate::overlay`]); reads lay them over
+    /// the device's data. The md state's `pending_blobs` lists the blobs that have some.
+    pub(crate) pending: Option<Box<Pending>>,
 }
 
 /// The bytes of a blob that records of the current log check or carry inline
@@ -184,6 +187,7 @@ impl BlobEntry {
                 dirty: false,
                 open: 0,
                 checked: None,
+                pending: None,
             }),
         }
     }
@@ -215,11 +219,6 @@ pub(crate) struct Inner {
     pub(crate) read_only: bool,
     /// Group commit state (shared with `MdState`).
     pub(crate) group: Arc<crate::md::FlushGroup>,
-    /// Logged bytes not yet in place (see [`crate::overlay`]). Lock order: after md.
-    overlay: Mutex<Overlay>,
-    /// Bytes in `overlay`: lets the data path skip the lock while it is empty (always,
-    /// unless inline commits are in use).
-    overlay_bytes: AtomicUsize,
 }
 
 impl Inner {
@@ -242,21 +241,6 @@ impl Inner {
             return Err(BsError::Unloaded);
         }
         Ok(g)
-    }
-
-    /// The overlay, locked. Call [`Inner::overlay_changed`] after changing it.
-    pub(crate) fn overlay(&self) -> MutexGuard<'_, Overlay> {
-        self.overlay.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Publishes the overlay's size to the data path's lock-free check.
-    pub(crate) fn overlay_changed(&self, o: &Overlay) {
-        self.overlay_bytes.store(o.bytes(), Ordering::Release);
-    }
-
-    /// Whether the overlay may hold bytes (a cheap check before taking its lock).
-    pub(crate) fn overlay_active(&self) -> bool {
-        self.overlay_bytes.load(Ordering::Acquire) != 0
     }
 
     pub(crate) fn blobs_read(&self) -> RwLockReadGuard<'_, IdTable<BlobEntry>> {
@@ -986,11 +970,23 @@ impl BlobStore {
             needs_checkpoint: false,
             clones: crate::md::clone_index(map.values().map(|r| &**r)),
             ckpt_buf: Vec::new(),
+            pending_blobs: BTreeSet::new(),
+            pending_bytes: 0,
             sb,
         };
+        let mut pending = overlay.into_blobs();
+        let mut md = md;
         let blobs = map
             .into_iter()
-            .map(|(id, r)| (id, Arc::new(BlobEntry::new(r))))
+            .map(|(id, r)| {
+                let e = BlobEntry::new(r);
+                if let Some(p) = pending.remove(&id).filter(|p| !p.is_empty()) {
+                    md.pending_blobs.insert(id);
+                    md.pending_bytes += p.bytes();
+                    e.write().pending = Some(Box::new(p));
+                }
+                (id, Arc::new(e))
+            })
             .collect();
         let group = Arc::clone(&md.group);
         let inner = Arc::new(Inner {
@@ -1001,8 +997,6 @@ impl BlobStore {
             blobs: RwLock::new(blobs),
             unloaded: AtomicBool::new(false),
             read_only,
-            overlay_bytes: AtomicUsize::new(overlay.bytes()),
-            overlay: Mutex::new(overlay),
         });
         if !read_only {
             let mut md = inner.md()?;
