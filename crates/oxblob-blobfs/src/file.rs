@@ -44,6 +44,8 @@ struct Data {
 /// (whose size was `from`), and their CRC-32C. An fsync then commits the new size with a
 /// blobstore data check over exactly those bytes (`Blob::commit_md_checked`): the data and
 /// the record share one flush, and a replay drops the record if the data did not make it.
+/// When all of them are at hand and there are at most [`INLINE_APPEND_MAX`], they go inside
+/// the record instead (`Blob::write_commit_inline`), and the crc is not needed.
 #[derive(Debug, Clone, Copy)]
 struct Appended {
     from: u64,
