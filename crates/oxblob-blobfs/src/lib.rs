@@ -81,8 +81,8 @@
 //!   pressure), but a durable size never covers unwritten data (fsync writes the buffer,
 //!   flushes the device, then writes the size; after pure appends the data and a record
 //!   checking it share one flush, and appends of up to 32 KiB go inside the record itself:
-//!   one write, one flush, the blobstore's *inline data*). After a crash, a byte inside the durable
-//!   size is the byte of the last fsync or a byte written after it, never anything else
+//!   one write, one flush, the blobstore's *inline data*). After a crash, a byte inside the
+//!   durable size is the byte of the last fsync or a byte written after it, never anything else
 //!   (tested by the crash sweep in `tests/cache.rs`).
 //! - After a crash, every namespace operation happened entirely or not at all, and a file
 //!   unlinked while open is gone (`docs/fault-model.md`, promise 3).

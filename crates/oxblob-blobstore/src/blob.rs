@@ -296,7 +296,8 @@ impl Blob {
                 || !self.is_allocated(offset, len)
             {
                 return Err(BsError::InvalidArgument(format!(
-                    "inline write of {len} bytes at {offset} of blob {:#x}: longer than {}                      bytes, past its {} clusters or in an unallocated one",
+                    "inline write of {len} bytes at {offset} of blob {:#x}: longer than {} bytes, \
+                     past its {} clusters or in an unallocated one",
                     self.id,
                     oxblob_format::record::MAX_WRITE_LEN,
                     rec.num_clusters

@@ -12,8 +12,9 @@
 //!   newer bytes land after the logged ones;
 //! - **settling** ([`crate::md::MdState::settle`]) writes them to their place through the
 //!   blob's current extents (read-modify-write of the edge blocks) and only then drops them.
-//!   It runs when the store holds more than [`SETTLE_BYTES`] of them, before a checkpoint (which drops the
-//!   log that holds the bytes: its flush makes them durable in place first), and at unload.
+//!   It runs when the store holds more than [`SETTLE_BYTES`] of them, before a checkpoint
+//!   (which drops the log that holds the bytes: its flush makes them durable in place
+//!   first), and at unload.
 //!
 //! Replay rebuilds the overlay from the log's `WriteData` records in order; a writable load
 //! settles it in the checkpoint it takes at once, a read-only load keeps it for reads.
