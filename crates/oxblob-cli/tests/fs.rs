@@ -680,3 +680,61 @@ fn bench_meta_and_fs_report_every_figure() {
     let err = fails(&["bench", "meta"]);
     assert!(err.contains("give IMAGE, --dev SPEC"), "{err}");
 }
+
+/// A WAL-like file whose synced appends are logged inline, left by a mount that ended without
+/// unmount: `bs dump` shows the `WriteData` records, `fsck` is clean, `cat` reads every byte
+/// (the read-only replay lays the logged bytes over the device), and a later writable use puts
+/// them in place.
+#[test]
+fn inline_logged_appends_after_a_crash() {
+    let d = tmp();
+    let img = image(d.path());
+    let s = img.as_str();
+    let mut want = Vec::new();
+    {
+        let dev = oxblob_bdev::spec::open(s).unwrap();
+        let opts = oxblob_blobfs::MountOptions {
+            cache_bytes: 0,
+            ..Default::default()
+        };
+        let fs = oxblob_blobfs::BlobFs::mount(dev, opts).unwrap();
+        let h = fs.create("/wal").unwrap();
+        // The first append leaves the file's inline form; the next ones are logged inline.
+        for i in 0..4u64 {
+            let data = pattern(3000 + i as usize * 500, 20 + i);
+            h.append_fdatasync(&data).unwrap();
+            want.extend_from_slice(&data);
+        }
+        drop(h);
+        drop(fs); // no unmount
+    }
+    let dump = json(&ok(&["bs", "dump", s, "--json"]));
+    let writes: Vec<&serde_json::Value> = dump["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["mutations"].as_array().into_iter().flatten())
+        .filter_map(|m| m.get("write_data"))
+        .collect();
+    assert_eq!(writes.len(), 3, "{dump}");
+    let mut at = 3000u64;
+    for (i, w) in writes.iter().enumerate() {
+        let len = 3500 + i as u64 * 500;
+        assert_eq!(w["offset"], at);
+        assert_eq!(w["len"], len);
+        let bytes = &want[at as usize..(at + len) as usize];
+        assert_eq!(w["crc"], u64::from(oxblob_format::crc32c(bytes)));
+        at += len;
+    }
+    let text = ok(&["bs", "dump", s]);
+    assert!(text.contains("bytes 3000+3500 inline (crc"), "{text}");
+    let o = oxblob(&["fsck", s]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    let out = d.path().join("wal.out");
+    ok(&["cp", s, ":/wal", p(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), want);
+    ok(&["mv", s, "/wal", "/wal2"]);
+    assert!(!ok(&["bs", "dump", s]).contains("inline (crc"));
+    ok(&["cp", s, ":/wal2", p(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), want);
+}
