@@ -68,6 +68,17 @@ impl Appended {
 /// never reads more than this back per record.
 const CHECKED_APPEND_MAX: u64 = 4 << 20;
 
+/// What an appending commit makes durable: `bytes`, which sit at `start` (the file then ends
+/// at `a.end`), the file's appends since its last record (`a`), and its new times.
+#[derive(Clone, Copy)]
+struct AppendCommit<'a> {
+    start: u64,
+    bytes: &'a [u8],
+    a: Appended,
+    mtime: u64,
+    ctime: u64,
+}
+
 /// Sets a file blob's size and times xattrs (in memory until its next record).
 fn set_size_times(
     blob: &oxblob_blobstore::Blob,
@@ -354,7 +365,14 @@ impl OpenInode {
         let applies = d.inline.is_none() && d.size_dirty && a.end == size && wb.end() == size;
         let (_, mtime, ctime) = self.times_and_size();
         let r = if applies {
-            self.commit_with_bytes(fs, d, wb.start, &wb.data, a, mtime, ctime, path)
+            let c = AppendCommit {
+                start: wb.start,
+                bytes: &wb.data,
+                a,
+                mtime,
+                ctime,
+            };
+            self.commit_with_bytes(fs, d, c, path)
         } else {
             Ok(false)
         };
@@ -406,7 +424,14 @@ impl OpenInode {
         a.end = size + len;
         let now = now_ns();
         let ctime = self.ctime.load(Ordering::Acquire);
-        if !self.commit_with_bytes(fs, &mut d, size, data, a, now, ctime, path)? {
+        let c = AppendCommit {
+            start: size,
+            bytes: data,
+            a,
+            mtime: now,
+            ctime,
+        };
+        if !self.commit_with_bytes(fs, &mut d, c, path)? {
             return Ok(None);
         }
         self.size.store(a.end, Ordering::Release);
@@ -427,18 +452,20 @@ impl OpenInode {
     /// `Ok(false)`: not applicable (the range is too long, reaches an unallocated cluster,
     /// or the head block is not at hand), nothing written. On error the blob's size and
     /// times are reset to the file's in-memory ones.
-    #[allow(clippy::too_many_arguments)]
     fn commit_with_bytes(
         &self,
         fs: &FsInner,
         d: &mut Data,
-        start: u64,
-        bytes: &[u8],
-        a: Appended,
-        mtime: u64,
-        ctime: u64,
+        c: AppendCommit,
         path: &str,
     ) -> Result<bool> {
+        let AppendCommit {
+            start,
+            bytes,
+            a,
+            mtime,
+            ctime,
+        } = c;
         let Some(blob) = d.blob.as_ref() else {
             return Ok(false);
         };
@@ -457,7 +484,7 @@ impl OpenInode {
             return Ok(false);
         }
         if start > a.from || a.end - a.from > INLINE_APPEND_MAX {
-            return self.commit_placed(fs, d, start, bytes, a, mtime, ctime, path);
+            return self.commit_placed(fs, d, c, path);
         }
         let bs = |e| FsError::from_bs(e, path);
         let logged = &bytes[(a.from - start) as usize..];
@@ -466,7 +493,7 @@ impl OpenInode {
             Ok(()) => {}
             // A log too full for the bytes: they go in place instead.
             Err(oxblob_blobstore::BsError::NoMetadataSpace) => {
-                return self.commit_placed(fs, d, start, bytes, a, mtime, ctime, path);
+                return self.commit_placed(fs, d, c, path);
             }
             Err(e) => {
                 d.tail = None;
@@ -499,18 +526,20 @@ impl OpenInode {
     /// blocks (the head block from the end-block memo) and written together with the inode
     /// record, which carries a check over `[a.from, a.end)`; then one flush. The caller
     /// checked the range (allocated, not too long).
-    #[allow(clippy::too_many_arguments)]
     fn commit_placed(
         &self,
         fs: &FsInner,
         d: &mut Data,
-        start: u64,
-        bytes: &[u8],
-        a: Appended,
-        mtime: u64,
-        ctime: u64,
+        c: AppendCommit,
         path: &str,
     ) -> Result<bool> {
+        let AppendCommit {
+            start,
+            bytes,
+            a,
+            mtime,
+            ctime,
+        } = c;
         let Some(blob) = d.blob.as_ref() else {
             return Ok(false);
         };

@@ -344,16 +344,7 @@ impl Blob {
                 Ok(true) => return Ok(()), // through a checkpoint: settled and durable
                 Ok(false) => {}
             }
-            if md.sb.generation == generation {
-                let mut st = self.entry.write();
-                crate::store::Checked::note(
-                    &mut st.checked,
-                    offset,
-                    offset + len,
-                    generation,
-                    true,
-                );
-            }
+            self.note_checked(&md, generation, offset, offset + len, true);
             if md.pending_bytes > crate::overlay::SETTLE_BYTES {
                 // A failure leaves the bytes in memory: the next settle retries.
                 let _ = md.settle(&self.inner, None);
@@ -363,6 +354,16 @@ impl Blob {
         match durability {
             crate::Durability::Durable => self.inner.wait_durable(t),
             crate::Durability::Deferred => Ok(()),
+        }
+    }
+
+    /// Records that the log of `generation` checks (or, with `inline`, carries) bytes
+    /// `[lo, hi)` of the blob, unless a checkpoint already replaced that log (`md` is the
+    /// state after the commit).
+    fn note_checked(&self, md: &MdState, generation: u64, lo: u64, hi: u64, inline: bool) {
+        if md.sb.generation == generation {
+            let mut st = self.entry.write();
+            crate::store::Checked::note(&mut st.checked, lo, hi, generation, inline);
         }
     }
 
@@ -449,16 +450,7 @@ impl Blob {
             {
                 return Ok(()); // went into a checkpoint: durable, nothing to replay
             }
-            if md.sb.generation == generation {
-                let mut st = self.entry.write();
-                crate::store::Checked::note(
-                    &mut st.checked,
-                    offset,
-                    offset + len,
-                    generation,
-                    false,
-                );
-            }
+            self.note_checked(&md, generation, offset, offset + len, false);
             md.last_ticket
         };
         match durability {

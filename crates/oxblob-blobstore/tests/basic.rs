@@ -430,14 +430,7 @@ fn page_aligned_log_of_an_older_store_replays() {
     assert_eq!(ins.log.len(), 2, "{}", ins.stop_reason);
     assert_eq!(ins.tail_offset, (sb.log_first_page + 2) * 4096);
     // Read-only: replayed, nothing written.
-    let ro = BlobStore::load(
-        Arc::clone(&d),
-        LoadOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = load_read_only(&d).unwrap();
     assert_eq!(ro.super_blob().unwrap(), Some(ids[1]));
     assert!(matches!(ro.open_blob(ids[2]), Err(BsError::NotFound(_))));
     drop(ro);

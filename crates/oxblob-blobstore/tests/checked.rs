@@ -16,19 +16,6 @@ use std::sync::Arc;
 
 const N: usize = 10_000;
 
-/// A new store on a `mib` MiB malloc device and a new thick blob of `clusters` clusters.
-fn store_with_blob(mib: u64, clusters: u64) -> (Arc<dyn BlockDevice>, BlobStore, u64) {
-    let d = dev(mib, 4096);
-    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
-    let id = bs
-        .create_blob(CreateOptions {
-            num_clusters: clusters,
-            ..Default::default()
-        })
-        .unwrap();
-    (d, bs, id)
-}
-
 /// A store with one 1-cluster blob holding `N` pattern bytes written (not flushed) and
 /// committed with a check over them and a "len" xattr. Returns (device, blob id, data).
 fn checked_blob() -> (Arc<dyn BlockDevice>, BlobStore, u64, Vec<u8>) {

@@ -15,19 +15,6 @@ use oxblob_blobstore::{
 use oxblob_format::Mutation;
 use std::sync::Arc;
 
-/// A new store on a 16 MiB malloc device with a thick blob of `clusters` clusters.
-fn store_with_blob(clusters: u64) -> (Arc<dyn BlockDevice>, BlobStore, u64) {
-    let d = dev(16, 4096);
-    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
-    let id = bs
-        .create_blob(CreateOptions {
-            num_clusters: clusters,
-            ..Default::default()
-        })
-        .unwrap();
-    (d, bs, id)
-}
-
 /// Device bytes `[at, at + len)` of the blob's first cluster (what is in place).
 fn in_place(d: &Arc<dyn BlockDevice>, bs: &BlobStore, id: u64, at: u64, len: usize) -> Vec<u8> {
     let sb = oxblob_blobstore::inspect(d.as_ref()).unwrap().superblock;
@@ -64,7 +51,7 @@ fn logged(d: &Arc<dyn BlockDevice>) -> Vec<(u64, u64, Vec<u8>)> {
 
 #[test]
 fn inline_bytes_cost_one_write_read_back_and_replay() {
-    let (d, bs, id) = store_with_blob(1);
+    let (d, bs, id) = store_with_blob(16, 1);
     let counting = oxblob_sim::CountingDevice::new(Arc::clone(&d));
     drop(bs);
     let cd: Arc<dyn BlockDevice> = counting.clone();
@@ -95,14 +82,7 @@ fn inline_bytes_cost_one_write_read_back_and_replay() {
     drop(bs); // a crash: no unload
 
     // A read-only load replays the bytes into memory and reads them, writing nothing.
-    let ro = BlobStore::load(
-        Arc::clone(&d),
-        LoadOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = load_read_only(&d).unwrap();
     assert_eq!(read(&ro, id, 4000), want);
     assert_eq!(in_place(&d, &ro, id, 1000, 3000), vec![0u8; 3000]);
     let b = ro.open_blob(id).unwrap();
@@ -128,7 +108,7 @@ fn inline_bytes_cost_one_write_read_back_and_replay() {
 
 #[test]
 fn later_bytes_win_and_settle_keeps_the_rest_of_the_block() {
-    let (d, bs, id) = store_with_blob(2);
+    let (d, bs, id) = store_with_blob(16, 2);
     let b = bs.open_blob(id).unwrap();
     // Bytes already in place around the logged ones stay.
     let base = pattern(1, 2 * CLUSTER as usize);
@@ -157,7 +137,7 @@ fn later_bytes_win_and_settle_keeps_the_rest_of_the_block() {
 
 #[test]
 fn a_write_over_logged_bytes_settles_them_first() {
-    let (d, bs, id) = store_with_blob(1);
+    let (d, bs, id) = store_with_blob(16, 1);
     let b = bs.open_blob(id).unwrap();
     let logged_bytes = pattern(4, 6000);
     b.write_commit_inline(100, &logged_bytes, Durability::Durable)
@@ -199,7 +179,7 @@ fn a_write_over_logged_bytes_settles_them_first() {
 fn shrink_delete_and_snapshot_retire_logged_bytes() {
     // Shrink past logged bytes, then grow again: the new cluster reads zeroes, before and
     // after a crash (the shrink checkpointed, so no replay writes the old bytes into it).
-    let (d, bs, id) = store_with_blob(2);
+    let (d, bs, id) = store_with_blob(16, 2);
     let b = bs.open_blob(id).unwrap();
     let data = pattern(8, 3000);
     b.write_commit_inline(CLUSTER + 10, &data, Durability::Durable)
@@ -237,7 +217,7 @@ fn shrink_delete_and_snapshot_retire_logged_bytes() {
     drop(bs);
 
     // Snapshot: checkpoints first; the snapshot holds the bytes, the clone reads them.
-    let (d, bs, id) = store_with_blob(1);
+    let (d, bs, id) = store_with_blob(16, 1);
     let b = bs.open_blob(id).unwrap();
     b.write_commit_inline(500, &data, Durability::Durable)
         .unwrap();
@@ -268,7 +248,7 @@ fn inline_errors_change_nothing() {
     let b = bs.open_blob(thin).unwrap();
     let e = b.write_commit_inline(0, b"abc", Durability::Durable);
     assert!(matches!(e, Err(BsError::InvalidArgument(_))), "{e:?}");
-    let (_, bs2, id) = store_with_blob(1);
+    let (_, bs2, id) = store_with_blob(16, 1);
     let b2 = bs2.open_blob(id).unwrap();
     for (at, len) in [(CLUSTER - 10, 20usize), (0, (1 << 20) + 1)] {
         let e = b2.write_commit_inline(at, &vec![7; len], Durability::Durable);
@@ -335,14 +315,8 @@ fn io_errors_in_inline_commit_and_settle_lose_no_acknowledged_byte() {
         }
         assert_eq!(read(&bs, id, want.len()), want, "{ctx}: live read");
         // What a power cut now would find: every acknowledged byte.
-        let ro = BlobStore::load(
-            Arc::clone(&base),
-            LoadOptions {
-                read_only: true,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{ctx}: load after the failure: {e:?}"));
+        let ro = load_read_only(&base)
+            .unwrap_or_else(|e| panic!("{ctx}: load after the failure: {e:?}"));
         assert_eq!(read(&ro, id, want.len()), want, "{ctx}: after a crash");
         drop(ro);
         drop(b);

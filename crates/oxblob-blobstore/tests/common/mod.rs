@@ -31,6 +31,31 @@ pub fn load(dev: &Arc<dyn BlockDevice>) -> BlobStore {
     BlobStore::load(Arc::clone(dev), LoadOptions::default()).unwrap()
 }
 
+/// A read-only load: the log replayed in memory, nothing written.
+pub fn load_read_only(dev: &Arc<dyn BlockDevice>) -> oxblob_blobstore::Result<BlobStore> {
+    BlobStore::load(
+        Arc::clone(dev),
+        LoadOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// A new store (`small_opts`) on a `mib` MiB malloc device and a new thick blob of
+/// `clusters` clusters.
+pub fn store_with_blob(mib: u64, clusters: u64) -> (Arc<dyn BlockDevice>, BlobStore, u64) {
+    let d = dev(mib, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let id = bs
+        .create_blob(oxblob_blobstore::CreateOptions {
+            num_clusters: clusters,
+            ..Default::default()
+        })
+        .unwrap();
+    (d, bs, id)
+}
+
 /// Deterministic pattern bytes.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
