@@ -21,7 +21,7 @@ pub(crate) fn inline_in_log(inner: &Inner, entry: &BlobEntry, lo: u64, hi: u64) 
         .group
         .log_generation
         .load(std::sync::atomic::Ordering::Acquire);
-    match entry.read().checked.as_deref() {
+    match entry.read().checked() {
         Some(c) if c.generation == g && c.inline => lo < c.hi && hi > c.lo,
         _ => false,
     }
@@ -307,7 +307,7 @@ impl Blob {
             // checkpoint settles them in place before its flush.
             let before = {
                 let mut st = self.entry.write();
-                let p = st.pending.get_or_insert_with(Default::default);
+                let p = st.pending_mut();
                 let b0 = p.bytes();
                 let before = p.remove_range(offset, len);
                 p.insert(offset, data);
@@ -327,18 +327,17 @@ impl Blob {
             match md.commit_apply(&self.inner, &muts, false) {
                 Err(e) => {
                     let mut st = self.entry.write();
-                    if let Some(p) = st.pending.as_mut() {
-                        let b0 = p.bytes();
-                        p.remove_range(offset, len);
-                        for (at, b) in before {
-                            p.insert(at, &b);
-                        }
-                        md.pending_bytes = md.pending_bytes - b0 + p.bytes();
-                        if p.is_empty() {
-                            st.pending = None;
-                            md.pending_blobs.remove(&self.id);
-                        }
+                    let p = st.pending_mut();
+                    let b0 = p.bytes();
+                    p.remove_range(offset, len);
+                    for (at, b) in before {
+                        p.insert(at, &b);
                     }
+                    md.pending_bytes = md.pending_bytes - b0 + p.bytes();
+                    if p.is_empty() {
+                        md.pending_blobs.remove(&self.id);
+                    }
+                    st.trim_log();
                     return Err(e.error);
                 }
                 Ok(true) => return Ok(()), // through a checkpoint: settled and durable
@@ -363,7 +362,7 @@ impl Blob {
     fn note_checked(&self, md: &MdState, generation: u64, lo: u64, hi: u64, inline: bool) {
         if md.sb.generation == generation {
             let mut st = self.entry.write();
-            crate::store::Checked::note(&mut st.checked, lo, hi, generation, inline);
+            st.note_checked(lo, hi, generation, inline);
         }
     }
 
@@ -403,7 +402,7 @@ impl Blob {
         let t = {
             let mut md = self.inner.md_writable()?;
             // Logged bytes of the blob go in place before newer data or a check over them.
-            if self.entry.read().pending.is_some() {
+            if self.entry.read().pending().is_some() {
                 md.settle(&self.inner, Some(self.id))?;
             }
             let rec = Arc::clone(&self.entry.read().current);
@@ -517,7 +516,7 @@ impl Blob {
             .group
             .log_generation
             .load(std::sync::atomic::Ordering::Acquire);
-        match self.entry.read().checked.as_deref() {
+        match self.entry.read().checked() {
             Some(c) if c.generation == g => offset < c.hi && offset.saturating_add(len) > c.lo,
             _ => false,
         }
@@ -537,7 +536,7 @@ impl Blob {
             let mut md = self.inner.md_writable()?;
             md.checkpoint(&self.inner, None).map_err(|e| e.error)?;
             drop(md);
-            self.entry.write().checked = None;
+            self.entry.write().clear_checked();
             return Ok(());
         }
         let t = {
@@ -547,13 +546,13 @@ impl Blob {
                 .commit_apply(&self.inner, &[Mutation::PutBlob(rec)], false)
                 .map_err(|e| e.error)?
             {
-                self.entry.write().checked = None;
+                self.entry.write().clear_checked();
                 return Ok(());
             }
             md.last_ticket
         };
         self.inner.wait_durable(t)?;
-        self.entry.write().checked = None;
+        self.entry.write().clear_checked();
         Ok(())
     }
 

@@ -191,8 +191,7 @@ impl BsChannel {
             && blob
                 .entry
                 .read()
-                .pending
-                .as_ref()
+                .pending()
                 .is_some_and(|p| p.overlaps(offset, len));
         if meets {
             let r = self
@@ -236,7 +235,7 @@ impl BsChannel {
         {
             let st = blob.entry.read();
             if kind == Kind::Read {
-                if let Some(p) = &st.pending {
+                if let Some(p) = st.pending() {
                     patches = p.patches(offset, len);
                 }
             }

@@ -696,11 +696,7 @@ impl MdState {
             // Copies: reads keep finding the bytes in memory until they are in place.
             let (rec, runs) = {
                 let st = entry.read();
-                let runs = st
-                    .pending
-                    .as_ref()
-                    .map(|p| p.runs().clone())
-                    .unwrap_or_default();
+                let runs = st.pending().map(|p| p.runs().clone()).unwrap_or_default();
                 (Arc::clone(&st.current), runs)
             };
             for (dev, piece) in
@@ -709,15 +705,14 @@ impl MdState {
                 crate::overlay::write_in_place(self.ch.as_mut(), dev, piece, unit)?;
             }
             let mut st = entry.write();
-            if let Some(p) = st.pending.as_mut() {
+            if st.pending().is_some() {
+                let p = st.pending_mut();
                 let before = p.bytes();
                 p.settled(&runs);
                 self.pending_bytes -= before - p.bytes();
-                if p.is_empty() {
-                    st.pending = None;
-                }
+                st.trim_log();
             }
-            if st.pending.is_none() {
+            if st.pending().is_none() {
                 self.pending_blobs.remove(&id);
             }
         }
@@ -790,7 +785,7 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
                         let st = e.read();
                         // Its logged bytes go with it.
                         if md.pending_blobs.remove(id) {
-                            md.pending_bytes -= st.pending.as_ref().map_or(0, |p| p.bytes());
+                            md.pending_bytes -= st.pending().map_or(0, |p| p.bytes());
                         }
                         old.extend(clusters_of(&st.committed).chain(clusters_of(&st.current)));
                         unlink_clone(&mut md.clones, st.committed.parent, *id);

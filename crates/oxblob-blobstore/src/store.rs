@@ -119,17 +119,25 @@ pub(crate) struct BlobState {
     pub(crate) committed: Arc<BlobRecord>,
     pub(crate) dirty: bool,
     pub(crate) open: u32,
+    /// What records of the current log say about the blob's data, and its inline-logged
+    /// bytes not yet in place ([`Logged`]). Boxed: only blobs written with checked or inline
+    /// commits (a WAL) have one, and every blob pays for the field.
+    log: Option<Box<Logged>>,
+}
+
+/// The log-related state of a blob ([`BlobState`]'s accessors).
+#[derive(Debug, Default)]
+struct Logged {
     /// Bytes `[lo, hi)` named by data checks (`CheckData`) in records of the current log,
     /// with the log's generation: while the log may replay, rewriting those bytes in place
     /// would make a replayed check fail and drop an acknowledged record, so
     /// [`crate::Blob::confirm_checked`] writes a plain record first. Inline commits
     /// (`WriteData`) count too: a replay writes their bytes again, over any newer ones, so
-    /// confirming them takes a checkpoint. Boxed: only blobs written with checked or inline
-    /// commits (a WAL) have one, and every blob pays for the field.
-    pub(crate) checked: Option<Box<Checked>>,
+    /// confirming them takes a checkpoint.
+    checked: Option<Checked>,
     /// Inline-logged bytes not yet in place (see [`crate::overlay`]); reads lay them over
     /// the device's data. The md state's `pending_blobs` lists the blobs that have some.
-    pub(crate) pending: Option<Box<Pending>>,
+    pending: Option<Pending>,
 }
 
 /// The bytes of a blob that records of the current log check or carry inline
@@ -146,28 +154,62 @@ pub(crate) struct Checked {
     pub(crate) inline: bool,
 }
 
-impl Checked {
+impl BlobState {
+    /// The checked or inline bytes of the log, if any (of whatever generation).
+    pub(crate) fn checked(&self) -> Option<&Checked> {
+        self.log.as_ref().and_then(|l| l.checked.as_ref())
+    }
+
     /// Adds `[lo, hi)` of a record of the log of `generation` (a newer log starts afresh).
-    pub(crate) fn note(
-        slot: &mut Option<Box<Checked>>,
-        lo: u64,
-        hi: u64,
-        generation: u64,
-        inline: bool,
-    ) {
-        match slot {
+    pub(crate) fn note_checked(&mut self, lo: u64, hi: u64, generation: u64, inline: bool) {
+        let l = self.log.get_or_insert_with(Default::default);
+        match &mut l.checked {
             Some(c) if c.generation == generation => {
                 c.lo = c.lo.min(lo);
                 c.hi = c.hi.max(hi);
                 c.inline |= inline;
             }
-            _ => {
-                *slot = Some(Box::new(Checked {
+            c => {
+                *c = Some(Checked {
                     lo,
                     hi,
                     generation,
                     inline,
-                }))
+                })
+            }
+        }
+    }
+
+    /// Forgets the checked and inline ranges (their log is retired).
+    pub(crate) fn clear_checked(&mut self) {
+        if let Some(l) = self.log.as_mut() {
+            l.checked = None;
+        }
+        self.trim_log();
+    }
+
+    /// The inline-logged bytes not yet in place, if any.
+    pub(crate) fn pending(&self) -> Option<&Pending> {
+        self.log.as_ref().and_then(|l| l.pending.as_ref())
+    }
+
+    /// The inline-logged bytes not yet in place, made present if absent. Call
+    /// [`BlobState::trim_log`] after emptying them.
+    pub(crate) fn pending_mut(&mut self) -> &mut Pending {
+        self.log
+            .get_or_insert_with(Default::default)
+            .pending
+            .get_or_insert_with(Default::default)
+    }
+
+    /// Drops empty parts of the log state (and the box when nothing is left).
+    pub(crate) fn trim_log(&mut self) {
+        if let Some(l) = self.log.as_mut() {
+            if l.pending.as_ref().is_some_and(Pending::is_empty) {
+                l.pending = None;
+            }
+            if l.pending.is_none() && l.checked.is_none() {
+                self.log = None;
             }
         }
     }
@@ -186,8 +228,7 @@ impl BlobEntry {
                 committed: r,
                 dirty: false,
                 open: 0,
-                checked: None,
-                pending: None,
+                log: None,
             }),
         }
     }
@@ -983,7 +1024,7 @@ impl BlobStore {
                 if let Some(p) = pending.remove(&id).filter(|p| !p.is_empty()) {
                     md.pending_blobs.insert(id);
                     md.pending_bytes += p.bytes();
-                    e.write().pending = Some(Box::new(p));
+                    *e.write().pending_mut() = p;
                 }
                 (id, Arc::new(e))
             })
