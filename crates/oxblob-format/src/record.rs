@@ -31,6 +31,9 @@
 //!                       CHECKED_DATA): the transaction applies only if the blob's bytes
 //!                       [offset, offset + len), read through the PutBlob of the same blob in
 //!                       this transaction, have this CRC-32C; otherwise replay skips it whole
+//!   tag 6 WriteData     body = blob u64, offset u64, then the bytes (1 ..= 1 MiB; incompat
+//!                       feature INLINE_DATA): the blob's bytes at offset, logged inline;
+//!                       replay writes them in place through the blob's final extents
 //! Link payload:  next_segment_first_page u64
 //! ```
 
