@@ -496,9 +496,7 @@ impl OpenInode {
                 return self.commit_placed(fs, d, c, path);
             }
             Err(e) => {
-                d.tail = None;
-                let (size, mtime, ctime) = self.times_and_size();
-                let _ = set_size_times(blob, size, mtime, ctime);
+                self.undo_commit(blob, &mut d.tail);
                 return Err(bs(e));
             }
         }
@@ -533,16 +531,10 @@ impl OpenInode {
         c: AppendCommit,
         path: &str,
     ) -> Result<bool> {
-        let AppendCommit {
-            start,
-            bytes,
-            a,
-            mtime,
-            ctime,
-        } = c;
         let Some(blob) = d.blob.as_ref() else {
             return Ok(false);
         };
+        let (start, bytes, a) = (c.start, c.bytes, c.a);
         let unit = fs.io_unit;
         let end = a.end;
         let a0 = start / unit * unit;
@@ -559,17 +551,23 @@ impl OpenInode {
         }
         buf[head..head + bytes.len()].copy_from_slice(bytes);
         let bs = |e| FsError::from_bs(e, path);
-        set_size_times(blob, end, mtime, ctime).map_err(bs)?;
+        set_size_times(blob, end, c.mtime, c.ctime).map_err(bs)?;
         let r =
             blob.write_commit_checked(a0, &buf, a.from, a.end - a.from, a.crc, Durability::Durable);
         if let Err(e) = r {
-            d.tail = None;
-            let (size, mtime, ctime) = self.times_and_size();
-            let _ = set_size_times(blob, size, mtime, ctime);
+            self.undo_commit(blob, &mut d.tail);
             return Err(bs(e));
         }
         d.tail = (end % unit != 0).then(|| (a1 - unit, buf[buf.len() - unit as usize..].to_vec()));
         Ok(true)
+    }
+
+    /// After a failed commit: the end-block memo is unknown, and the blob's size and times go
+    /// back to the file's in-memory ones.
+    fn undo_commit(&self, blob: &oxblob_blobstore::Blob, tail: &mut Option<(u64, Vec<u8>)>) {
+        *tail = None;
+        let (size, mtime, ctime) = self.times_and_size();
+        let _ = set_size_times(blob, size, mtime, ctime);
     }
 
     /// Write-through: after `data` was written to the device at `off` (the device now valid
