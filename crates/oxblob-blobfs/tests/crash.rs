@@ -14,7 +14,9 @@
 mod common;
 use common::*;
 use oxblob_bdev::BlockDevice;
-use oxblob_blobfs::{BlobFs, MkfsOptions, MountOptions, OpenFlags, DEFAULT_CACHE_BYTES};
+use oxblob_blobfs::{
+    BlobFs, FsErrorKind, MkfsOptions, MountOptions, OpenFlags, DEFAULT_CACHE_BYTES,
+};
 use oxblob_sim::{CrashDevice, CrashMode};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -670,4 +672,81 @@ fn new_clusters_never_show_old_bytes() {
         let fs = BlobFs::mount(crash.clone(), MountOptions::default()).unwrap();
         assert!(read(&fs) == want, "cache {cache}: contents after remount");
     }
+}
+
+/// Synced appends once the md region is full. An append larger than a log segment goes
+/// through a checkpoint, which has no room: blobfs then tries the checked commit (data in
+/// place, a small record), which has none either here, and the append fails with `NoSpace`.
+/// Every append acknowledged before reads back live, and after a mount that ended without
+/// unmount, and fsck finds the image clean.
+#[test]
+fn synced_appends_fail_cleanly_with_the_metadata_region_full() {
+    let d = dev(16, 4096);
+    // A 256 KiB md region of 16 KiB segments: a 20 KB append does not fit in one segment.
+    let mk = MkfsOptions {
+        md_fraction: 64,
+        ..small_mkfs()
+    };
+    BlobFs::mkfs(Arc::clone(&d), mk).unwrap();
+    let opts = MountOptions {
+        cache_bytes: 0,
+        ..Default::default()
+    };
+    let fs = BlobFs::mount(Arc::clone(&d), opts).unwrap();
+    let h = fs.create("/wal").unwrap();
+    let mut all = Vec::new();
+    for i in 0..4u64 {
+        let data = pattern(70 + i, 5_000 + i as usize * 7_001);
+        assert_eq!(h.append_fdatasync(&data).unwrap(), all.len() as u64);
+        all.extend_from_slice(&data);
+    }
+    // Fill the md region with long-named files until a create fails.
+    let mut files = 0u32;
+    loop {
+        let name = format!("/{}{files:06}", "m".repeat(240));
+        match fs.create(&name) {
+            // The close may be what finds no room (it commits the new inode's times).
+            Ok(f) => match f.close() {
+                Ok(()) => files += 1,
+                Err(e) => {
+                    assert_eq!(e.kind, FsErrorKind::NoSpace, "{e}");
+                    break;
+                }
+            },
+            Err(e) => {
+                assert_eq!(e.kind, FsErrorKind::NoSpace, "{e}");
+                break;
+            }
+        }
+        assert!(files < 100_000, "the md region never filled");
+    }
+    assert!(files > 100, "{files} files");
+    for i in 0..3u64 {
+        let e = h
+            .append_fdatasync(&pattern(700 + i, 20_000))
+            .expect_err("a synced append with the md region full");
+        assert_eq!(e.kind, FsErrorKind::NoSpace, "append {i}: {e}");
+    }
+    assert_eq!(
+        &h.read_vec(0, 1 << 20).unwrap()[..all.len()],
+        &all[..],
+        "live"
+    );
+    // No unmount; read back through a read-only mount (nothing to write).
+    drop(h);
+    drop(fs);
+    let ro = MountOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    let fs = BlobFs::mount(Arc::clone(&d), ro).unwrap();
+    let got = fs
+        .open("/wal", OpenFlags::read())
+        .unwrap()
+        .read_vec(0, 1 << 20)
+        .unwrap();
+    assert_eq!(&got[..all.len()], &all[..], "after a mount without unmount");
+    drop(fs);
+    let report = oxblob_blobfs::fsck(&d, oxblob_blobfs::FsckOptions::default()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
 }
