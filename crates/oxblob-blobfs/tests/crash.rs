@@ -674,15 +674,15 @@ fn new_clusters_never_show_old_bytes() {
     }
 }
 
-/// Synced appends once the md region is full. An append larger than a log segment goes
-/// through a checkpoint, which has no room: blobfs then tries the checked commit (data in
-/// place, a small record), which has none either here, and the append fails with `NoSpace`.
-/// Every append acknowledged before reads back live, and after a mount that ended without
-/// unmount, and fsck finds the image clean.
+/// A full md region stays usable. Creates fail with `NoSpace` once the state reaches the
+/// blobstore's limit, before anything is written; then synced appends (which do not grow the
+/// state; 20 KB ones do not fit in a log segment and go through a checkpoint) still commit,
+/// a delete frees room for a create, and a mount that ended without unmount mounts writable,
+/// with every acknowledged byte and every synced namespace change. fsck finds it clean.
 #[test]
-fn synced_appends_fail_cleanly_with_the_metadata_region_full() {
+fn a_full_metadata_region_stays_usable() {
     let d = dev(16, 4096);
-    // A 256 KiB md region of 16 KiB segments: a 20 KB append does not fit in one segment.
+    // A 256 KiB md region of 16 KiB segments.
     let mk = MkfsOptions {
         md_fraction: 64,
         ..small_mkfs()
@@ -692,61 +692,71 @@ fn synced_appends_fail_cleanly_with_the_metadata_region_full() {
         cache_bytes: 0,
         ..Default::default()
     };
-    let fs = BlobFs::mount(Arc::clone(&d), opts).unwrap();
+    let fs = BlobFs::mount(Arc::clone(&d), opts.clone()).unwrap();
     let h = fs.create("/wal").unwrap();
     let mut all = Vec::new();
-    for i in 0..4u64 {
-        let data = pattern(70 + i, 5_000 + i as usize * 7_001);
+    let append = |h: &oxblob_blobfs::FileHandle, all: &mut Vec<u8>, seed: u64, n: usize| {
+        let data = pattern(seed, n);
         assert_eq!(h.append_fdatasync(&data).unwrap(), all.len() as u64);
         all.extend_from_slice(&data);
-    }
+    };
+    append(&h, &mut all, 70, 5_000);
+    let name = |n: u32| format!("/{}{n:06}", "m".repeat(240));
     // Fill the md region with long-named files until a create fails.
     let mut files = 0u32;
-    loop {
-        let name = format!("/{}{files:06}", "m".repeat(240));
-        match fs.create(&name) {
-            // The close may be what finds no room (it commits the new inode's times).
-            Ok(f) => match f.close() {
-                Ok(()) => files += 1,
-                Err(e) => {
-                    assert_eq!(e.kind, FsErrorKind::NoSpace, "{e}");
-                    break;
-                }
-            },
-            Err(e) => {
-                assert_eq!(e.kind, FsErrorKind::NoSpace, "{e}");
-                break;
+    let e = loop {
+        match fs.create(&name(files)) {
+            Ok(f) => {
+                f.close().unwrap();
+                files += 1;
             }
+            Err(e) => break e,
         }
         assert!(files < 100_000, "the md region never filled");
-    }
+    };
+    assert_eq!(e.kind, FsErrorKind::NoSpace, "{e}");
     assert!(files > 100, "{files} files");
-    for i in 0..3u64 {
-        let e = h
-            .append_fdatasync(&pattern(700 + i, 20_000))
-            .expect_err("a synced append with the md region full");
-        assert_eq!(e.kind, FsErrorKind::NoSpace, "append {i}: {e}");
-    }
-    assert_eq!(
-        &h.read_vec(0, 1 << 20).unwrap()[..all.len()],
-        &all[..],
-        "live"
+    assert!(
+        fs.mkdir(&format!("/{}", "d".repeat(246)))
+            .is_err_and(|e| e.kind == FsErrorKind::NoSpace),
+        "mkdir with the md region full"
     );
-    // No unmount; read back through a read-only mount (nothing to write).
+    // Appends of the existing file go on, the large ones through checkpoints.
+    for i in 0..6u64 {
+        append(&h, &mut all, 700 + i, 9_000 + i as usize * 3_001);
+    }
+    // A delete makes room for a create.
+    fs.unlink(&name(0)).unwrap();
+    fs.unlink(&name(1)).unwrap();
+    fs.create("/after-delete").unwrap().close().unwrap();
+    fs.sync().unwrap();
+    assert_eq!(&h.read_vec(0, 1 << 20).unwrap()[..], &all[..], "live");
+    // No unmount: the next mount replays the log and takes its checkpoint.
     drop(h);
     drop(fs);
-    let ro = MountOptions {
-        read_only: true,
-        ..Default::default()
-    };
-    let fs = BlobFs::mount(Arc::clone(&d), ro).unwrap();
+    let fs = BlobFs::mount(Arc::clone(&d), opts.clone()).unwrap();
     let got = fs
         .open("/wal", OpenFlags::read())
         .unwrap()
         .read_vec(0, 1 << 20)
         .unwrap();
-    assert_eq!(&got[..all.len()], &all[..], "after a mount without unmount");
-    drop(fs);
+    assert_eq!(got, all, "after a mount without unmount");
+    assert!(fs.stat("/after-delete").is_ok());
+    assert!(fs
+        .stat(&name(0))
+        .is_err_and(|e| e.kind == FsErrorKind::NotFound));
+    assert!(fs.stat(&name(2)).is_ok());
+    let h = fs.open("/wal", OpenFlags::read_write()).unwrap();
+    append(&h, &mut all, 900, 20_000);
+    h.close().unwrap();
+    fs.unmount().unwrap();
     let report = oxblob_blobfs::fsck(&d, oxblob_blobfs::FsckOptions::default()).unwrap();
     assert!(report.is_clean(), "{report:?}");
+    let fs = BlobFs::mount(Arc::clone(&d), opts).unwrap();
+    let got = fs
+        .open("/wal", OpenFlags::read())
+        .unwrap()
+        .read_vec(0, 1 << 20)
+        .unwrap();
+    assert_eq!(got, all, "after a clean remount");
 }

@@ -303,6 +303,10 @@ impl Blob {
                     rec.num_clusters
                 )));
             }
+            // Room for the record's growth first: a refusal must come before the bytes are
+            // pending (the checkpoint that measures the state would settle them in place).
+            md.admit(&self.inner, &[Mutation::PutBlob(Arc::clone(&rec))])
+                .map_err(|e| e.error)?;
             // Into the blob's pending bytes before the commit: a commit that goes through a
             // checkpoint settles them in place before its flush.
             let before = {

@@ -394,6 +394,7 @@ impl MdState {
         if self.needs_checkpoint {
             self.checkpoint(inner, None)?;
         }
+        self.admit(inner, muts)?;
         self.reap();
         if self.data_unflushed {
             self.flush()?;
@@ -426,12 +427,10 @@ impl MdState {
             return Ok(true);
         }
         if self.tail + len + link_len > self.seg_end {
-            // A new log segment, unless taking it would leave too little room for the next
+            // A new log segment, unless every free one would leave no room for the next
             // checkpoint: then the checkpoint now (it carries this transaction and restarts
             // the log in one segment), before the log can no longer be folded at all.
-            let seg = self.free_segments.iter().next().copied();
-            let Some(seg) = seg.filter(|_| self.free_segments.len() as u64 > self.ckpt_reserve())
-            else {
+            let Some(seg) = self.log_segment_to_take() else {
                 self.write_all(data)?;
                 self.checkpoint(inner, Some(muts))?;
                 return Ok(true);
@@ -497,14 +496,107 @@ impl MdState {
         Ok(durable)
     }
 
-    /// Free segments the next checkpoint needs: its own (the current one plus a quarter for
-    /// growth) and a fresh log segment.
-    fn ckpt_reserve(&self) -> u64 {
+    /// Largest state (checkpoint payload bytes) a transaction may grow the store to: a
+    /// quarter of the md region, in whole segments. A checkpoint is written, in one run of
+    /// contiguous free segments, beside the previous one and the log before either is
+    /// dropped; once the state passes about a third of the region, the free space around the
+    /// previous checkpoint may hold no such run, and then no change could ever commit again —
+    /// not even a delete, nor the checkpoint a writable load takes. A quarter leaves the
+    /// next checkpoint its run (a quarter larger than the last) beside the previous one and a
+    /// log segment, and the log only grows into segments that keep that run
+    /// ([`MdState::log_segment_to_take`]). Only growth is refused at the limit: deletes,
+    /// shrinks and updates that keep their size go on, and free room again.
+    pub(crate) fn state_limit(&self) -> u64 {
+        let segs = self.sb.md_page_count / self.seg_pages();
+        segs / 4 * self.seg_pages() * PAGE
+    }
+
+    /// Bytes of log records since the last checkpoint (whole segments but the current one,
+    /// links and padding included): at least the growth of the state since then, since every
+    /// put blob is logged whole.
+    fn log_bytes(&self) -> u64 {
+        let seg = self.seg_pages() * PAGE;
+        let full = (self.log_segments.len() as u64).saturating_sub(1) * seg;
+        full + (self.tail + seg).saturating_sub(self.seg_end)
+    }
+
+    /// Refuses with `NoMetadataSpace`, before anything is written, a transaction that would
+    /// grow the state past [`MdState::state_limit`]. Cheap while far from it: the last
+    /// checkpoint's length plus the log since bounds the state, and the transaction's put
+    /// records bound its growth. Near it, the growth is measured against the blobs' committed
+    /// records, and a checkpoint measures the state exactly before a refusal.
+    pub(crate) fn admit(
+        &mut self,
+        inner: &Inner,
+        muts: &[Mutation],
+    ) -> std::result::Result<(), CommitError> {
+        /// A new blob's framing in a checkpoint (its length word), rounded up.
+        const FRAMING: u64 = 16;
+        let limit = self.state_limit();
+        let most: u64 = muts
+            .iter()
+            .map(|m| match m {
+                Mutation::PutBlob(r) => r.encoded_len() as u64 + FRAMING,
+                _ => 0,
+            })
+            .sum();
+        if most == 0 || self.sb.checkpoint.len + self.log_bytes() + most <= limit {
+            return Ok(());
+        }
+        let mut growth: i64 = 0;
+        for m in muts {
+            let (id, new) = match m {
+                Mutation::PutBlob(r) => (r.id, r.encoded_len() as i64),
+                Mutation::DeleteBlob(id) => (*id, 0),
+                _ => continue,
+            };
+            let old = inner
+                .entry(id)
+                .map(|e| e.read().committed.encoded_len() as i64 + FRAMING as i64)
+                .unwrap_or(0);
+            growth += new + if new > 0 { FRAMING as i64 } else { 0 } - old;
+        }
+        let Ok(growth) = u64::try_from(growth) else {
+            return Ok(());
+        };
+        if growth == 0 {
+            return Ok(());
+        }
+        // Not with inline bytes: the checkpoint would settle this transaction's own bytes in
+        // place (they are already in the blob's pending bytes) before a refusal.
+        let inline = muts.iter().any(|m| matches!(m, Mutation::WriteData(_)));
+        if !inline
+            && self.log_records > 0
+            && self.sb.checkpoint.len + self.log_bytes() + growth > limit
+        {
+            self.checkpoint(inner, None)?;
+        }
+        if self.sb.checkpoint.len + growth > limit {
+            return Err(BsError::NoMetadataSpace.into());
+        }
+        Ok(())
+    }
+
+    /// Segments the next checkpoint is given room for: the current one's plus a quarter for
+    /// growth.
+    fn next_ckpt_segs(&self) -> u64 {
         let ckpt_pages = self.sb.checkpoint.len.div_ceil(PAGE);
         (ckpt_pages + ckpt_pages / 4)
             .div_ceil(self.seg_pages())
             .max(1)
-            + 1
+    }
+
+    /// The free segment the log may grow into: the lowest one whose taking still leaves the
+    /// next checkpoint a contiguous run ([`MdState::next_ckpt_segs`]) and a log segment
+    /// beside it. A count of free segments is not enough: log segments taken from the middle
+    /// of the free space can leave no run long enough, and then no checkpoint, and so no
+    /// commit, could ever be written again.
+    fn log_segment_to_take(&self) -> Option<u64> {
+        let next = self.next_ckpt_segs();
+        self.free_segments
+            .iter()
+            .copied()
+            .find(|&s| self.find_space_without(next, Some(s)).is_some())
     }
 
     fn log_pages_used(&self) -> u64 {
@@ -721,17 +813,23 @@ impl MdState {
 
     /// A run of `n` contiguous free segments and one more free segment outside it.
     fn find_space(&self, n: u64) -> Option<(u64, u64)> {
+        self.find_space_without(n, None)
+    }
+
+    /// [`MdState::find_space`] as if segment `taken` were not free.
+    fn find_space_without(&self, n: u64, taken: Option<u64>) -> Option<(u64, u64)> {
         let total = self.sb.md_page_count / self.seg_pages();
+        let free = |s: &u64| Some(*s) != taken && self.free_segments.contains(s);
         let mut start = 0;
         while start + n <= total {
-            match (start..start + n).find(|s| !self.free_segments.contains(s)) {
+            match (start..start + n).find(|s| !free(s)) {
                 Some(busy) => start = busy + 1,
                 None => {
                     let log = self
                         .free_segments
                         .iter()
                         .copied()
-                        .find(|s| !(start..start + n).contains(s))?;
+                        .find(|s| Some(*s) != taken && !(start..start + n).contains(s))?;
                     return Some((start, log));
                 }
             }

@@ -556,7 +556,7 @@ fn many_records_links_and_checkpoints_survive_crash_reload() {
     let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
     let gen0 = bs.superblock().unwrap().generation;
     let mut ids = Vec::new();
-    for i in 0..120u64 {
+    for i in 0..160u64 {
         let id = bs
             .create_blob(CreateOptions {
                 num_clusters: i % 3,
@@ -565,8 +565,12 @@ fn many_records_links_and_checkpoints_survive_crash_reload() {
             })
             .unwrap();
         ids.push(id);
+        // Three of every four deleted: about 180 KB stay, under a quarter of the md region
+        // (the most a store may grow to), after 700 KB of records.
         if i % 4 == 3 {
-            bs.delete_blob(ids[i as usize - 2]).unwrap();
+            for k in i - 2..=i {
+                bs.delete_blob(ids[k as usize]).unwrap();
+            }
         }
     }
     bs.set_super_blob(Some(ids[0])).unwrap();
@@ -590,11 +594,12 @@ fn many_records_links_and_checkpoints_survive_crash_reload() {
 fn oversized_transaction_commits_through_a_checkpoint() {
     let d = dev(16, 4096);
     let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
-    // Four 64 KiB xattrs: far more than one 4-page segment.
+    // Three 64 KiB xattrs: far more than one 4-page segment (and under a quarter of the md
+    // region, the most a store may grow to).
     let id = bs
         .transaction(|t| {
             let id = t.create(thin(1))?;
-            for k in 0..4u64 {
+            for k in 0..3u64 {
                 t.set_xattr(id, &format!("x{k}"), &pattern(k, 65536));
             }
             Ok(id)
@@ -603,7 +608,7 @@ fn oversized_transaction_commits_through_a_checkpoint() {
     drop(bs);
     let bs = load(&d);
     let b = bs.open_blob(id).unwrap();
-    for k in 0..4u64 {
+    for k in 0..3u64 {
         assert_eq!(b.get_xattr(&format!("x{k}")).unwrap(), pattern(k, 65536));
     }
 }
@@ -691,4 +696,71 @@ fn destroy_wipes_the_superblocks() {
     assert!(bs.blobs().unwrap().is_empty());
     drop(bs);
     assert!(load(&d).blobs().unwrap().is_empty());
+}
+
+/// A store driven against its metadata limit, over and over: blobs of random sizes created
+/// until a create fails, then a random share deleted, for many rounds (the free space around
+/// each checkpoint takes every shape). Growth past a quarter of the md region fails with
+/// `NoMetadataSpace` and changes nothing; a delete never fails; a blob's xattr rewritten at
+/// its own size always commits; a crash and a writable load keep the state exactly.
+#[test]
+fn metadata_limit_refuses_growth_and_never_blocks_deletes() {
+    let d = dev(16, 4096);
+    let mut bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut live: Vec<u64> = Vec::new();
+    let mut refusals = 0;
+    for round in 0..100u64 {
+        loop {
+            let len = 500 + rnd(9_000) as usize;
+            let before = state(&bs);
+            match bs.create_blob(CreateOptions {
+                num_clusters: rnd(2),
+                thin: true,
+                xattrs: vec![("v".into(), pattern(round * 1_000 + live.len() as u64, len))],
+            }) {
+                Ok(id) => live.push(id),
+                Err(BsError::NoMetadataSpace) => {
+                    assert_eq!(
+                        state(&bs),
+                        before,
+                        "round {round}: a refused create changed the store"
+                    );
+                    refusals += 1;
+                    break;
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+            assert!(live.len() < 10_000, "the md region never filled");
+        }
+        // Same-size rewrites commit at the limit.
+        for _ in 0..5 {
+            let id = live[rnd(live.len() as u64) as usize];
+            let b = bs.open_blob(id).unwrap();
+            let len = b.get_xattr("v").unwrap().len();
+            b.set_xattr("v", &pattern(round + 7, len)).unwrap();
+            b.sync_md().unwrap();
+        }
+        // Delete between a third and all of them.
+        let keep = rnd(live.len() as u64 * 2 / 3) as usize;
+        while live.len() > keep {
+            let id = live.swap_remove(rnd(live.len() as u64) as usize);
+            bs.delete_blob(id).unwrap();
+        }
+        // A crash now and then: the next load replays the log and checkpoints.
+        if round % 8 == 7 {
+            let before = state(&bs);
+            drop(bs);
+            bs = load(&d);
+            assert_eq!(state(&bs), before, "round {round}: after a crash");
+            check_invariants(&bs);
+        }
+    }
+    assert!(refusals >= 7, "{refusals} refusals");
 }
