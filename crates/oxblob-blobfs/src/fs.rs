@@ -113,6 +113,12 @@ pub struct StatFs {
     pub files: u64,
     /// Cluster size in bytes.
     pub cluster_size: u64,
+    /// Metadata the namespace takes, at most (inodes, names, extents: the blobstore's
+    /// state; exact after a mount).
+    pub md_used_bytes: u64,
+    /// The most the metadata may grow to: creates past it fail with `NoSpace`, while deletes
+    /// still work.
+    pub md_limit_bytes: u64,
 }
 
 /// Flags of [`BlobFs::open`].
@@ -1023,7 +1029,10 @@ impl BlobFs {
         fs.live("/")?;
         let files = fs.ns_read().len() as u64;
         let cs = fs.cluster_size;
+        let md = fs.bs.md_usage().map_err(|e| FsError::from_bs(e, "/"))?;
         Ok(StatFs {
+            md_used_bytes: md.state_bytes,
+            md_limit_bytes: md.limit_bytes,
             total_bytes: fs.bs.total_clusters() * cs,
             free_bytes: fs
                 .bs

@@ -60,5 +60,5 @@ pub use io::{BsChannel, BsCompletion, BsRejected};
 pub use oxblob_format::{BlobRecord, Extent};
 pub use store::{
     bstype, inspect, BlobInfo, BlobStore, CreateOptions, Durability, InitOptions, Inspection,
-    LoadOptions, LogEntry, Txn, DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
+    LoadOptions, LogEntry, MdUsage, Txn, DEFAULT_CLUSTER_SIZE, DEFAULT_SEGMENT_PAGES,
 };

@@ -511,6 +511,11 @@ impl MdState {
         segs / 4 * self.seg_pages() * PAGE
     }
 
+    /// The state's size, at most: the last checkpoint's plus the log since.
+    pub(crate) fn state_bound(&self) -> u64 {
+        self.sb.checkpoint.len + self.log_bytes()
+    }
+
     /// Bytes of log records since the last checkpoint (whole segments but the current one,
     /// links and padding included): at least the growth of the state since then, since every
     /// put blob is logged whole.

@@ -88,6 +88,19 @@ pub struct CreateOptions {
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
+/// The metadata region's use ([`BlobStore::md_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MdUsage {
+    /// The state (what a checkpoint holds), at most: the last checkpoint's size plus the log
+    /// written since. Exact right after a checkpoint, which every writable load takes.
+    pub state_bytes: u64,
+    /// The most the state may grow to, a quarter of the region: a change that would grow it
+    /// further fails with `NoMetadataSpace` (deletes never do).
+    pub limit_bytes: u64,
+    /// The metadata region.
+    pub region_bytes: u64,
+}
+
 /// What [`BlobStore::blobs`] reports of each blob, without opening it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobInfo {
@@ -1118,6 +1131,16 @@ impl BlobStore {
     /// durable.
     pub fn free_clusters(&self) -> Result<u64> {
         Ok(self.inner.md()?.alloc.free())
+    }
+
+    /// How much of the metadata region the state takes, against the most it may grow to.
+    pub fn md_usage(&self) -> Result<MdUsage> {
+        let md = self.inner.md()?;
+        Ok(MdUsage {
+            state_bytes: md.state_bound(),
+            limit_bytes: md.state_limit(),
+            region_bytes: md.sb.md_page_count * PAGE,
+        })
     }
 
     /// Cluster size in bytes.

@@ -770,9 +770,25 @@ fn a_full_metadata_region_reports_and_recovers() {
     );
     let copied = ok(&["ls", img, "/many"]).lines().count();
     assert!((100..1500).contains(&copied), "{copied} copied");
+    let md = |img: &str| {
+        let v = json(&ok(&["df", img, "--json"]));
+        let used = v["metadata_used_bytes"].as_u64().unwrap();
+        let limit = v["metadata_limit_bytes"].as_u64().unwrap();
+        (used, limit)
+    };
+    let (used, limit) = md(img);
+    assert!(
+        used * 100 >= limit * 95 && used <= limit,
+        "{used} of {limit}"
+    );
+    let text = ok(&["df", img]);
+    assert!(text.lines().next().unwrap().ends_with("Meta%"), "{text}");
+    assert!(text.lines().nth(1).unwrap().ends_with(" 100%"), "{text}");
     fsck_clean(img);
     ok(&["rm", "-r", img, "/many"]);
     assert_eq!(ok(&["ls", img, "/"]).trim(), "");
+    let (after, _) = md(img);
+    assert!(after * 20 < limit, "{after} of {limit} after the delete");
     let host = dir.path().join("h.txt");
     let data = pattern(100_000, 31);
     std::fs::write(&host, &data).unwrap();

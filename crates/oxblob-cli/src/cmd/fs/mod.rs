@@ -58,7 +58,7 @@ pub enum FsCommand {
     Mv(mv::MvArgs),
     /// Show an entry's type, size, allocation, times and inode.
     Stat(stat::StatArgs),
-    /// Show space and file counts.
+    /// Show space, file counts and metadata use.
     Df(df::DfArgs),
     /// An interactive shell on the image (reads commands from a pipe too).
     Shell(shell::ShellArgs),

@@ -332,31 +332,36 @@ pub fn df(fs: &BlobFs, out: &mut dyn Write, name: &str, json: bool) -> CliResult
                 "free_bytes": s.free_bytes,
                 "files": s.files,
                 "cluster_size": s.cluster_size,
+                "metadata_used_bytes": s.md_used_bytes,
+                "metadata_limit_bytes": s.md_limit_bytes,
             }))?,
         );
     }
-    let pct = if s.total_bytes == 0 {
-        0
-    } else {
-        (used * 100).div_ceil(s.total_bytes)
+    let pct = |used: u64, total: u64| {
+        if total == 0 {
+            0
+        } else {
+            (used * 100).div_ceil(total).min(100)
+        }
     };
     line(
         out,
         &format!(
-            "{:<24} {:>10} {:>10} {:>10} {:>5} {:>10}",
-            "Filesystem", "Size", "Used", "Free", "Use%", "Files"
+            "{:<24} {:>10} {:>10} {:>10} {:>5} {:>10} {:>5}",
+            "Filesystem", "Size", "Used", "Free", "Use%", "Files", "Meta%"
         ),
     )?;
     line(
         out,
         &format!(
-            "{:<24} {:>10} {:>10} {:>10} {:>4}% {:>10}",
+            "{:<24} {:>10} {:>10} {:>10} {:>4}% {:>10} {:>4}%",
             name,
             format_size(s.total_bytes),
             format_size(used),
             format_size(s.free_bytes),
-            pct,
-            s.files
+            pct(used, s.total_bytes),
+            s.files,
+            pct(s.md_used_bytes, s.md_limit_bytes)
         ),
     )
 }
