@@ -25,6 +25,9 @@ const TTL: Duration = Duration::from_secs(60);
 const MAX_WRITE: u32 = 1 << 20;
 /// Preferred I/O size reported in `st_blksize` (tools size their buffers by it).
 const BLKSIZE: u32 = 128 * 1024;
+/// Smallest metadata record `statfs` assumes per inode when it estimates free inodes (a
+/// file's record with a short name takes about 150 bytes).
+const MIN_INODE_BYTES: u64 = 128;
 /// Block size reported by `statfs`.
 const STATFS_BSIZE: u64 = 4096;
 /// Permission bits of every file.
@@ -716,14 +719,17 @@ impl Filesystem for OxFuse {
             Ok(s) => {
                 let blocks = s.total_bytes / STATFS_BSIZE;
                 let bfree = s.free_bytes / STATFS_BSIZE;
-                // blobfs has no inode table: an inode is a blob record in the metadata
-                // region, so the free count is an estimate (one per free 4 KiB block).
+                // blobfs has no inode table: an inode is a blob record in the metadata, which
+                // may grow to `md_limit_bytes`. The free count is an estimate: the room left
+                // there over the mean record so far (at least MIN_INODE_BYTES).
+                let per = (s.md_used_bytes / s.files.max(1)).max(MIN_INODE_BYTES);
+                let ffree = s.md_limit_bytes.saturating_sub(s.md_used_bytes) / per;
                 reply.statfs(
                     blocks,
                     bfree,
                     bfree,
-                    s.files + bfree,
-                    bfree,
+                    s.files + ffree,
+                    ffree,
                     STATFS_BSIZE as u32,
                     NAME_MAX as u32,
                     STATFS_BSIZE as u32,

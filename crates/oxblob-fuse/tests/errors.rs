@@ -43,6 +43,10 @@ fn mount_image(img: &Path, mp: &Path) -> Mounted {
 }
 
 fn setup() -> Option<Guard> {
+    setup_with(256, MkfsOptions::default())
+}
+
+fn setup_with(mib: u64, mkfs: MkfsOptions) -> Option<Guard> {
     if !fuse_available() {
         return None;
     }
@@ -51,12 +55,8 @@ fn setup() -> Option<Guard> {
         .tempdir_in("/var/tmp")
         .unwrap();
     let img = dir.path().join("img");
-    let spec = format!("file:{}?create=256MiB", img.display());
-    BlobFs::mkfs(
-        oxblob_bdev::spec::open(&spec).unwrap(),
-        MkfsOptions::default(),
-    )
-    .unwrap();
+    let spec = format!("file:{}?create={mib}MiB", img.display());
+    BlobFs::mkfs(oxblob_bdev::spec::open(&spec).unwrap(), mkfs).unwrap();
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
     let m = mount_image(&img, &mp);
@@ -267,4 +267,55 @@ fn data_at_any_offset_truncate_and_times_survive_remount() {
     assert!(fs_total > 200 << 20 && fs_total < 256 << 20, "{fs_total}");
     assert!(s.f_bfree < s.f_blocks);
     assert_eq!(s.f_namemax, 255);
+    // Free inodes come from the metadata's room (a quarter of the 32 MiB md region, at
+    // least 128 bytes an inode), not from the free data blocks.
+    assert!(
+        s.f_ffree > 10_000 && s.f_ffree <= (8 << 20) / 128,
+        "{}",
+        s.f_ffree
+    );
+    assert!(s.f_files > s.f_ffree);
+}
+
+/// A mount whose metadata fills up: creates fail with ENOSPC while the data region is nearly
+/// empty, `statvfs` shows no free inodes, and an unlink still works and makes room.
+#[test]
+fn full_metadata_gives_enospc_and_unlink_still_works() {
+    let Some(g) = setup_with(
+        16,
+        MkfsOptions {
+            md_fraction: 64,
+            ..MkfsOptions::default()
+        },
+    ) else {
+        return;
+    };
+    let name = |i: u32| g.mp.join(format!("{}{i:05}", "f".repeat(200)));
+    let mut n = 0u32;
+    let err = loop {
+        match std::fs::File::create(name(n)) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+        assert!(n < 100_000, "the metadata never filled");
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(n > 100, "{n} files");
+    let s = rustix::fs::statvfs(&g.mp).unwrap();
+    assert!(s.f_ffree < 8, "{} free inodes", s.f_ffree);
+    assert!(
+        s.f_bfree * 10 > s.f_blocks * 9,
+        "{} of {} blocks free",
+        s.f_bfree,
+        s.f_blocks
+    );
+    std::fs::remove_file(name(0)).unwrap();
+    std::fs::remove_file(name(1)).unwrap();
+    std::fs::File::create(g.mp.join("after")).unwrap();
+    let s = rustix::fs::statvfs(&g.mp).unwrap();
+    assert!(
+        s.f_ffree >= 1,
+        "{} free inodes after two unlinks",
+        s.f_ffree
+    );
 }
