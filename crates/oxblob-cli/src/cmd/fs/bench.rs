@@ -82,8 +82,9 @@ pub struct MetaBenchArgs {
     #[arg(long, default_value_t = 0x0b10_bf5e_ed00_0003)]
     pub seed: u64,
     /// Runs of every size and layout; each figure is the median over the runs. By default
-    /// enough runs for about 300,000 files of work, at most 9 (10k files: 9, 100k: 3, 1M: 1),
-    /// because a 10k-file phase lasts only milliseconds and one run of it is noisy.
+    /// enough runs for about 300,000 files of work, at least 3 and at most 9 (10k files: 9,
+    /// 100k and 1M: 3): a 10k-file phase lasts only milliseconds, and a 1M-file run pays for
+    /// its fresh memory as much as the host happens to charge, so one run of either is noisy.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=99))]
     pub rounds: Option<u64>,
     /// Print one JSON object.
@@ -91,11 +92,11 @@ pub struct MetaBenchArgs {
     pub json: bool,
 }
 
-/// Runs of one size: `--rounds`, or enough for about 300,000 files, at most 9, odd so the
+/// Runs of one size: `--rounds`, or enough for about 300,000 files, 3 to 9, odd so the
 /// median is one of the runs.
 fn rounds_for(files: u64, rounds: Option<u64>) -> u64 {
     rounds.unwrap_or_else(|| {
-        let r = 300_000u64.div_ceil(files.max(1)).clamp(1, 9);
+        let r = 300_000u64.div_ceil(files.max(1)).clamp(3, 9);
         r | 1
     })
 }
