@@ -596,12 +596,49 @@ impl MdState {
     /// beside it. A count of free segments is not enough: log segments taken from the middle
     /// of the free space can leave no run long enough, and then no checkpoint, and so no
     /// commit, could ever be written again.
+    ///
+    /// One pass over the free runs: taking a run's first segment leaves the longest rest of
+    /// any of its segments, so the answer is the first run whose first segment, taken, still
+    /// leaves some run of `next` segments (and the free count a segment more than that).
     fn log_segment_to_take(&self) -> Option<u64> {
         let next = self.next_ckpt_segs();
-        self.free_segments
-            .iter()
-            .copied()
-            .find(|&s| self.find_space_without(next, Some(s)).is_some())
+        let found = self.log_segment_to_take_runs(next);
+        debug_assert_eq!(
+            found,
+            self.free_segments
+                .iter()
+                .copied()
+                .find(|&s| self.find_space_without(next, Some(s)).is_some()),
+            "log segment choice"
+        );
+        found
+    }
+
+    fn log_segment_to_take_runs(&self, next: u64) -> Option<u64> {
+        if (self.free_segments.len() as u64) < next + 2 {
+            return None;
+        }
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &s in &self.free_segments {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == s => *len += 1,
+                _ => runs.push((s, 1)),
+            }
+        }
+        // The two longest runs: taking from one leaves the other whole.
+        let (mut first, mut second) = ((usize::MAX, 0u64), 0u64);
+        for (i, &(_, len)) in runs.iter().enumerate() {
+            if len > first.1 {
+                second = first.1;
+                first = (i, len);
+            } else if len > second {
+                second = len;
+            }
+        }
+        runs.iter().enumerate().find_map(|(i, &(start, len))| {
+            let others = if i == first.0 { second } else { first.1 };
+            (others.max(len - 1) >= next).then_some(start)
+        })
     }
 
     fn log_pages_used(&self) -> u64 {
