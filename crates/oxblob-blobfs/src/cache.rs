@@ -11,7 +11,7 @@
 //! - **Clean chunks** (mount-wide, in [`Cache`]): [`CHUNK`]-sized, chunk-aligned copies of
 //!   what the device holds for a file (bytes at or past the device size are zero), keyed by
 //!   inode number and chunk index — inode numbers are blob ids, never reused, so no
-//!   generation is needed — in one LRU behind a mutex that is never held across I/O. They
+//!   generation is needed — in one CLOCK ring (see [`Clean`]) behind a mutex that is never held across I/O. They
 //!   do not belong to an open: a file's clean chunks stay cached after its last close (its
 //!   dirty data is written back at close, so they match the device) and serve the next open,
 //!   as a page cache does. They are dropped when the blob is deleted (unlink, rmdir, rename
@@ -32,14 +32,15 @@
 //!   at once on one [`oxblob_blobstore::BsChannel`] and reaped together.
 //!
 //! Global: [`Cache`] counts the bytes held (buffer capacities and chunks) in an atomic.
-//! Going over the bound reclaims the mount's least recently used clean chunks first (open
+//! Going over the bound reclaims the mount's clean chunks not used lately first (open
 //! files' or not), then (for writers) other files' dirty buffers, each victim only if its
 //! lock is free right now (`try_lock`), so eviction never waits on another file's I/O — and
 //! then the caller's own buffer. The registry of open files holding write-behind buffers is
 //! a map behind a mutex taken only to list victims.
 
 use crate::file::OpenInode;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use oxblob_bdev::IoBuf;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -70,52 +71,91 @@ impl Wb {
     }
 }
 
-/// One cached chunk and its LRU stamp.
+/// One cached chunk: its bytes (an aligned buffer the device filled directly) and its slot
+/// in the CLOCK ring.
 struct Chunk {
-    data: Box<[u8]>,
-    stamp: u64,
+    data: IoBuf,
+    slot: u32,
 }
 
+/// A slot of the CLOCK ring: the chunk it holds (`ino` 0: free) and its reference bit.
+#[derive(Clone, Copy)]
+struct Slot {
+    ino: u64,
+    c: u64,
+    referenced: bool,
+}
+
+const FREE_SLOT: Slot = Slot {
+    ino: 0,
+    c: 0,
+    referenced: false,
+};
+
 /// The mount's clean chunks, keyed by inode number (a blob id, never reused, so a key never
-/// names another file's bytes) and chunk index, with one LRU order over all of them.
+/// names another file's bytes) and chunk index, with one CLOCK ring over all of them.
+///
+/// Replacement is CLOCK (second chance) rather than a strict LRU list: a hit only sets its
+/// slot's reference bit, where an LRU must move the chunk to the front of an ordered
+/// structure on every hit (a tree remove and insert, on the hot path of every cached read).
+/// Eviction sweeps the hand over the ring, clearing reference bits, and takes the first
+/// chunk not referenced since the hand last passed it. A new chunk goes into a free slot
+/// (the one just evicted, usually: right behind the hand, so it gets a full turn before it
+/// can go) with its bit clear.
 #[derive(Default)]
 struct Clean {
     files: HashMap<u64, HashMap<u64, Chunk>>,
-    /// Stamp → (inode, chunk): oldest first.
-    lru: BTreeMap<u64, (u64, u64)>,
-    stamp: u64,
+    ring: Vec<Slot>,
+    /// Free slots of `ring`.
+    free: Vec<u32>,
+    hand: usize,
 }
 
 impl Clean {
-    fn next_stamp(&mut self) -> u64 {
-        self.stamp += 1;
-        self.stamp
-    }
-
     fn contains(&self, ino: u64, c: u64) -> bool {
         self.files.get(&ino).is_some_and(|f| f.contains_key(&c))
     }
 
-    /// Chunk `c` of `ino`, made the most recently used.
+    /// Chunk `c` of `ino`, marked referenced.
     fn touch(&mut self, ino: u64, c: u64) -> Option<&mut Chunk> {
-        let stamp = self.next_stamp();
         let ch = self.files.get_mut(&ino)?.get_mut(&c)?;
-        self.lru.remove(&ch.stamp);
-        self.lru.insert(stamp, (ino, c));
-        ch.stamp = stamp;
+        if let Some(s) = self.ring.get_mut(ch.slot as usize) {
+            s.referenced = true;
+        }
         Some(ch)
     }
 
-    fn put(&mut self, ino: u64, c: u64, data: Box<[u8]>) {
-        let stamp = self.next_stamp();
-        self.lru.insert(stamp, (ino, c));
-        if let Some(old) = self
-            .files
+    fn put(&mut self, ino: u64, c: u64, data: IoBuf) {
+        if let Some(ch) = self.files.get_mut(&ino).and_then(|f| f.get_mut(&c)) {
+            ch.data = data;
+            return;
+        }
+        let slot = Slot {
+            ino,
+            c,
+            referenced: false,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.ring[i as usize] = slot;
+                i
+            }
+            None => {
+                self.ring.push(slot);
+                (self.ring.len() - 1) as u32
+            }
+        };
+        self.files
             .entry(ino)
             .or_default()
-            .insert(c, Chunk { data, stamp })
-        {
-            self.lru.remove(&old.stamp);
+            .insert(c, Chunk { data, slot: i });
+    }
+
+    /// Frees slot `i` of the ring.
+    fn free_slot(&mut self, i: u32) {
+        if let Some(s) = self.ring.get_mut(i as usize) {
+            *s = FREE_SLOT;
+            self.free.push(i);
         }
     }
 
@@ -130,23 +170,33 @@ impl Clean {
         if f.is_empty() {
             self.files.remove(&ino);
         }
-        self.lru.remove(&ch.stamp);
+        self.free_slot(ch.slot);
         ch.data.len() as u64
     }
 
-    /// Drops the least recently used chunk of the mount; returns the bytes released.
-    fn pop_lru(&mut self) -> u64 {
-        let Some((_, (ino, c))) = self.lru.pop_first() else {
+    /// Drops one chunk the CLOCK hand chooses; returns the bytes released (0 when the cache
+    /// holds no chunk).
+    fn evict_one(&mut self) -> u64 {
+        let n = self.ring.len();
+        if n == self.free.len() {
             return 0;
-        };
-        let Some(f) = self.files.get_mut(&ino) else {
-            return 0;
-        };
-        let n = f.remove(&c).map_or(0, |ch| ch.data.len() as u64);
-        if f.is_empty() {
-            self.files.remove(&ino);
         }
-        n
+        // Two turns at most: the first clears every reference bit.
+        for _ in 0..2 * n + 1 {
+            let i = self.hand % n;
+            self.hand = (i + 1) % n;
+            let s = &mut self.ring[i];
+            if s.ino == 0 {
+                continue;
+            }
+            if s.referenced {
+                s.referenced = false;
+                continue;
+            }
+            let (ino, c) = (s.ino, s.c);
+            return self.remove(ino, c);
+        }
+        0
     }
 
     /// Drops every chunk of `ino`; returns the bytes released.
@@ -156,7 +206,7 @@ impl Clean {
         };
         let mut n = 0;
         for ch in f.into_values() {
-            self.lru.remove(&ch.stamp);
+            self.free_slot(ch.slot);
             n += ch.data.len() as u64;
         }
         n
@@ -293,9 +343,9 @@ impl Cache {
         cs.filter(|&c| !cl.contains(ino, c)).collect()
     }
 
-    /// Inserts chunks of `ino`, evicting the mount's least recently used chunks while over
+    /// Inserts chunks of `ino`, evicting the mount's chunks not used lately while over
     /// the bound; a chunk that cannot fit (the rest is write-behind memory) is not kept.
-    pub(crate) fn insert(&self, ino: u64, chunks: Vec<(u64, Box<[u8]>)>) {
+    pub(crate) fn insert(&self, ino: u64, chunks: Vec<(u64, IoBuf)>) {
         let mut cl = self.clean();
         for (c, data) in chunks {
             if cl.contains(ino, c) {
@@ -304,7 +354,7 @@ impl Cache {
             let n = data.len() as u64;
             let mut fits = true;
             while self.used() + n > self.limit {
-                let f = cl.pop_lru();
+                let f = cl.evict_one();
                 if f == 0 {
                     fits = false;
                     break;
@@ -327,7 +377,7 @@ impl Cache {
     /// Inserts chunk `c` of `ino` only if it fits under the bound as things are (no
     /// eviction: used for data just written, which must not push out what readers cached).
     /// False if it did not fit.
-    pub(crate) fn insert_if_room(&self, ino: u64, c: u64, data: Box<[u8]>) -> bool {
+    pub(crate) fn insert_if_room(&self, ino: u64, c: u64, data: IoBuf) -> bool {
         let n = data.len() as u64;
         let mut cl = self.clean();
         if cl.contains(ino, c) {
@@ -341,12 +391,12 @@ impl Cache {
         true
     }
 
-    /// Drops the mount's least recently used clean chunks until `want` more bytes fit under
+    /// Drops the mount's clean chunks not used lately until `want` more bytes fit under
     /// the bound or none are left.
     fn evict_clean(&self, want: u64) {
         let mut cl = self.clean();
         while self.used() + want > self.limit {
-            let f = cl.pop_lru();
+            let f = cl.evict_one();
             if f == 0 {
                 break;
             }
@@ -449,8 +499,8 @@ impl Cache {
         self.files().remove(&ino);
     }
 
-    /// Frees memory until `want` more bytes fit under the bound: the mount's least recently
-    /// used clean chunks first (any file's, open or closed), then (with `flush_dirty`) the
+    /// Frees memory until `want` more bytes fit under the bound: the mount's clean chunks not
+    /// used lately first (any file's, open or closed), then (with `flush_dirty`) the
     /// write-behind buffers of files other than `me`, largest first and only if their locks
     /// are free right now.
     pub(crate) fn reclaim(&self, fs: &crate::fs::FsInner, me: u64, want: u64, flush_dirty: bool) {
@@ -497,5 +547,78 @@ impl crate::BlobFs {
             limit_bytes: c.limit,
             used_bytes: c.used(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(byte: u8) -> IoBuf {
+        IoBuf::filled(CHUNK as usize, byte)
+    }
+
+    fn cached(c: &Cache, ino: u64, idx: u64) -> Option<u8> {
+        let mut buf = [0u8; 1];
+        let base = idx * CHUNK;
+        let missed = c.copy_out(ino, idx, idx, base, base + 1, &mut buf);
+        missed.is_empty().then_some(buf[0])
+    }
+
+    #[test]
+    fn clock_gives_a_hit_chunk_a_second_chance_and_keeps_the_bound() {
+        let c = Cache::new(3 * CHUNK);
+        c.insert(7, vec![(0, chunk(10)), (1, chunk(11)), (2, chunk(12))]);
+        assert_eq!(c.used(), 3 * CHUNK);
+        // A hit on chunk 0 sets its reference bit.
+        assert_eq!(cached(&c, 7, 0), Some(10));
+        // The hand passes chunk 0 (clearing its bit) and takes chunk 1.
+        c.insert(7, vec![(3, chunk(13))]);
+        assert_eq!(c.used(), 3 * CHUNK);
+        assert!(!c.contains(7, 1));
+        assert!(c.contains(7, 0) && c.contains(7, 2) && c.contains(7, 3));
+        // Next, chunk 2 (not referenced) goes; 3 sits in the slot just freed, behind the hand.
+        c.insert(8, vec![(0, chunk(20))]);
+        assert!(!c.contains(7, 2));
+        assert_eq!(cached(&c, 7, 0), Some(10));
+        assert_eq!(cached(&c, 7, 3), Some(13));
+        assert_eq!(cached(&c, 8, 0), Some(20));
+        assert_eq!(c.used(), 3 * CHUNK);
+    }
+
+    #[test]
+    fn removals_free_slots_and_accounting_follows() {
+        let c = Cache::new(8 * CHUNK);
+        c.insert(1, (0..4).map(|i| (i, chunk(i as u8))).collect());
+        c.insert(2, (0..4).map(|i| (i, chunk(100 + i as u8))).collect());
+        assert_eq!(c.used(), 8 * CHUNK);
+        c.drop_file(1);
+        assert_eq!(c.used(), 4 * CHUNK);
+        c.forget(2, CHUNK, 1);
+        assert_eq!(c.used(), 3 * CHUNK);
+        assert!(!c.contains(2, 1));
+        c.cut(2, 2 * CHUNK + 5);
+        assert_eq!(c.used(), 2 * CHUNK);
+        assert!(c.contains(2, 2) && !c.contains(2, 3));
+        // Freed slots are reused: five more chunks fit with nothing evicted.
+        c.insert(3, (0..6).map(|i| (i, chunk(200 + i as u8))).collect());
+        assert_eq!(c.used(), 8 * CHUNK);
+        for i in 0..6 {
+            assert_eq!(cached(&c, 3, i), Some(200 + i as u8));
+        }
+        assert_eq!(cached(&c, 2, 0), Some(100));
+        assert_eq!(cached(&c, 2, 2), Some(102));
+        // Every chunk evictable: the ring empties completely.
+        let mut cl = c.clean();
+        let mut freed = 0;
+        loop {
+            let f = cl.evict_one();
+            if f == 0 {
+                break;
+            }
+            freed += f;
+        }
+        assert_eq!(freed, 8 * CHUNK);
+        assert!(cl.files.is_empty());
     }
 }

@@ -127,18 +127,36 @@ fn runs(v: &[u64]) -> Vec<(u64, u64)> {
     out
 }
 
-/// Fills `dst` (the bytes of `[at, at + dst.len())`) from the `(start, bytes)` pieces;
-/// what no piece covers is zero.
-fn copy_from(pieces: &[(u64, IoBuf)], at: u64, dst: &mut [u8]) {
-    dst.fill(0);
+/// One device read of [`OpenInode::read_pieces`]: `bufs`, filled in order from byte `start`.
+struct Piece {
+    start: u64,
+    bufs: Vec<IoBuf>,
+}
+
+/// Fills `dst` (the bytes of `[at, at + dst.len())`) from `pieces` (single-buffer pieces in
+/// ascending order, not overlapping); what no piece covers is zero. Each byte of `dst` is
+/// written once.
+fn copy_from(pieces: &[Piece], at: u64, dst: &mut [u8]) {
     let end = at + dst.len() as u64;
-    for (ps, b) in pieces {
-        let pe = ps + b.len() as u64;
-        let (s, e) = (at.max(*ps), end.min(pe));
-        if s < e {
-            dst[(s - at) as usize..(e - at) as usize]
-                .copy_from_slice(&b.as_slice()[(s - ps) as usize..(e - ps) as usize]);
+    let mut cur = at;
+    for p in pieces {
+        let mut ps = p.start;
+        for b in &p.bufs {
+            let pe = ps + b.len() as u64;
+            let (s, e) = (at.max(ps), end.min(pe));
+            if s < e {
+                if cur < s {
+                    dst[(cur - at) as usize..(s - at) as usize].fill(0);
+                }
+                dst[(s - at) as usize..(e - at) as usize]
+                    .copy_from_slice(&b.as_slice()[(s - ps) as usize..(e - ps) as usize]);
+                cur = cur.max(e);
+            }
+            ps = pe;
         }
+    }
+    if cur < end {
+        dst[(cur - at) as usize..].fill(0);
     }
 }
 
@@ -593,10 +611,9 @@ impl OpenInode {
                 break;
             }
             // The written bytes, then zeroes past the end of the file (each byte written once).
-            let mut chunk = Vec::with_capacity(CHUNK as usize);
+            let mut chunk = IoBuf::with_capacity(CHUNK as usize);
             chunk.extend_from_slice(&data[(base - off) as usize..(stop - off) as usize]);
-            chunk.resize(CHUNK as usize, 0);
-            let chunk = chunk.into_boxed_slice();
+            chunk.resize(CHUNK as usize);
             if !fs.cache.insert_if_room(self.ino, c, chunk) {
                 break;
             }
@@ -896,17 +913,17 @@ impl OpenInode {
         if fetch.is_empty() && direct.is_empty() {
             return Ok(());
         }
-        // Device ranges: whole chunks to cache, and the needed blocks of direct chunks.
+        // Whole chunks to cache, read straight into their own buffers, and the needed blocks
+        // of direct chunks, all in one batch.
         let unit = fs.io_unit;
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for run in runs(&fetch) {
-            ranges.push((run.0 * CHUNK, run.1 * CHUNK));
-        }
-        for run in runs(&direct) {
-            let (s, e) = (offset.max(run.0 * CHUNK), end.min(run.1 * CHUNK));
-            ranges.push((s / unit * unit, e.div_ceil(unit) * unit));
-        }
-        let got = Self::read_ranges(fs, blob, &ranges, path)?;
+        let ranges: Vec<(u64, u64)> = runs(&direct)
+            .into_iter()
+            .map(|run| {
+                let (s, e) = (offset.max(run.0 * CHUNK), end.min(run.1 * CHUNK));
+                (s / unit * unit, e.div_ceil(unit) * unit)
+            })
+            .collect();
+        let (chunks, got) = Self::read_chunks(fs, blob, &fetch, &ranges, dsize, path)?;
         for &c in &direct {
             let (s, e) = (offset.max(c * CHUNK), end.min((c + 1) * CHUNK));
             copy_from(
@@ -915,20 +932,13 @@ impl OpenInode {
                 &mut buf[(s - offset) as usize..(e - offset) as usize],
             );
         }
-        let mut chunks = Vec::with_capacity(fetch.len());
-        for &c in &fetch {
+        for (c, data) in &chunks {
             let base = c * CHUNK;
-            let mut data = vec![0u8; CHUNK as usize].into_boxed_slice();
-            copy_from(&got, base, &mut data);
-            if dsize < base + CHUNK {
-                data[(dsize - base) as usize..].fill(0);
-            }
             let (s, e) = (offset.max(base), end.min(base + CHUNK));
             if s < e {
                 buf[(s - offset) as usize..(e - offset) as usize]
                     .copy_from_slice(&data[(s - base) as usize..(e - base) as usize]);
             }
-            chunks.push((c, data));
         }
         if chunks.is_empty() {
             return Ok(());
@@ -962,51 +972,90 @@ impl OpenInode {
         if fetch.is_empty() || fs.cache.used() + want > fs.cache.limit {
             return Ok(());
         }
-        let ranges: Vec<(u64, u64)> = runs(&fetch)
-            .into_iter()
-            .map(|r| (r.0 * CHUNK, r.1 * CHUNK))
-            .collect();
-        let got = Self::read_ranges(fs, blob, &ranges, path)?;
-        let mut chunks = Vec::with_capacity(fetch.len());
-        for &c in &fetch {
-            let base = c * CHUNK;
-            let mut data = vec![0u8; CHUNK as usize].into_boxed_slice();
-            copy_from(&got, base, &mut data);
-            if dsize < base + CHUNK {
-                data[(dsize - base) as usize..].fill(0);
-            }
-            chunks.push((c, data));
-        }
+        let (chunks, _) = Self::read_chunks(fs, blob, &fetch, &[], dsize, path)?;
         fs.cache.insert(self.ino, chunks);
         Ok(())
     }
 
-    /// Reads every `[start, end)` of `ranges` (io-unit aligned), all submitted on one channel
-    /// before any is waited for; parts past the blob's clusters are not read (they are
-    /// zeroes). Returns `(start, bytes)` pieces.
-    fn read_ranges(
+    /// Reads the whole chunks `fetch` (ascending) into chunk buffers of their own, the device
+    /// filling them directly (no staging copy), and the io-unit aligned byte ranges `ranges`
+    /// (ascending) into pieces for [`copy_from`]; every read is submitted on one channel
+    /// before any is waited for. Chunk bytes past the blob's clusters or at or past `dsize`
+    /// are zeroes. Returns the chunks as `(index, bytes)` and the pieces of `ranges`.
+    #[allow(clippy::type_complexity)]
+    fn read_chunks(
         fs: &FsInner,
         blob: &Blob,
+        fetch: &[u64],
         ranges: &[(u64, u64)],
+        dsize: u64,
         path: &str,
-    ) -> Result<Vec<(u64, IoBuf)>> {
+    ) -> Result<(Vec<(u64, IoBuf)>, Vec<Piece>)> {
         let blob_bytes = blob.size_bytes();
-        let piece = CHUNK_CLUSTERS * fs.cluster_size;
-        let mut pieces = Vec::new();
+        // Reads stay within one cluster: the blobstore then hands the buffers to the device
+        // as they are, where a read across clusters would be split into buffers of its own
+        // and copied back.
+        let piece = fs.cluster_size;
+        // Chunks past the blob's clusters are zeroes and need no read; the others are grouped
+        // into one read per run within a cluster.
+        let mut zero = Vec::new();
+        let mut reads: Vec<Piece> = Vec::new();
+        for &c in fetch {
+            let base = c * CHUNK;
+            let buf = IoBuf::zeroed(CHUNK as usize);
+            if base >= blob_bytes {
+                zero.push((c, buf));
+                continue;
+            }
+            match reads.last_mut() {
+                Some(p) if p.start + p.bufs.len() as u64 * CHUNK == base && base % piece != 0 => {
+                    p.bufs.push(buf)
+                }
+                _ => reads.push(Piece {
+                    start: base,
+                    bufs: vec![buf],
+                }),
+            }
+        }
+        let nfetch = reads.len();
         for &(s, e) in ranges {
             let e = e.min(blob_bytes);
             let mut at = s;
             while at < e {
                 let stop = ((at / piece + 1) * piece).min(e);
-                pieces.push((at, stop));
+                let len = usize::try_from(stop - at).unwrap_or(0);
+                reads.push(Piece {
+                    start: at,
+                    bufs: vec![IoBuf::zeroed(len)],
+                });
                 at = stop;
             }
         }
+        Self::read_pieces(fs, blob, &mut reads, path)?;
+        let got = reads.split_off(nfetch);
+        let mut chunks = zero;
+        for p in reads {
+            for (i, mut data) in p.bufs.into_iter().enumerate() {
+                let base = p.start + i as u64 * CHUNK;
+                if dsize < base + CHUNK {
+                    let keep = usize::try_from(dsize.saturating_sub(base)).unwrap_or(0);
+                    data[keep..].fill(0);
+                }
+                chunks.push((base / CHUNK, data));
+            }
+        }
+        chunks.sort_unstable_by_key(|c| c.0);
+        Ok((chunks, got))
+    }
+
+    /// Reads every piece (its buffers in order from its start, all inside the blob), all
+    /// submitted on one channel before any is waited for; each piece's buffers are back in
+    /// it, filled, when this returns `Ok`.
+    fn read_pieces(fs: &FsInner, blob: &Blob, pieces: &mut [Piece], path: &str) -> Result<()> {
         let bs = |e| FsError::from_bs(e, path);
         fs.with_channel(path, |ch| {
-            let mut out: Vec<(u64, IoBuf)> = Vec::with_capacity(pieces.len());
             let mut done: Vec<BsCompletion> = Vec::new();
-            let take = |done: &mut Vec<BsCompletion>, out: &mut Vec<(u64, IoBuf)>| {
+            let take = |done: &mut Vec<BsCompletion>, pieces: &mut [Piece]| {
                 for BsCompletion {
                     token,
                     result,
@@ -1014,27 +1063,22 @@ impl OpenInode {
                 } in done.drain(..)
                 {
                     result.map_err(bs)?;
-                    let at = pieces.get(token as usize).map_or(0, |p| p.0);
-                    if let Some(b) = bufs.into_iter().next() {
-                        out.push((at, b));
+                    if let Some(p) = pieces.get_mut(token as usize) {
+                        p.bufs = bufs;
                     }
                 }
                 Ok::<(), FsError>(())
             };
-            for (i, &(s, e)) in pieces.iter().enumerate() {
-                let mut buf = IoBuf::zeroed(usize::try_from(e - s).unwrap_or(0));
+            for i in 0..pieces.len() {
+                let (start, mut bufs) = (pieces[i].start, std::mem::take(&mut pieces[i].bufs));
                 loop {
-                    match blob.submit_read(ch, s, buf, i as u64) {
+                    match blob.submit_readv(ch, start, bufs, i as u64) {
                         Ok(()) => break,
                         Err(r) if ch.in_flight() > 0 => {
                             // Queue full: reap what is in flight, then retry.
-                            buf = r
-                                .bufs
-                                .into_iter()
-                                .next()
-                                .unwrap_or_else(|| IoBuf::zeroed(0));
+                            bufs = r.bufs;
                             ch.poll(&mut done, 1).map_err(bs)?;
-                            take(&mut done, &mut out)?;
+                            take(&mut done, pieces)?;
                         }
                         Err(r) => return Err(bs(r.error)),
                     }
@@ -1042,9 +1086,9 @@ impl OpenInode {
             }
             while ch.in_flight() > 0 {
                 ch.poll(&mut done, usize::MAX).map_err(bs)?;
-                take(&mut done, &mut out)?;
+                take(&mut done, pieces)?;
             }
-            Ok(out)
+            Ok(())
         })
     }
 
@@ -1284,7 +1328,7 @@ impl OpenInode {
     }
 
     /// Over the memory bound with the data lock held: reclaim the mount's clean chunks
-    /// (least recently used first), then other files' write-behind buffers, then this file's.
+    /// (those not used lately first), then other files' write-behind buffers, then this file's.
     fn make_room(self: &Arc<Self>, fs: &FsInner, d: &mut Data, path: &str) -> Result<()> {
         fs.cache.reclaim(fs, self.ino, 0, true);
         if fs.cache.over() {

@@ -76,6 +76,7 @@ struct Child {
     copy_back: Option<usize>,
 }
 
+#[derive(Clone, Copy)]
 enum Target {
     Phys(u64),
     Zero,
@@ -263,6 +264,20 @@ impl BsChannel {
                 };
             }
         }
+        // Clusters that lie side by side on the device make one device I/O: a request across
+        // them then keeps the caller's buffers whole (no copy), and the device sees one
+        // larger transfer instead of several.
+        let mut merged: Vec<(usize, u64, Target)> = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            if let (Some(last), Target::Phys(d)) = (merged.last_mut(), p.2) {
+                if matches!(last.2, Target::Phys(ld) if ld + last.1 == d) {
+                    last.1 += p.1;
+                    continue;
+                }
+            }
+            merged.push(p);
+        }
+        let pieces = merged;
         let children = pieces
             .iter()
             .filter(|p| matches!(p.2, Target::Phys(_)))

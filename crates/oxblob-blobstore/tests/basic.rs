@@ -111,6 +111,68 @@ fn data_round_trip_across_clusters_many_in_flight() {
     }
 }
 
+/// A request over clusters that lie side by side on the device is one device I/O; where
+/// they do not, it is split at the gap. Bytes are exact either way, through uneven vectored
+/// buffers, and after a reload.
+#[test]
+fn adjacent_clusters_make_one_device_io_and_gaps_split_it() {
+    let d = dev(16, 4096);
+    let bs = BlobStore::init(Arc::clone(&d), small_opts()).unwrap();
+    drop(bs);
+    let counting = oxblob_sim::CountingDevice::new(Arc::clone(&d));
+    let cd: Arc<dyn BlockDevice> = counting.clone();
+    let bs = BlobStore::load(Arc::clone(&cd), LoadOptions::default()).unwrap();
+    let (a, b) = (
+        bs.create_blob(thin(4)).unwrap(),
+        bs.create_blob(thin(1)).unwrap(),
+    );
+    let (a, b) = (bs.open_blob(a).unwrap(), bs.open_blob(b).unwrap());
+    let mut ch = bs.channel().unwrap();
+    let cs = CLUSTER as usize;
+    // a's clusters 0 and 1 allocated together (adjacent), then b's, then a's 2 and 3: a's
+    // layout on the device is [0 1] gap [2 3].
+    let image = pattern(41, 4 * cs);
+    a.write(&mut ch, 0, &image[..2 * cs]).unwrap();
+    b.write(&mut ch, 0, &pattern(42, cs)).unwrap();
+    a.write(&mut ch, 2 * CLUSTER, &image[2 * cs..]).unwrap();
+    let read_across = |from: usize, to: usize, ch: &mut oxblob_blobstore::BsChannel| {
+        let c0 = counting.counts();
+        // Uneven buffers: 3 blocks, then the rest.
+        let bufs = vec![IoBuf::zeroed(3 * 4096), IoBuf::zeroed(to - from - 3 * 4096)];
+        a.submit_readv(ch, from as u64, bufs, 9).unwrap();
+        let mut out = Vec::new();
+        while out.is_empty() {
+            ch.poll(&mut out, 1).unwrap();
+        }
+        let c = out.pop().unwrap();
+        assert!(c.result.is_ok());
+        let got: Vec<u8> = c.bufs.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(got, &image[from..to]);
+        counting.counts().reads - c0.reads
+    };
+    // Across the adjacent pair: one read. Across the gap: two.
+    assert_eq!(read_across(4096, 2 * cs - 4096, &mut ch), 1);
+    assert_eq!(read_across(cs, 3 * cs, &mut ch), 2);
+    assert_eq!(read_across(0, 4 * cs, &mut ch), 2);
+    // A write across the adjacent pair is one device write too.
+    let c0 = counting.counts();
+    let patch = pattern(43, cs + 8192);
+    a.write(&mut ch, CLUSTER / 2, &patch).unwrap();
+    assert_eq!(counting.counts().writes - c0.writes, 1);
+    let mut want = image.clone();
+    want[cs / 2..cs / 2 + patch.len()].copy_from_slice(&patch);
+    assert_eq!(a.read(&mut ch, 0, 4 * cs).unwrap(), want);
+    drop(ch);
+    let id = a.id();
+    a.close().unwrap();
+    b.close().unwrap();
+    bs.unload().unwrap();
+    let bs = load(&d);
+    let a = bs.open_blob(id).unwrap();
+    let mut ch = bs.channel().unwrap();
+    assert_eq!(a.read(&mut ch, 0, 4 * cs).unwrap(), want);
+}
+
 /// A new store whose first `n` clusters hold old bytes (0xAA): a thick blob written and then
 /// deleted, every cluster free again.
 fn store_with_stale_clusters(n: u64) -> (Arc<dyn BlockDevice>, BlobStore) {
