@@ -50,6 +50,9 @@
 #                        the database by over a GB per run), reported as the median (default 3:
 #                        one run of a workload on a virtual disk moves by 20-30% from one run to
 #                        the next). Each round runs on both file systems before the next.
+#   OXBLOB_RDB_SYNC_ROUNDS runs of overwrite-sync (default 7, at least OXBLOB_RDB_ROUNDS): a
+#                        synced run is short (N/100 writes) and the disk's flush latency
+#                        swings two- to threefold from one run to the next, on both sides
 #   OXBLOB_RDB_WARM      1: do not drop the host page cache between runs
 #   OXBLOB_RDB_BS        oxblob's device block size, e.g. 512 (default: the device's, 4096
 #                        for an image file): the unit of its direct reads and writes. 512 is
@@ -66,6 +69,7 @@ CACHE=${OXBLOB_RDB_CACHE:-67108864}
 FSCACHE=${OXBLOB_RDB_FSCACHE:-}
 MODES=${OXBLOB_RDB_MODES:-buffered direct}
 ROUNDS=${OXBLOB_RDB_ROUNDS:-3}
+SYNC_ROUNDS=${OXBLOB_RDB_SYNC_ROUNDS:-7}
 WARM=${OXBLOB_RDB_WARM:-0}
 BS=${OXBLOB_RDB_BS:-}
 BSOPT=${BS:+&bs=$BS}
@@ -79,6 +83,9 @@ done
 [[ $NUM =~ ^[0-9]+$ && $NUM -ge 1000 ]] || die "OXBLOB_RDB_NUM must be a whole number >= 1000"
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 ]] || die "OXBLOB_RDB_DURATION must be seconds > 0"
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "OXBLOB_RDB_ROUNDS must be a whole number > 0"
+[[ $SYNC_ROUNDS =~ ^[0-9]+$ && $SYNC_ROUNDS -gt 0 ]] \
+    || die "OXBLOB_RDB_SYNC_ROUNDS must be a whole number > 0"
+(( SYNC_ROUNDS >= ROUNDS )) || SYNC_ROUNDS=$ROUNDS
 [[ ! -e $DIR || -d $DIR ]] || die "$DIR exists and is not a directory"
 
 echo "== building liboxblob_rocksdb.so and oxblob (release)"
@@ -141,6 +148,7 @@ for mode in $MODES; do
         # Each run's writer grows the database by as much as it writes in the duration
         # (over a GB on the direct side): one run keeps the image and the disk use bounded.
         [[ $w == readwhilewriting ]] && n=1
+        [[ $w == overwrite-sync ]] && n=$SYNC_ROUNDS
         for ((r = 1; r <= n; r++)); do
             if (( i % 2 == 0 )); then order=(ext4 oxblob); else order=(oxblob ext4); fi
             for fs in "${order[@]}"; do
@@ -157,9 +165,9 @@ for mode in $MODES; do
 done
 echo "== done in $(( $(date +%s) - START )) s"
 
-python3 - "$RAW" "$OUT" "$NUM" "$CACHE" "$DURATION" "$MODES" "$WARM" <<'PY'
+python3 - "$RAW" "$OUT" "$NUM" "$CACHE" "$DURATION" "$MODES" "$WARM" "$ROUNDS" "$SYNC_ROUNDS" <<'PY'
 import glob, json, re, statistics, sys, os, html
-raw, out, num, cache, duration, modes, warm = sys.argv[1:8]
+raw, out, num, cache, duration, modes, warm, rounds, sync_rounds = sys.argv[1:10]
 modes = modes.split()
 workloads = ["fillseq", "fillrandom", "overwrite", "overwrite-sync", "readrandom",
              "readwhilewriting"]
@@ -176,43 +184,63 @@ def parse(path, w):
     return {"micros_per_op": float(m.group(1)), "ops_per_sec": int(m.group(2)),
             "p99_us": float(p.group(1)) if p else None}
 
-def median_run(fs, mode, w):
-    runs = [parse(p, w) for p in sorted(glob.glob(os.path.join(raw, "%s-%s-%s.*.txt" % (fs, mode, w))))]
-    if not runs:
+def round_of(path):
+    return int(path.rsplit(".", 2)[-2])
+
+def runs_of(fs, mode, w):
+    """Every run of a workload, in round order."""
+    paths = sorted(glob.glob(os.path.join(raw, "%s-%s-%s.*.txt" % (fs, mode, w))), key=round_of)
+    if not paths:
         raise SystemExit("no runs of %s %s %s" % (fs, mode, w))
-    runs.sort(key=lambda r: r["ops_per_sec"])
-    m = dict(runs[len(runs) // 2])
+    return [parse(p, w) for p in paths]
+
+def median_run(runs):
+    by_ops = sorted(runs, key=lambda r: r["ops_per_sec"])
+    m = dict(by_ops[len(by_ops) // 2])
     m["runs_ops_per_sec"] = [r["ops_per_sec"] for r in runs]
     return m
 
+def paired_ratio(e_runs, o_runs):
+    """Median over rounds of oxblob/ext4 within the round: the two runs of a round are back
+    to back, so a drift of the disk between rounds (its flush latency moves two- to threefold
+    here) cancels out of each pair."""
+    rs = sorted(o["ops_per_sec"] / e["ops_per_sec"] for e, o in zip(e_runs, o_runs)
+                if e["ops_per_sec"])
+    return statistics.median(rs) if rs else None
+
 rows = []
+ROUNDS_SHOWN, SYNC_SHOWN = rounds, sync_rounds
 for mode in modes:
     for w in workloads:
-        e = median_run("ext4", mode, w)
-        o = median_run("oxblob", mode, w)
+        e_runs, o_runs = runs_of("ext4", mode, w), runs_of("oxblob", mode, w)
+        e, o = median_run(e_runs), median_run(o_runs)
         rows.append({"mode": mode, "workload": w, "ext4": e, "oxblob": o,
                      "ratio_ops": o["ops_per_sec"] / e["ops_per_sec"] if e["ops_per_sec"] else None,
+                     "ratio_paired": paired_ratio(e_runs, o_runs),
                      "ratio_p99": (o["p99_us"] / e["p99_us"]) if e["p99_us"] and o["p99_us"] else None})
 
-hdr = "%-9s %-17s %12s %12s %7s %11s %11s %7s" % ("mode", "workload", "ext4 ops/s",
-      "oxblob ops/s", "ratio", "ext4 P99us", "oxb P99us", "P99 x")
+hdr = "%-9s %-17s %12s %12s %7s %7s %11s %11s %7s" % ("mode", "workload", "ext4 ops/s",
+      "oxblob ops/s", "ratio", "paired", "ext4 P99us", "oxb P99us", "P99 x")
 print(hdr); print("-" * len(hdr))
 for r in rows:
     f = lambda v, fmt: (fmt % v) if v is not None else "-"
-    print("%-9s %-17s %12d %12d %7s %11s %11s %7s" % (r["mode"], r["workload"],
+    print("%-9s %-17s %12d %12d %7s %7s %11s %11s %7s" % (r["mode"], r["workload"],
           r["ext4"]["ops_per_sec"], r["oxblob"]["ops_per_sec"], f(r["ratio_ops"], "%.2f"),
+          f(r["ratio_paired"], "%.2f"),
           f(r["ext4"]["p99_us"], "%.1f"), f(r["oxblob"]["p99_us"], "%.1f"),
           f(r["ratio_p99"], "%.2f")))
-print("(ratio = oxblob/ext4 ops/s, higher is better for oxblob; P99 x = oxblob/ext4 P99 latency,"
-      " lower is better;\n every figure but readwhilewriting's is the median of %s runs, all runs in the JSON;"
-      "\n every run started %s)"
-      % (max(len(r["ext4"]["runs_ops_per_sec"]) for r in rows),
+print("(ratio = oxblob/ext4 of the median ops/s, higher is better for oxblob; paired = median of"
+      " the per-round ratios\n (each round runs both back to back); P99 x = oxblob/ext4 P99 latency,"
+      " lower is better;\n medians of %s runs (overwrite-sync: %s; readwhilewriting: one), all runs"
+      " in the JSON;\n every run started %s)"
+      % (ROUNDS_SHOWN, SYNC_SHOWN,
          "with the host page cache as the previous run left it" if warm == "1"
          else "cold: host page cache dropped, new oxblob process"))
 
 doc = {"num": int(num), "key_size": 16, "value_size": 1000, "cache_size": int(cache),
        "readwhilewriting_seconds": int(duration), "cold_start": warm != "1",
-       "image": "preallocated", "results": rows}
+       "image": "preallocated", "rounds": int(rounds), "sync_rounds": int(sync_rounds),
+       "results": rows}
 with open(out + ".json", "w") as fh:
     json.dump(doc, fh, indent=2)
 
