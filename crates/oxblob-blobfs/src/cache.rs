@@ -11,7 +11,8 @@
 //! - **Clean chunks** (mount-wide, in [`Cache`]): [`CHUNK`]-sized, chunk-aligned copies of
 //!   what the device holds for a file (bytes at or past the device size are zero), keyed by
 //!   inode number and chunk index — inode numbers are blob ids, never reused, so no
-//!   generation is needed — in one CLOCK ring (see [`Clean`]) behind a mutex that is never held across I/O. They
+//!   generation is needed — in one CLOCK ring (see [`Clean`]) behind a reader-writer lock
+//!   that is never held across I/O (cache hits share it). They
 //!   do not belong to an open: a file's clean chunks stay cached after its last close (its
 //!   dirty data is written back at close, so they match the device) and serve the next open,
 //!   as a page cache does. They are dropped when the blob is deleted (unlink, rmdir, rename
@@ -41,8 +42,8 @@
 use crate::file::OpenInode;
 use oxblob_bdev::IoBuf;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 /// Default [`crate::MountOptions::cache_bytes`]: 64 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
@@ -78,19 +79,23 @@ struct Chunk {
     slot: u32,
 }
 
-/// A slot of the CLOCK ring: the chunk it holds (`ino` 0: free) and its reference bit.
-#[derive(Clone, Copy)]
+/// A slot of the CLOCK ring: the chunk it holds (`ino` 0: free) and its reference bit,
+/// which a hit sets under the shared (read) lock.
 struct Slot {
     ino: u64,
     c: u64,
-    referenced: bool,
+    referenced: AtomicBool,
 }
 
-const FREE_SLOT: Slot = Slot {
-    ino: 0,
-    c: 0,
-    referenced: false,
-};
+impl Slot {
+    fn new(ino: u64, c: u64) -> Slot {
+        Slot {
+            ino,
+            c,
+            referenced: AtomicBool::new(false),
+        }
+    }
+}
 
 /// The mount's clean chunks, keyed by inode number (a blob id, never reused, so a key never
 /// names another file's bytes) and chunk index, with one CLOCK ring over all of them.
@@ -116,11 +121,16 @@ impl Clean {
         self.files.get(&ino).is_some_and(|f| f.contains_key(&c))
     }
 
-    /// Chunk `c` of `ino`, marked referenced.
-    fn touch(&mut self, ino: u64, c: u64) -> Option<&mut Chunk> {
-        let ch = self.files.get_mut(&ino)?.get_mut(&c)?;
-        if let Some(s) = self.ring.get_mut(ch.slot as usize) {
-            s.referenced = true;
+    /// Chunk `c` of `ino`, marked referenced (a shared borrow: hits of many readers proceed
+    /// together).
+    fn touch(&self, ino: u64, c: u64) -> Option<&Chunk> {
+        let ch = self.files.get(&ino)?.get(&c)?;
+        if let Some(s) = self.ring.get(ch.slot as usize) {
+            // Only the hint bit: a plain store, no read-modify-write, and no store at all
+            // when it is already set (the slot's cache line stays shared between readers).
+            if !s.referenced.load(Ordering::Relaxed) {
+                s.referenced.store(true, Ordering::Relaxed);
+            }
         }
         Some(ch)
     }
@@ -130,11 +140,7 @@ impl Clean {
             ch.data = data;
             return;
         }
-        let slot = Slot {
-            ino,
-            c,
-            referenced: false,
-        };
+        let slot = Slot::new(ino, c);
         let i = match self.free.pop() {
             Some(i) => {
                 self.ring[i as usize] = slot;
@@ -154,7 +160,7 @@ impl Clean {
     /// Frees slot `i` of the ring.
     fn free_slot(&mut self, i: u32) {
         if let Some(s) = self.ring.get_mut(i as usize) {
-            *s = FREE_SLOT;
+            *s = Slot::new(0, 0);
             self.free.push(i);
         }
     }
@@ -189,8 +195,7 @@ impl Clean {
             if s.ino == 0 {
                 continue;
             }
-            if s.referenced {
-                s.referenced = false;
+            if std::mem::take(s.referenced.get_mut()) {
                 continue;
             }
             let (ino, c) = (s.ino, s.c);
@@ -245,9 +250,11 @@ pub(crate) struct Cache {
     /// The bound in bytes; 0 disables the cache (every read and write goes to the device).
     pub(crate) limit: u64,
     used: AtomicU64,
-    /// Clean chunks; the mutex is never held across I/O. Lock order: an inode's `data`,
-    /// then its read state, then this.
-    clean: Mutex<Clean>,
+    /// Clean chunks; the lock is never held across I/O, and cache hits share it (a read
+    /// lock: the CLOCK bit is atomic), so readers of different files, or of the same one,
+    /// copy out at the same time. Lock order: an inode's `data`, then its read state, then
+    /// this.
+    clean: RwLock<Clean>,
     files: Mutex<HashMap<u64, Weak<OpenInode>>>,
 }
 
@@ -256,7 +263,7 @@ impl Cache {
         Cache {
             limit,
             used: AtomicU64::new(0),
-            clean: Mutex::new(Clean::default()),
+            clean: RwLock::new(Clean::default()),
             files: Mutex::new(HashMap::new()),
         }
     }
@@ -305,8 +312,12 @@ impl Cache {
             });
     }
 
-    fn clean(&self) -> std::sync::MutexGuard<'_, Clean> {
-        self.clean.lock().unwrap_or_else(|e| e.into_inner())
+    fn clean(&self) -> std::sync::RwLockWriteGuard<'_, Clean> {
+        self.clean.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn clean_shared(&self) -> std::sync::RwLockReadGuard<'_, Clean> {
+        self.clean.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Copies the cached parts of chunks `c0..=c1` of `ino` overlapping `[from, to)` into
@@ -321,7 +332,7 @@ impl Cache {
         dst: &mut [u8],
     ) -> Vec<u64> {
         let mut misses = Vec::new();
-        let mut cl = self.clean();
+        let cl = self.clean_shared();
         for c in c0..=c1 {
             let Some(ch) = cl.touch(ino, c) else {
                 misses.push(c);
@@ -339,7 +350,7 @@ impl Cache {
 
     /// Which of `cs` are not cached for `ino`.
     pub(crate) fn missing(&self, ino: u64, cs: impl Iterator<Item = u64>) -> Vec<u64> {
-        let cl = self.clean();
+        let cl = self.clean_shared();
         cs.filter(|&c| !cl.contains(ino, c)).collect()
     }
 
@@ -371,7 +382,7 @@ impl Cache {
 
     /// Whether chunk `c` of `ino` is cached.
     pub(crate) fn contains(&self, ino: u64, c: u64) -> bool {
-        self.clean().contains(ino, c)
+        self.clean_shared().contains(ino, c)
     }
 
     /// Inserts chunk `c` of `ino` only if it fits under the bound as things are (no
