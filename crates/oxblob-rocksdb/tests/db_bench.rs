@@ -159,4 +159,16 @@ fn db_bench_reports_image_in_use_and_missing_image_without_crashing() {
         text(&o)
     );
     assert!(!missing.exists());
+
+    // A malformed oxblob URI is an error status from the plugin, not a crash of db_bench
+    // (which dies with SIGSEGV on a URI that no factory matches).
+    for bad in ["oxblob://", "oxblob:/var/tmp/x.img"] {
+        let o = run(&bench, &so, bad, &["--benchmarks=fillrandom"]);
+        assert_eq!(o.status.code(), Some(1), "{bad}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("oxblob: bad oxblob URI"),
+            "{bad}: {}",
+            text(&o)
+        );
+    }
 }

@@ -29,6 +29,14 @@ fn bad_uri_options_are_invalid_arguments() {
         (format!("{}?size=huge&mkfs=1", uri(&img)), "option size"),
         ("oxblob://relative/x.img".to_string(), "must be absolute"),
         ("oxblob://nvme:/dev/x".to_string(), "unknown device kind"),
+        // Malformed oxblob URIs reach the plugin too, and fail with its reason.
+        ("oxblob://".to_string(), "no device or image path"),
+        ("oxblob://?mkfs=1".to_string(), "no device or image path"),
+        (
+            "oxblob:/var/tmp/x.img".to_string(),
+            "must start with oxblob://",
+        ),
+        ("oxblob".to_string(), "must start with oxblob://"),
     ] {
         let e = open_err(&uri);
         assert_eq!(e.code, Code::InvalidArgument, "{uri}: {e}");
