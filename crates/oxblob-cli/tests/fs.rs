@@ -504,6 +504,30 @@ fn second_command_while_image_in_use() {
 
 /// Namespace damage crafted with the blobstore API: fsck finds it (exit 1), the mount refuses
 /// it, --repair moves the file to /lost+found with its data intact.
+/// fsck of a file that is no image: the blobstore's error is what the message names, and the
+/// namespace is reported as not checked (not as "0 errors").
+#[test]
+fn fsck_of_a_file_that_is_no_image_names_the_blobstore_error() {
+    let dir = tmp();
+    let junk = dir.path().join("junk.img");
+    std::fs::write(&junk, vec![0x5Au8; 4 << 20]).unwrap();
+    let o = oxblob(&["fsck", p(&junk)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "oxblob: fsck {}: 1 blobstore errors, namespace not checked: not an oxblob \
+             blobstore: neither superblock slot carries the magic",
+            p(&junk)
+        )
+    );
+    let v = json(&stdout(&oxblob(&["fsck", p(&junk), "--json"])));
+    assert_eq!(v["clean"], false);
+    assert_eq!(v["namespace_checked"], false);
+    // Nothing was written to it.
+    assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5Au8; 4 << 20]);
+}
+
 #[test]
 fn fsck_finds_and_repairs_damaged_namespace() {
     let d = tmp();
@@ -548,7 +572,9 @@ fn fsck_finds_and_repairs_damaged_namespace() {
         "{text}"
     );
     assert!(
-        stderr(&o).starts_with(&format!("oxblob: fsck {s}: 1 namespace errors found")),
+        stderr(&o).starts_with(&format!(
+            "oxblob: fsck {s}: 0 blobstore errors, 1 namespace errors: file inode {ino}"
+        )),
         "{}",
         stderr(&o)
     );

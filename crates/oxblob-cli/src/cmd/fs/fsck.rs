@@ -67,18 +67,37 @@ pub fn run(a: FsckArgs) -> CliResult<()> {
     if r.is_clean() {
         return Ok(());
     }
-    let first = r
+    // The first error that describes the image now: the blobstore's before the namespace's
+    // (a namespace is checked only on a store that loads).
+    let bs_errors: Vec<&str> = r
+        .blobstore
         .current_findings()
         .iter()
-        .find(|f| f.severity == oxblob_blobstore::Severity::Error)
-        .map(|f| f.message.clone())
+        .filter(|f| f.severity == oxblob_blobstore::Severity::Error)
+        .map(|f| f.message.as_str())
+        .collect();
+    let first = bs_errors
+        .first()
+        .map(|m| m.to_string())
+        .or_else(|| r.blobstore.unrepaired.first().cloned())
+        .or_else(|| {
+            r.current_findings()
+                .iter()
+                .find(|f| f.severity == oxblob_blobstore::Severity::Error)
+                .map(|f| f.message.clone())
+        })
         .or_else(|| r.unrepaired.first().cloned())
         .or_else(|| r.not_checked_why.clone())
         .unwrap_or_else(|| "the blobstore is damaged".to_string());
     let why = if a.repair {
         format!("damage remains after repair: {first}")
     } else {
-        format!("{} namespace errors found: {first}", r.errors())
+        let ns = if r.namespace_checked {
+            format!("{} namespace errors", r.errors())
+        } else {
+            "namespace not checked".to_string()
+        };
+        format!("{} blobstore errors, {ns}: {first}", bs_errors.len())
     };
     Err(CliError::new(what, why))
 }
