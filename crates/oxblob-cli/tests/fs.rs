@@ -662,6 +662,8 @@ fn bench_meta_and_fs_report_every_figure() {
         ] {
             assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
         }
+        // Enough runs for ~300,000 files of work, at most 9: both sizes run 9 times.
+        assert_eq!(r["rounds"], 9, "{r}");
     }
     assert_eq!(
         seen,

@@ -85,6 +85,8 @@ pub struct MetaBenchArgs {
     /// enough runs for about 300,000 files of work, at least 3 and at most 9 (10k files: 9,
     /// 100k and 1M: 3): a 10k-file phase lasts only milliseconds, and a 1M-file run pays for
     /// its fresh memory as much as the host happens to charge, so one run of either is noisy.
+    /// The sizes' runs are interleaved (each size's spread over the whole measurement), so
+    /// every size sees the same machine.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=99))]
     pub rounds: Option<u64>,
     /// Print one JSON object.
@@ -134,37 +136,48 @@ pub fn run_meta(a: MetaBenchArgs) -> CliResult<()> {
     let pb = bar();
     let mut results: Vec<MetaResult> = Vec::new();
     for &layout in &a.layout {
-        for &n in &a.files {
-            let p = MetaParams {
-                files: n,
-                layout,
-                sample: a.sample,
-                mkfs: MkfsOptions {
-                    cluster_size: a.cluster_size,
-                    md_fraction: a.md_fraction,
-                    ..Default::default()
-                },
-                seed: a.seed,
-            };
-            let label = format!("{n} {layout:?}").to_lowercase();
-            let tick = |phase: &str, done: u64, total: u64| {
-                if let Some(b) = &pb {
-                    b.set_message(format!("{label} {phase}"));
-                    b.set_length(total.max(1));
-                    b.set_position(done);
+        // The sizes' runs are interleaved, each size's spread evenly over the whole layout's
+        // time (with 9 runs at 10k and 3 at 1M: three 10k runs, then a 1M run, and so on), so
+        // that every size sees the machine as it is during the whole measurement: a 10k run
+        // lasts milliseconds, and all of them back to back would sample one moment of a
+        // shared host against minutes of 1M runs.
+        let rounds: Vec<u64> = a.files.iter().map(|&n| rounds_for(n, a.rounds)).collect();
+        let slots = rounds.iter().copied().max().unwrap_or(1);
+        let mut runs: Vec<Vec<MetaResult>> = vec![Vec::new(); a.files.len()];
+        for slot in 0..slots {
+            for (i, &n) in a.files.iter().enumerate() {
+                let r = rounds[i];
+                // Run k of r happens in the slot where (k + 1) * slots / r is first reached.
+                if (slot + 1) * r / slots == slot * r / slots {
+                    continue;
                 }
-            };
-            let rounds = rounds_for(n, a.rounds);
-            let mut runs = Vec::new();
-            for round in 0..rounds {
-                let mut tick = |phase: &str, done: u64, total: u64| {
-                    tick(&format!("{phase} {}/{rounds}", round + 1), done, total)
+                let p = MetaParams {
+                    files: n,
+                    layout,
+                    sample: a.sample,
+                    mkfs: MkfsOptions {
+                        cluster_size: a.cluster_size,
+                        md_fraction: a.md_fraction,
+                        ..Default::default()
+                    },
+                    seed: a.seed,
                 };
-                let r = meta_bench::run_meta(&dev, &p, &mut tick)
+                let label = format!("{n} {layout:?}").to_lowercase();
+                let k = runs[i].len() + 1;
+                let mut tick = |phase: &str, done: u64, total: u64| {
+                    if let Some(b) = &pb {
+                        b.set_message(format!("{label} {phase} {k}/{r}"));
+                        b.set_length(total.max(1));
+                        b.set_position(done);
+                    }
+                };
+                let res = meta_bench::run_meta(&dev, &p, &mut tick)
                     .map_err(|e| CliError::new(format!("bench meta ({n} files, {label})"), e))?;
-                runs.push(r);
+                runs[i].push(res);
             }
-            results.push(meta_bench::median(&runs));
+        }
+        for r in &runs {
+            results.push(meta_bench::median(r));
         }
     }
     if let Some(b) = pb {
