@@ -621,6 +621,86 @@ pub(crate) struct NewInode {
     pub(crate) alloc_clusters: u64,
 }
 
+/// Slots per page of an [`InoMap`].
+const INO_PAGE: usize = 512;
+/// An empty slot of an [`InoMap`] (no real position: detached records are numbered from 0,
+/// far below `u32::MAX`).
+const NO_POS: Pos = Pos {
+    dir: NO_DIR,
+    i: u32::MAX,
+};
+
+/// One page of an [`InoMap`]: the positions of inode numbers `page * INO_PAGE ..` and how
+/// many of its slots are set.
+struct InoPage {
+    slots: [Pos; INO_PAGE],
+    used: u32,
+}
+
+/// Where each inode's record is, by inode number: a direct table in pages of [`INO_PAGE`]
+/// slots, the pages under a B-tree keyed by `ino / INO_PAGE`.
+///
+/// Inode numbers are blob ids, handed out by a counter and never reused, so they are dense
+/// and a page fills up. A lookup is then the B-tree's walk over a few thousand keys at most
+/// (its nodes stay in the CPU caches) and one slot of 8 bytes: one cache miss at a million
+/// inodes, where a hash map read a control byte and a slot in two arrays (two misses) after
+/// hashing the key. It never rehashes as it grows (a hash map of a million entries moves them
+/// all when it doubles), a page goes when its last slot is cleared, and an id from a damaged
+/// image costs one page, not an array as large as the id.
+#[derive(Default)]
+struct InoMap {
+    pages: BTreeMap<u64, Box<InoPage>>,
+    len: usize,
+}
+
+impl InoMap {
+    fn split(ino: u64) -> (u64, usize) {
+        (ino / INO_PAGE as u64, (ino % INO_PAGE as u64) as usize)
+    }
+
+    fn get(&self, ino: u64) -> Option<Pos> {
+        let (p, i) = Self::split(ino);
+        let s = self.pages.get(&p)?.slots[i];
+        (s != NO_POS).then_some(s)
+    }
+
+    fn insert(&mut self, ino: u64, pos: Pos) {
+        debug_assert!(pos != NO_POS);
+        let (p, i) = Self::split(ino);
+        let page = self.pages.entry(p).or_insert_with(|| {
+            Box::new(InoPage {
+                slots: [NO_POS; INO_PAGE],
+                used: 0,
+            })
+        });
+        let slot = &mut page.slots[i];
+        if *slot == NO_POS {
+            page.used += 1;
+            self.len += 1;
+        }
+        *slot = pos;
+    }
+
+    fn remove(&mut self, ino: u64) -> Option<Pos> {
+        let (p, i) = Self::split(ino);
+        let page = self.pages.get_mut(&p)?;
+        let old = std::mem::replace(&mut page.slots[i], NO_POS);
+        if old == NO_POS {
+            return None;
+        }
+        page.used -= 1;
+        self.len -= 1;
+        if page.used == 0 {
+            self.pages.remove(&p);
+        }
+        Some(old)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 /// The namespace: every inode, every directory's children, the open files. See the module
 /// documentation for the layout.
 pub(crate) struct Ns {
@@ -635,7 +715,7 @@ pub(crate) struct Ns {
     /// Free indices of `detached`.
     free_detached: Vec<u32>,
     /// Where each inode's record is now.
-    by_ino: HashMap<u64, Pos>,
+    by_ino: InoMap,
     /// Names over [`INLINE_NAME`] bytes, by inode number.
     long_names: HashMap<u64, Box<str>>,
     /// Keys the name hash of the directory tables (random per mount).
@@ -679,7 +759,7 @@ impl Ns {
             free_dirs: Vec::new(),
             detached: Vec::new(),
             free_detached: Vec::new(),
-            by_ino: HashMap::with_capacity(inodes.len()),
+            by_ino: InoMap::default(),
             long_names: HashMap::new(),
             hasher: RandomState::new(),
             root: Pos { dir: NO_DIR, i: 0 },
@@ -817,7 +897,7 @@ impl Ns {
 
     /// Where the record of inode number `ino` is now.
     pub(crate) fn pos_of(&self, ino: u64) -> Option<Pos> {
-        self.by_ino.get(&ino).copied()
+        self.by_ino.get(ino)
     }
 
     pub(crate) fn kind(&self, p: Pos) -> FileType {
@@ -1009,7 +1089,7 @@ impl Ns {
     /// Removes the inode at `p` (a directory must be empty).
     pub(crate) fn remove(&mut self, p: Pos) {
         let r = self.unplace(p);
-        self.by_ino.remove(&r.ino);
+        self.by_ino.remove(r.ino);
         if let Some(d) = self.dirs.get_mut(r.dir as usize) {
             std::mem::take(d).release(&mut self.pool);
             self.free_dirs.push(r.dir);
@@ -1141,6 +1221,52 @@ impl Ns {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// `InoMap` against a hash map under random inserts, overwrites and removes, with dense
+    /// ids, ids at page edges and ids near `u64::MAX`; pages go when their last slot does.
+    #[test]
+    fn ino_map_matches_a_model() {
+        let mut m = InoMap::default();
+        let mut model: HashMap<u64, Pos> = HashMap::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let ids: Vec<u64> = (1..3_000u64)
+            .chain([511, 512, 1023, 1024, u64::MAX - 1, u64::MAX - 512, 1 << 40])
+            .collect();
+        for step in 0..50_000u32 {
+            let r = next();
+            let ino = ids[(r % ids.len() as u64) as usize];
+            match (r >> 32) % 3 {
+                0 | 1 => {
+                    let pos = Pos {
+                        dir: (r >> 40) as u32 % 8,
+                        i: step,
+                    };
+                    m.insert(ino, pos);
+                    model.insert(ino, pos);
+                }
+                _ => assert_eq!(m.remove(ino), model.remove(&ino)),
+            }
+            if step % 997 == 0 {
+                assert_eq!(m.len(), model.len());
+                for &i in &ids {
+                    assert_eq!(m.get(i), model.get(&i).copied(), "ino {i}");
+                }
+            }
+        }
+        for &i in &ids {
+            assert_eq!(m.remove(i), model.remove(&i));
+        }
+        assert_eq!(m.len(), 0);
+        assert!(m.pages.is_empty(), "a page outlived its last slot");
+        assert_eq!(m.get(5), None);
+        assert_eq!(m.remove(5), None);
+    }
 
     fn rec(ino: u64, hash: u32) -> Inode {
         Inode {
