@@ -128,7 +128,10 @@ fn each_image(
     }
     assert!(checked > 0);
     // The sweep's size, for reports (shown with `--no-capture`).
-    eprintln!("{what}: {checked} crash images checked over {} points", end + 1);
+    eprintln!(
+        "{what}: {checked} crash images checked over {} points",
+        end + 1
+    );
 }
 
 /// Runs `op` after the setup on a crash device and checks every crash image.
