@@ -1,11 +1,13 @@
 //! The data path: per-thread [`BsChannel`]s over device channels.
 //!
 //! An I/O is translated under the blob's read lock (never a global lock) and submitted from the
-//! caller's channel straight to the device. An I/O inside one allocated cluster goes to the
-//! device with the caller's own buffers (zero copy). An I/O crossing a cluster boundary, or
-//! touching unallocated clusters, is split into one child device I/O per cluster; each child
-//! gets its own buffer and data is copied between it and the caller's buffers (one copy, only
-//! in that case). The user completion is produced when every child has completed.
+//! caller's channel straight to the device. An I/O whose clusters are allocated and lie side
+//! by side on the device (one cluster, or several allocated in order, as appends allocate
+//! them) goes to the device as one request with the caller's own buffers (zero copy). An I/O
+//! over clusters that are apart on the device, or touching unallocated clusters, is split into
+//! one child device I/O per contiguous run; each child gets its own buffer and data is copied
+//! between it and the caller's buffers (one copy, only in that case). The user completion is
+//! produced when every child has completed.
 
 use crate::blob::{resolve, Blob, Fill};
 use crate::error::{BsError, Result};
