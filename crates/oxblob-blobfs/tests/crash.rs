@@ -134,6 +134,22 @@ fn each_image(
     );
 }
 
+/// Formats `d` with `mk`, mounts it with the cache off and creates `/wal`: the mount
+/// options (for remounts), the mount and the file.
+fn uncached_wal(
+    d: &Arc<dyn BlockDevice>,
+    mk: MkfsOptions,
+) -> (MountOptions, BlobFs, oxblob_blobfs::FileHandle) {
+    BlobFs::mkfs(Arc::clone(d), mk).unwrap();
+    let opts = MountOptions {
+        cache_bytes: 0,
+        ..Default::default()
+    };
+    let fs = BlobFs::mount(Arc::clone(d), opts.clone()).unwrap();
+    let h = fs.create("/wal").unwrap();
+    (opts, fs, h)
+}
+
 /// Runs `op` after the setup on a crash device and checks every crash image.
 fn sweep(name: &str, op: impl FnOnce(&BlobFs)) {
     let (crash, fs) = crash_fs(DEFAULT_CACHE_BYTES);
@@ -455,13 +471,7 @@ fn append_fdatasync_costs_one_write_and_one_flush() {
         md_segment_pages: 64,
         ..small_mkfs()
     };
-    BlobFs::mkfs(Arc::clone(&cd), mk).unwrap();
-    let opts = MountOptions {
-        cache_bytes: 0,
-        ..Default::default()
-    };
-    let fs = BlobFs::mount(Arc::clone(&cd), opts.clone()).unwrap();
-    let h = fs.create("/wal").unwrap();
+    let (opts, fs, h) = uncached_wal(&cd, mk);
     let mut all = Vec::new();
     for i in 0..6u64 {
         let data = pattern(60 + i, 1100);
@@ -692,13 +702,7 @@ fn a_full_metadata_region_stays_usable() {
         md_fraction: 64,
         ..small_mkfs()
     };
-    BlobFs::mkfs(Arc::clone(&d), mk).unwrap();
-    let opts = MountOptions {
-        cache_bytes: 0,
-        ..Default::default()
-    };
-    let fs = BlobFs::mount(Arc::clone(&d), opts.clone()).unwrap();
-    let h = fs.create("/wal").unwrap();
+    let (opts, fs, h) = uncached_wal(&d, mk);
     let mut all = Vec::new();
     let append = |h: &oxblob_blobfs::FileHandle, all: &mut Vec<u8>, seed: u64, n: usize| {
         let data = pattern(seed, n);
