@@ -740,15 +740,17 @@ fn a_full_metadata_region_stays_usable() {
     fs.create("/after-delete").unwrap().close().unwrap();
     fs.sync().unwrap();
     assert_eq!(&h.read_vec(0, 1 << 20).unwrap()[..], &all[..], "live");
+    let read_wal = |fs: &BlobFs| {
+        fs.open("/wal", OpenFlags::read())
+            .unwrap()
+            .read_vec(0, 1 << 20)
+            .unwrap()
+    };
     // No unmount: the next mount replays the log and takes its checkpoint.
     drop(h);
     drop(fs);
     let fs = BlobFs::mount(Arc::clone(&d), opts.clone()).unwrap();
-    let got = fs
-        .open("/wal", OpenFlags::read())
-        .unwrap()
-        .read_vec(0, 1 << 20)
-        .unwrap();
+    let got = read_wal(&fs);
     assert_eq!(got, all, "after a mount without unmount");
     assert!(fs.stat("/after-delete").is_ok());
     assert!(fs
@@ -762,10 +764,6 @@ fn a_full_metadata_region_stays_usable() {
     let report = oxblob_blobfs::fsck(&d, oxblob_blobfs::FsckOptions::default()).unwrap();
     assert!(report.is_clean(), "{report:?}");
     let fs = BlobFs::mount(Arc::clone(&d), opts).unwrap();
-    let got = fs
-        .open("/wal", OpenFlags::read())
-        .unwrap()
-        .read_vec(0, 1 << 20)
-        .unwrap();
+    let got = read_wal(&fs);
     assert_eq!(got, all, "after a clean remount");
 }
