@@ -75,7 +75,18 @@ impl Pending {
             start = start.min(*s);
             stop = stop.max(*s + self.runs[s].len() as u64);
         }
-        let mut merged = vec![0u8; (stop - start) as usize];
+        // The run that starts at `start` (the lowest one meeting, when it starts at or before
+        // `offset`) is grown in place, so an append to a run costs the appended bytes, not a
+        // copy of everything the run held (amortised, like `Vec::extend`).
+        let mut merged = match meet.last() {
+            Some(&s) if s == start => {
+                let v = self.runs.remove(&s).unwrap_or_default();
+                self.bytes -= v.len();
+                v
+            }
+            _ => Vec::new(),
+        };
+        merged.resize((stop - start) as usize, 0);
         for s in &meet {
             if let Some(v) = self.runs.remove(s) {
                 self.bytes -= v.len();
@@ -281,6 +292,49 @@ mod tests {
         let blobs = o.into_blobs();
         assert_eq!(blobs.len(), 1);
         assert_eq!(image(&blobs[&1], 6), vec![5, 5, 7, 7, 7, 7]);
+    }
+
+    #[test]
+    fn inserts_match_a_byte_model() {
+        // Appends (the inline-commit pattern, which grows a run in place), rewrites, and
+        // inserts that bridge several runs, against a plain byte array.
+        let n = 4096u64;
+        let mut model: Vec<Option<u8>> = vec![None; n as usize];
+        let mut p = Pending::default();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut tail = 0u64;
+        for i in 0..3000u32 {
+            let (off, len) = match next(4) {
+                0 | 1 if tail < n - 64 => {
+                    let len = 1 + next(63);
+                    let at = tail;
+                    tail += len;
+                    (at, len)
+                }
+                _ => {
+                    let at = next(n - 1);
+                    (at, 1 + next((n - at).min(300)))
+                }
+            };
+            let fill = (i % 251) as u8;
+            p.insert(off, &vec![fill; len as usize]);
+            model[off as usize..(off + len) as usize].fill(Some(fill));
+            let want: Vec<u8> = model.iter().map(|b| b.unwrap_or(0xEE)).collect();
+            assert_eq!(image(&p, n), want, "after insert {i} at {off}+{len}");
+            assert_eq!(p.bytes(), model.iter().filter(|b| b.is_some()).count());
+            // Runs stay apart: no two touch or overlap.
+            let mut prev_end = None;
+            for (s, v) in p.runs() {
+                assert!(prev_end.map_or(true, |e| e < *s), "runs touch at {s}");
+                prev_end = Some(s + v.len() as u64);
+            }
+        }
     }
 
     #[test]
