@@ -60,6 +60,9 @@ struct GroupState {
     in_progress: bool,
     /// A group flush failed: no caller may report durability until a checkpoint succeeds.
     poisoned: bool,
+    /// Callers waiting on `cv` for the flush in progress: a leader with none to wake skips
+    /// the wake-up (a system call even when nobody waits).
+    waiters: usize,
 }
 
 impl FlushGroup {
@@ -118,7 +121,9 @@ impl FlushGroup {
                 return Ok(());
             }
             if st.in_progress {
+                st.waiters += 1;
                 st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.waiters -= 1;
                 continue;
             }
             st.in_progress = true;
@@ -137,7 +142,9 @@ impl FlushGroup {
             })();
             st = self.state();
             st.in_progress = false;
-            self.cv.notify_all();
+            if st.waiters > 0 {
+                self.cv.notify_all();
+            }
             match r {
                 Ok(upto) => self.covered(upto),
                 Err(e) => {
