@@ -26,6 +26,7 @@
 //! | `queue_full` | a channel accepts exactly `capacity()` requests in flight and rejects the next with [`BdevError::QueueFull`] |
 //! | `flush` | after a write and a flush complete, the data reads back (also through a new channel) |
 //! | `threads` | 4 threads, each with its own channel, write and verify disjoint regions at once |
+//! | `read_into` | [`BlockDevice::read_into`] of an aligned buffer, where the device does it, returns what channels wrote, byte for byte (first and last block included); a buffer at a misaligned address is declined (`Ok(false)`) where the device asks for alignment, and read correctly or declined where it does not; a bad range gets the error a read request would, and a closed device [`BdevError::Closed`] |
 //!
 //! Data is patterned (never zeroes) and derived from the offset and a generation number, so a
 //! misplaced, stale or dropped write is caught.
@@ -86,6 +87,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("queue_full", queue_full),
     ("flush", flush),
     ("threads", threads),
+    ("read_into", read_into),
 ];
 
 /// Runs every check on fresh devices from `make`; returns the first failure.
@@ -923,4 +925,94 @@ pub fn threads(make: MakeDevice<'_>) -> Result<(), ConformanceFailure> {
             .collect()
     });
     results.into_iter().collect()
+}
+
+/// Check `read_into`: see the module docs.
+pub fn read_into(make: MakeDevice<'_>) -> Result<(), ConformanceFailure> {
+    const C: &str = "read_into";
+    let dev = make();
+    let info = dev.info().clone();
+    let bs = u64::from(info.block_size);
+    let size = info.size_bytes();
+    let mut ch = open_channel(C, dev.as_ref())?;
+    let plan = [
+        (0, bs),
+        (3 * bs, 5 * bs),
+        (64 * bs, 256 << 10),
+        (size - bs, bs),
+    ];
+    for &(off, len) in &plan {
+        let len = crate::round_up(len, bs);
+        io(
+            C,
+            &format!("writing {len} bytes at {off}"),
+            blocking::write(ch.as_mut(), off, pattern(off, len as usize, 7)),
+        )?;
+    }
+    for &(off, len) in &plan {
+        let len = crate::round_up(len, bs) as usize;
+        let mut got = IoBuf::zeroed(len);
+        let done = io(
+            C,
+            &format!("read_into of {len} bytes at {off}"),
+            dev.read_into(off, &mut got),
+        )?;
+        if done {
+            let want = pattern(off, len, 7);
+            if let Some(i) = first_diff(&got, &want) {
+                return Err(fail(
+                    C,
+                    format!("read_into at {off}: byte {i} differs from what was written"),
+                ));
+            }
+        }
+    }
+    // A buffer one byte past an aligned address.
+    let mut wide = IoBuf::zeroed(2 * bs as usize);
+    let skewed = &mut wide[1..1 + bs as usize];
+    let done = io(
+        C,
+        "read_into at a skewed address",
+        dev.read_into(bs * 3, skewed),
+    )?;
+    if info.caps.buf_align > 1 {
+        ensure!(
+            C,
+            !done,
+            "a buffer at a misaligned address was accepted (alignment {})",
+            info.caps.buf_align
+        );
+    } else if done {
+        ensure!(
+            C,
+            first_diff(skewed, &pattern(3 * bs, bs as usize, 7)).is_none(),
+            "read_into at a skewed address returned other bytes"
+        );
+    }
+    let mut one = IoBuf::zeroed(bs as usize);
+    type Case = (&'static str, u64, usize, fn(&BdevError) -> bool);
+    let cases: [Case; 4] = [
+        ("out of range", size, bs as usize, |e| {
+            matches!(e, BdevError::OutOfRange { .. })
+        }),
+        ("misaligned offset", bs + 1, bs as usize, |e| {
+            matches!(e, BdevError::Misaligned { what: "offset", .. })
+        }),
+        ("misaligned length", 0, (bs / 2) as usize, |e| {
+            matches!(e, BdevError::Misaligned { what: "length", .. })
+        }),
+        ("empty", 0, 0, |e| matches!(e, BdevError::Empty { .. })),
+    ];
+    for (what, off, len, is) in cases {
+        match dev.read_into(off, &mut one[..len]) {
+            Err(e) if is(&e) => {}
+            other => return Err(fail(C, format!("{what}: got {other:?}"))),
+        }
+    }
+    drop(ch);
+    dev.close();
+    match dev.read_into(0, &mut one) {
+        Err(BdevError::Closed) => Ok(()),
+        other => Err(fail(C, format!("after close: got {other:?}"))),
+    }
 }

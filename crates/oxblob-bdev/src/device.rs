@@ -288,6 +288,65 @@ pub trait BlockDevice: Send + Sync {
 
     /// True once [`BlockDevice::close`] was called.
     fn is_closed(&self) -> bool;
+
+    /// Reads `dst.len()` bytes at `offset` straight into the caller's memory, on the calling
+    /// thread and without a channel, when the backend can: `Ok(true)` once the bytes are in
+    /// `dst`, `Ok(false)` when it cannot (the default, and for a `dst` whose address is not
+    /// aligned as [`Capabilities::buf_align`] asks), and the caller then reads through a
+    /// channel. `offset` and `dst.len()` follow the rules of a read request (see
+    /// [`check_read_into`]); breaking them is an error, not `Ok(false)`.
+    ///
+    /// For a reader that waits for each read anyway and owns an aligned buffer: the bytes
+    /// land where they are wanted, with no staging buffer and no copy. The file backends do
+    /// it with one `pread` (at queue depth 1 as fast as a request through the ring, measured
+    /// in `bench/README.md`); the RAM backend copies once. Wrappers that simulate faults or
+    /// crashes, or count requests, keep the default, so their reads still pass through them.
+    fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<bool, BdevError> {
+        check_read_into(self.info(), self.is_closed(), offset, dst)?;
+        Ok(false)
+    }
+}
+
+/// Checks a [`BlockDevice::read_into`] of `dst` at `offset` on a device with `info`, closed
+/// or not: `Ok(true)` if it may go ahead, `Ok(false)` if only `dst`'s address is not aligned
+/// as the device needs, and the error a read request with the same range would get (closed,
+/// empty, misaligned offset or length, out of range) otherwise.
+pub fn check_read_into(
+    info: &DeviceInfo,
+    closed: bool,
+    offset: u64,
+    dst: &[u8],
+) -> Result<bool, BdevError> {
+    if closed {
+        return Err(BdevError::Closed);
+    }
+    let op = IoKind::Read;
+    let bs = u64::from(info.block_size);
+    let len = dst.len() as u64;
+    if len == 0 {
+        return Err(BdevError::Empty { op });
+    }
+    for (what, value) in [("offset", offset), ("length", len)] {
+        if value % bs != 0 {
+            return Err(BdevError::Misaligned {
+                op,
+                what,
+                value,
+                align: bs,
+            });
+        }
+    }
+    let size = info.size_bytes();
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(BdevError::OutOfRange {
+            op,
+            offset,
+            len,
+            size,
+        });
+    }
+    let align = usize::try_from(info.caps.buf_align.max(1)).unwrap_or(usize::MAX);
+    Ok(dst.as_ptr() as usize % align == 0)
 }
 
 /// A per-thread submission and completion queue. `Send` (it may move to another thread) but not

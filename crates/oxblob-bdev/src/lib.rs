@@ -40,7 +40,8 @@ mod uring;
 
 pub use buf::{IoBuf, IO_BUF_ALIGN};
 pub use device::{
-    round_up, BlockDevice, Capabilities, Completion, DeviceInfo, IoChannel, IoKind, IoOp, Rejected,
+    check_read_into, round_up, BlockDevice, Capabilities, Completion, DeviceInfo, IoChannel,
+    IoKind, IoOp, Rejected,
 };
 pub use error::{BdevError, Result};
 pub use malloc::{MallocDevice, MALLOC_QUEUE_DEPTH};

@@ -7,7 +7,8 @@
 //! completions back. There is no volatile cache, so a flush has nothing to do.
 
 use crate::{
-    BdevError, BlockDevice, Capabilities, Completion, DeviceInfo, IoChannel, IoOp, Rejected,
+    check_read_into, BdevError, BlockDevice, Capabilities, Completion, DeviceInfo, IoChannel, IoOp,
+    Rejected,
 };
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -150,6 +151,14 @@ impl BlockDevice for MallocDevice {
 
     fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<bool, BdevError> {
+        if !check_read_into(&self.shared.info, self.is_closed(), offset, dst)? {
+            return Ok(false);
+        }
+        self.shared.read_into(offset, dst);
+        Ok(true)
     }
 }
 

@@ -15,8 +15,8 @@
 //! has its own queue.
 
 use crate::{
-    BdevError, BlockDevice, Capabilities, Completion, DeviceInfo, IoBuf, IoChannel, IoKind, IoOp,
-    Rejected,
+    check_read_into, BdevError, BlockDevice, Capabilities, Completion, DeviceInfo, IoBuf,
+    IoChannel, IoKind, IoOp, Rejected,
 };
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -329,6 +329,23 @@ impl FileShared {
         Ok(())
     }
 
+    /// [`BlockDevice::read_into`] for both file backends: one `pread` loop (short reads
+    /// continue; end of file is `EIO`, as for a read request).
+    pub(crate) fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<bool, BdevError> {
+        let closed = self.closed.load(Ordering::Acquire);
+        if !check_read_into(&self.info, closed, offset, dst)? {
+            return Ok(false);
+        }
+        self.file
+            .read_exact_at(dst, offset)
+            .map_err(|e| BdevError::Io {
+                op: IoKind::Read,
+                offset,
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
+            })?;
+        Ok(true)
+    }
+
     fn execute(&self, op: &mut IoOp) -> io::Result<()> {
         match op {
             IoOp::Read { offset, buf } => self.file.read_exact_at(buf, *offset),
@@ -430,6 +447,10 @@ impl BlockDevice for PsyncDevice {
 
     fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<bool, BdevError> {
+        self.shared.read_into(offset, dst)
     }
 }
 

@@ -36,6 +36,11 @@
 //! `EOPNOTSUPP`, the same slot writes zero buffers instead, and the device remembers not to try
 //! again. Negative results become [`BdevError::Io`] with the request's kind, offset and errno.
 //!
+//! [`BlockDevice::read_into`] (a read into the caller's own memory, for a reader that waits
+//! for it anyway) is one `pread` on the shared file by the calling thread, outside the rings:
+//! the ring would need the caller's memory for as long as the kernel may write into it, and
+//! at queue depth 1 the system call is as fast (`bench/README.md`).
+//!
 //! Dropping a channel waits for every request still in flight, so the kernel never writes into
 //! freed memory (if waiting itself fails, the buffers are leaked rather than freed).
 //!
@@ -238,6 +243,10 @@ impl BlockDevice for UringDevice {
 
     fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<bool, BdevError> {
+        self.shared.read_into(offset, dst)
     }
 }
 
