@@ -85,6 +85,65 @@ enum Target {
     Parent(u64, u64),
 }
 
+/// Where the bytes of `[offset, offset + len)` of `blob` are: `(offset in the request, bytes,
+/// target)` pieces in order, pieces on adjacent device bytes merged (one device I/O across
+/// clusters that lie side by side, with the caller's buffers whole), and, for a read
+/// (`patches`), a copy of the inline-logged bytes to lay over what the device returns.
+/// Translated under the blob's read lock; parents resolved after it.
+#[allow(clippy::type_complexity)]
+fn plan(
+    inner: &Arc<Inner>,
+    blob: &Blob,
+    offset: u64,
+    len: u64,
+    patches: bool,
+) -> Result<(Vec<(usize, u64, Target)>, Vec<(usize, Vec<u8>)>)> {
+    let cs = inner.geo.cluster_size;
+    let mut pieces: Vec<(usize, u64, Target)> = Vec::new();
+    let mut copied = Vec::new();
+    {
+        let st = blob.entry.read();
+        if patches {
+            if let Some(p) = st.pending() {
+                copied = p.patches(offset, len);
+            }
+        }
+        let mut at = offset;
+        while at < offset + len {
+            let c = at / cs;
+            let in_c = at % cs;
+            let n = (cs - in_c).min(offset + len - at);
+            let t = match st.current.lookup(c) {
+                Some(p) => Target::Phys(inner.geo.data_first_byte + p * cs + in_c),
+                None if st.current.parent != 0 => Target::Parent(c, in_c),
+                None => Target::Zero,
+            };
+            pieces.push(((at - offset) as usize, n, t));
+            at += n;
+        }
+    }
+    let parent_id = blob.parent();
+    for p in pieces.iter_mut() {
+        if let Target::Parent(c, in_c) = p.2 {
+            p.2 = match resolve(inner, parent_id, c)? {
+                Some(ph) => Target::Phys(inner.geo.data_first_byte + ph * cs + in_c),
+                None => Target::Zero,
+            };
+        }
+    }
+    let mut merged: Vec<(usize, u64, Target)> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        if let (Some(last), Target::Phys(d)) = (merged.last_mut(), p.2) {
+            if matches!(last.2, Target::Phys(ld) if ld + last.1 == d) {
+                last.1 += p.1;
+                continue;
+            }
+        }
+        merged.push(p);
+    }
+    Ok((merged, copied))
+}
+
 /// A per-thread I/O channel for blob data. `Send`, not `Sync`. Many I/Os may be in flight;
 /// they complete in any order through [`BsChannel::poll`].
 pub struct BsChannel {
@@ -232,54 +291,10 @@ impl BsChannel {
                 }
             }
         }
-        // Translate under the blob's read lock, then resolve parents without it.
-        let mut pieces: Vec<(usize, u64, Target)> = Vec::new();
-        let mut patches = Vec::new();
-        {
-            let st = blob.entry.read();
-            if kind == Kind::Read {
-                if let Some(p) = st.pending() {
-                    patches = p.patches(offset, len);
-                }
-            }
-            let mut at = offset;
-            while at < offset + len {
-                let c = at / cs;
-                let in_c = at % cs;
-                let n = (cs - in_c).min(offset + len - at);
-                let t = match st.current.lookup(c) {
-                    Some(p) => Target::Phys(self.inner.geo.data_first_byte + p * cs + in_c),
-                    None if st.current.parent != 0 => Target::Parent(c, in_c),
-                    None => Target::Zero,
-                };
-                pieces.push(((at - offset) as usize, n, t));
-                at += n;
-            }
-        }
-        let parent_id = blob.parent();
-        for p in pieces.iter_mut() {
-            if let Target::Parent(c, in_c) = p.2 {
-                p.2 = match resolve(&self.inner, parent_id, c) {
-                    Ok(Some(ph)) => Target::Phys(self.inner.geo.data_first_byte + ph * cs + in_c),
-                    Ok(None) => Target::Zero,
-                    Err(e) => return reject(e, bufs),
-                };
-            }
-        }
-        // Clusters that lie side by side on the device make one device I/O: a request across
-        // them then keeps the caller's buffers whole (no copy), and the device sees one
-        // larger transfer instead of several.
-        let mut merged: Vec<(usize, u64, Target)> = Vec::with_capacity(pieces.len());
-        for p in pieces {
-            if let (Some(last), Target::Phys(d)) = (merged.last_mut(), p.2) {
-                if matches!(last.2, Target::Phys(ld) if ld + last.1 == d) {
-                    last.1 += p.1;
-                    continue;
-                }
-            }
-            merged.push(p);
-        }
-        let pieces = merged;
+        let (pieces, patches) = match plan(&self.inner, blob, offset, len, kind == Kind::Read) {
+            Ok(p) => p,
+            Err(e) => return reject(e, bufs),
+        };
         let children = pieces
             .iter()
             .filter(|p| matches!(p.2, Target::Phys(_)))
@@ -519,6 +534,52 @@ impl Blob {
     ) -> std::result::Result<(), Box<BsRejected>> {
         let len = buf.len() as u64;
         rej!(ch.submit(self, Kind::Read, offset, vec![buf], len, token, u64::MAX))
+    }
+
+    /// Reads `dst.len()` bytes at byte `offset` of the blob straight into `dst`, on this
+    /// thread, when the device can read into the caller's memory
+    /// ([`oxblob_bdev::BlockDevice::read_into`]): `Ok(true)` once the bytes are there (with
+    /// unallocated ranges as zeroes, a clone's parent data, inline-logged bytes laid over, as
+    /// any read), `Ok(false)` when the device declines (a wrapper, a `dst` not aligned as
+    /// the device needs) and the caller reads through a channel instead. The rules on
+    /// `offset` and the length are those of [`Blob::submit_read`]; breaking them is an
+    /// error.
+    ///
+    /// No staging buffer and no copy: for a reader that waits for each read anyway and owns
+    /// an aligned buffer, such as RocksDB with direct reads on a mount without a cache.
+    pub fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<bool> {
+        if self.inner.is_unloaded() {
+            return Err(BsError::Unloaded);
+        }
+        let unit = self.inner.geo.io_unit;
+        let len = dst.len() as u64;
+        if len == 0 || offset % unit != 0 || len % unit != 0 {
+            return Err(BsError::InvalidArgument(format!(
+                "offset {offset} / length {len} must be non-zero multiples of the io unit {unit}"
+            )));
+        }
+        let size = self.size_bytes();
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(BsError::InvalidArgument(format!(
+                "{len} bytes at {offset} reach past the blob's {size} bytes"
+            )));
+        }
+        let (pieces, patches) = plan(&self.inner, self, offset, len, true)?;
+        for (at, n, t) in pieces {
+            let piece = &mut dst[at..at + n as usize];
+            match t {
+                Target::Phys(d) => {
+                    if !self.inner.dev.read_into(d, piece)? {
+                        return Ok(false);
+                    }
+                }
+                Target::Zero | Target::Parent(..) => piece.fill(0),
+            }
+        }
+        for (at, b) in &patches {
+            dst[*at..*at + b.len()].copy_from_slice(b);
+        }
+        Ok(true)
     }
 
     /// Submits a read into several buffers, filled in order.

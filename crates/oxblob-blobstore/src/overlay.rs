@@ -331,7 +331,7 @@ mod tests {
             // Runs stay apart: no two touch or overlap.
             let mut prev_end = None;
             for (s, v) in p.runs() {
-                assert!(prev_end.map_or(true, |e| e < *s), "runs touch at {s}");
+                assert!(prev_end.is_none_or(|e| e < *s), "runs touch at {s}");
                 prev_end = Some(s + v.len() as u64);
             }
         }
