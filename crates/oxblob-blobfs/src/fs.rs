@@ -1023,6 +1023,12 @@ impl BlobFs {
         }
     }
 
+    /// The io unit: file reads and writes at offsets and of lengths that are multiples of it
+    /// reach the device as they are (the device's block size).
+    pub fn io_unit(&self) -> u64 {
+        self.inner.io_unit
+    }
+
     /// Space and inode counts.
     pub fn statfs(&self) -> Result<StatFs> {
         let fs = &self.inner;

@@ -47,6 +47,8 @@ int oxb_truncate_path(OxbMount* m, const char* path, uint64_t size, char** err);
 int oxb_lock(OxbMount* m, const char* path, char** err);
 int oxb_unlock(OxbMount* m, const char* path, char** err);
 int oxb_free_space(OxbMount* m, uint64_t* free_bytes, char** err);
+// Alignment of direct reads: the io unit on a mount without a data cache, else 0.
+size_t oxb_direct_align(OxbMount* m);
 
 // ---- DB shim (oxblob_db.cc) ----
 typedef struct OxbDb OxbDb;

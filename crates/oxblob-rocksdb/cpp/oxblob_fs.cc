@@ -143,9 +143,16 @@ class FileRef {
 
 IOStatus Closed() { return IOStatus::IOError("oxblob: file is closed"); }
 
+// Direct reads (`align` non-zero: FileOptions::use_direct_reads on a mount without a data
+// cache): RocksDB then reads aligned ranges into aligned buffers, and blobfs reads them
+// from the device straight into those buffers, with no copy on either side.
 class OxSequentialFile : public FSSequentialFile {
  public:
-  OxSequentialFile(Holder h, OxbFile* f) : f_(std::move(h), f) {}
+  OxSequentialFile(Holder h, OxbFile* f, size_t align) : f_(std::move(h), f), align_(align) {}
+  bool use_direct_io() const override { return align_ != 0; }
+  size_t GetRequiredBufferAlignment() const override {
+    return align_ != 0 ? align_ : FSSequentialFile::GetRequiredBufferAlignment();
+  }
   IOStatus Read(size_t n, const IOOptions&, Slice* result, char* scratch,
                 IODebugContext*) override {
     IOStatus s = f_.Read(pos_, n, result, scratch);
@@ -164,12 +171,17 @@ class OxSequentialFile : public FSSequentialFile {
 
  private:
   FileRef f_;
+  size_t align_;
   uint64_t pos_ = 0;
 };
 
 class OxRandomAccessFile : public FSRandomAccessFile {
  public:
-  OxRandomAccessFile(Holder h, OxbFile* f) : f_(std::move(h), f) {}
+  OxRandomAccessFile(Holder h, OxbFile* f, size_t align) : f_(std::move(h), f), align_(align) {}
+  bool use_direct_io() const override { return align_ != 0; }
+  size_t GetRequiredBufferAlignment() const override {
+    return align_ != 0 ? align_ : FSRandomAccessFile::GetRequiredBufferAlignment();
+  }
   IOStatus Read(uint64_t offset, size_t n, const IOOptions&, Slice* result, char* scratch,
                 IODebugContext*) const override {
     return f_.Read(offset, n, result, scratch);
@@ -192,6 +204,7 @@ class OxRandomAccessFile : public FSRandomAccessFile {
 
  private:
   FileRef f_;
+  size_t align_;
 };
 
 class OxWritableFile : public FSWritableFile {
@@ -368,20 +381,20 @@ class OxFileSystem : public FileSystem {
   static const char* kClassName() { return "OxblobFileSystem"; }
   const char* Name() const override { return kClassName(); }
 
-  IOStatus NewSequentialFile(const std::string& fname, const FileOptions&,
+  IOStatus NewSequentialFile(const std::string& fname, const FileOptions& o,
                              std::unique_ptr<FSSequentialFile>* result,
                              IODebugContext*) override {
     OxbFile* f = nullptr;
     IOStatus s = Open(fname, OXB_OPEN_READ, &f);
-    if (s.ok()) result->reset(new OxSequentialFile(h_, f));
+    if (s.ok()) result->reset(new OxSequentialFile(h_, f, DirectAlign(o)));
     return s;
   }
-  IOStatus NewRandomAccessFile(const std::string& fname, const FileOptions&,
+  IOStatus NewRandomAccessFile(const std::string& fname, const FileOptions& o,
                                std::unique_ptr<FSRandomAccessFile>* result,
                                IODebugContext*) override {
     OxbFile* f = nullptr;
     IOStatus s = Open(fname, OXB_OPEN_READ, &f);
-    if (s.ok()) result->reset(new OxRandomAccessFile(h_, f));
+    if (s.ok()) result->reset(new OxRandomAccessFile(h_, f, DirectAlign(o)));
     return s;
   }
   IOStatus NewWritableFile(const std::string& fname, const FileOptions& o,
@@ -593,6 +606,11 @@ class OxFileSystem : public FileSystem {
   }
 
  private:
+  // Direct reads when RocksDB asks for them and the mount has no data cache (see
+  // OxSequentialFile); buffered (0) otherwise.
+  size_t DirectAlign(const FileOptions& o) const {
+    return o.use_direct_reads ? oxb_direct_align(h_->m) : 0;
+  }
   IOStatus Open(const std::string& fname, int mode, OxbFile** f) {
     char* err = nullptr;
     return ToStatus(oxb_open(h_->m, Norm(fname).c_str(), mode, f, &err), &err);

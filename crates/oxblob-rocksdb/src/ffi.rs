@@ -442,6 +442,20 @@ pub extern "C" fn oxb_truncate_path(
     })
 }
 
+/// The buffer and offset alignment of direct reads on this mount: its io unit when it has no
+/// data cache (`cache=0`: reads go to the device, and an aligned one lands in RocksDB's
+/// buffer with no copy), else 0 (reads are buffered by blobfs). 0 for a null handle.
+#[no_mangle]
+pub extern "C" fn oxb_direct_align(m: *mut MountRef) -> usize {
+    // SAFETY: live handle per the header contract (or null).
+    match unsafe { mount(m) } {
+        Ok(m) if m.fs().cache_stats().limit_bytes == 0 => {
+            usize::try_from(m.fs().io_unit()).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 /// Free bytes in the image's data region.
 #[no_mangle]
 pub extern "C" fn oxb_free_space(m: *mut MountRef, free: *mut u64, err: *mut *mut c_char) -> c_int {
