@@ -239,16 +239,7 @@ impl IoOp {
                 }
             }
         }
-        let size = info.size_bytes();
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(BdevError::OutOfRange {
-                op,
-                offset,
-                len,
-                size,
-            });
-        }
-        Ok(())
+        check_in_range(info, op, offset, len)
     }
 }
 
@@ -307,6 +298,20 @@ pub trait BlockDevice: Send + Sync {
     }
 }
 
+/// `OutOfRange` unless `[offset, offset + len)` lies on the device.
+fn check_in_range(info: &DeviceInfo, op: IoKind, offset: u64, len: u64) -> Result<(), BdevError> {
+    let size = info.size_bytes();
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(BdevError::OutOfRange {
+            op,
+            offset,
+            len,
+            size,
+        });
+    }
+    Ok(())
+}
+
 /// Checks a [`BlockDevice::read_into`] of `dst` at `offset` on a device with `info`, closed
 /// or not: `Ok(true)` if it may go ahead, `Ok(false)` if only `dst`'s address is not aligned
 /// as the device needs, and the error a read request with the same range would get (closed,
@@ -336,15 +341,7 @@ pub fn check_read_into(
             });
         }
     }
-    let size = info.size_bytes();
-    if offset.checked_add(len).is_none_or(|end| end > size) {
-        return Err(BdevError::OutOfRange {
-            op,
-            offset,
-            len,
-            size,
-        });
-    }
+    check_in_range(info, op, offset, len)?;
     let align = usize::try_from(info.caps.buf_align.max(1)).unwrap_or(usize::MAX);
     Ok(dst.as_ptr() as usize % align == 0)
 }

@@ -47,6 +47,20 @@ fn run(bench: &Path, so: &Path, fs_uri: &str, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// readrandom's "(N of 20000 found)": random keys with repeats, so most but not all are
+/// found.
+fn assert_most_found(o: &Output) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let found: u64 = out
+        .split("readrandom")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(" of ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no found count:\n{}", text(o)));
+    assert!(found > NUM / 2, "only {found} of {NUM} found:\n{}", text(o));
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -92,19 +106,7 @@ fn db_bench_fillrandom_then_readrandom_verifychecksum_on_existing_image() {
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("verifychecksum"), "{}", text(&o));
-    // "(N of 20000 found)": random keys with repeats, so most but not all are found.
-    let found: u64 = out
-        .split("readrandom")
-        .nth(1)
-        .and_then(|s| s.split('(').nth(1))
-        .and_then(|s| s.split(" of ").next())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no found count:\n{}", text(&o)));
-    assert!(
-        found > NUM / 2,
-        "only {found} of {NUM} found:\n{}",
-        text(&o)
-    );
+    assert_most_found(&o);
 
     // The Rust API reads db_bench's database from the same image.
     let db = Db::open(
@@ -162,18 +164,7 @@ fn db_bench_direct_reads_on_a_mount_without_cache() {
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("verifychecksum"), "{}", text(&o));
-    let found: u64 = out
-        .split("readrandom")
-        .nth(1)
-        .and_then(|s| s.split('(').nth(1))
-        .and_then(|s| s.split(" of ").next())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no found count:\n{}", text(&o)));
-    assert!(
-        found > NUM / 2,
-        "only {found} of {NUM} found:\n{}",
-        text(&o)
-    );
+    assert_most_found(&o);
 }
 
 #[test]
