@@ -85,6 +85,24 @@ enum Target {
     Parent(u64, u64),
 }
 
+/// The rules on a data request's range: `offset` and `len` non-zero multiples of the io
+/// unit, inside the blob.
+fn check_range(inner: &Inner, blob: &Blob, offset: u64, len: u64) -> Result<()> {
+    let unit = inner.geo.io_unit;
+    if len == 0 || offset % unit != 0 || len % unit != 0 {
+        return Err(BsError::InvalidArgument(format!(
+            "offset {offset} / length {len} must be non-zero multiples of the io unit {unit}"
+        )));
+    }
+    let size = blob.size_bytes();
+    if offset.checked_add(len).is_none_or(|e| e > size) {
+        return Err(BsError::InvalidArgument(format!(
+            "{len} bytes at {offset} reach past the blob's {size} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Where the bytes of `[offset, offset + len)` of `blob` are: `(offset in the request, bytes,
 /// target)` pieces in order, pieces on adjacent device bytes merged (one device I/O across
 /// clusters that lie side by side, with the caller's buffers whole), and, for a read
@@ -224,26 +242,12 @@ impl BsChannel {
         }
         let unit = self.inner.geo.io_unit;
         let cs = self.inner.geo.cluster_size;
-        if len == 0 || offset % unit != 0 || len % unit != 0 {
-            return reject(
-                BsError::InvalidArgument(format!(
-                    "offset {offset} / length {len} must be non-zero multiples of the io unit {unit}"
-                )),
-                bufs,
-            );
+        if let Err(e) = check_range(&self.inner, blob, offset, len) {
+            return reject(e, bufs);
         }
         if bufs.iter().any(|b| b.len() as u64 % unit != 0) {
             return reject(
                 BsError::InvalidArgument(format!("buffer lengths must be multiples of {unit}")),
-                bufs,
-            );
-        }
-        let size = blob.size_bytes();
-        if offset.checked_add(len).is_none_or(|e| e > size) {
-            return reject(
-                BsError::InvalidArgument(format!(
-                    "{len} bytes at {offset} reach past the blob's {size} bytes"
-                )),
                 bufs,
             );
         }
@@ -551,18 +555,12 @@ impl Blob {
         if self.inner.is_unloaded() {
             return Err(BsError::Unloaded);
         }
-        let unit = self.inner.geo.io_unit;
         let len = dst.len() as u64;
-        if len == 0 || offset % unit != 0 || len % unit != 0 {
-            return Err(BsError::InvalidArgument(format!(
-                "offset {offset} / length {len} must be non-zero multiples of the io unit {unit}"
-            )));
-        }
-        let size = self.size_bytes();
-        if offset.checked_add(len).is_none_or(|e| e > size) {
-            return Err(BsError::InvalidArgument(format!(
-                "{len} bytes at {offset} reach past the blob's {size} bytes"
-            )));
+        check_range(&self.inner, self, offset, len)?;
+        // Pieces start at io-unit multiples of `dst`: if its start suits the device, all do.
+        let align = usize::try_from(self.inner.dev.info().caps.buf_align.max(1)).unwrap_or(1);
+        if dst.as_ptr() as usize % align != 0 {
+            return Ok(false);
         }
         let (pieces, patches) = plan(&self.inner, self, offset, len, true)?;
         for (at, n, t) in pieces {
