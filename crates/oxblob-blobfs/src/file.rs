@@ -220,6 +220,21 @@ fn scratch_read<T>(
     Ok(out)
 }
 
+/// Bytes to write: borrowed, or an I/O buffer handed over (see [`FileHandle::write_buf_at`]).
+enum Src<'a> {
+    Slice(&'a [u8]),
+    Buf(IoBuf),
+}
+
+impl Src<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Src::Slice(s) => s,
+            Src::Buf(b) => b.as_slice(),
+        }
+    }
+}
+
 fn gone(path: &str) -> FsError {
     FsError::new(FsErrorKind::Io, path, "file system is unmounted")
 }
@@ -1221,13 +1236,25 @@ impl OpenInode {
         data: &[u8],
         path: &str,
     ) -> Result<u64> {
+        self.write_src(fs, offset, Src::Slice(data), path)
+    }
+
+    /// [`Self::write`] of bytes given as a slice or as an I/O buffer the caller hands over
+    /// (written to the device as it is where it can be, see [`Self::write_clusters_buf`]).
+    fn write_src(
+        self: &Arc<Self>,
+        fs: &FsInner,
+        offset: Option<u64>,
+        src: Src<'_>,
+        path: &str,
+    ) -> Result<u64> {
         let mut d = self.write_lock();
         if d.blob.is_none() {
             return Err(gone(path));
         }
         let size = self.size.load(Ordering::Acquire);
         let off = offset.unwrap_or(size);
-        let len = data.len() as u64;
+        let len = src.bytes().len() as u64;
         let end = off.checked_add(len).ok_or_else(|| {
             FsError::new(
                 FsErrorKind::InvalidArgument,
@@ -1244,30 +1271,40 @@ impl OpenInode {
         if d.inline.is_some() && end > INLINE_MAX {
             self.migrate(fs, &mut d, end, path)?;
         }
-        if let Some(v) = d.inline.as_mut() {
-            let (o, e) = (off as usize, end as usize);
-            if v.len() < e {
-                v.resize(e, 0);
-            }
-            v[o..e].copy_from_slice(data);
-            d.dsize = d.dsize.max(end);
-        } else if fs.cache.enabled() {
-            self.write_cached(fs, &mut d, off, data, path)?;
-        } else {
-            let dd = &mut *d;
-            let blob = dd.blob.as_ref().ok_or_else(|| gone(path))?;
-            Self::write_clusters(fs, blob, off, data, size, &mut dd.tail, path)?;
-            d.dsize = d.dsize.max(end);
-        }
-        d.append = match d.append {
+        // Taken once the bytes are written (computed first: a handed-over buffer is gone
+        // after the write).
+        let append = match d.append {
             Some(mut a) if off == size && a.end == size => {
-                a.crc = crc32c::crc32c_append(a.crc, data);
+                a.crc = crc32c::crc32c_append(a.crc, src.bytes());
                 a.end = end;
                 Some(a)
             }
             Some(a) if end <= a.from => Some(a),
             _ => None,
         };
+        if let Some(v) = d.inline.as_mut() {
+            let (o, e) = (off as usize, end as usize);
+            if v.len() < e {
+                v.resize(e, 0);
+            }
+            v[o..e].copy_from_slice(src.bytes());
+            d.dsize = d.dsize.max(end);
+        } else if fs.cache.enabled() {
+            self.write_cached(fs, &mut d, off, src.bytes(), path)?;
+        } else {
+            let dd = &mut *d;
+            let blob = dd.blob.as_ref().ok_or_else(|| gone(path))?;
+            match src {
+                Src::Slice(data) => {
+                    Self::write_clusters(fs, blob, off, data, size, &mut dd.tail, path)?
+                }
+                Src::Buf(buf) => {
+                    Self::write_clusters_buf(fs, blob, off, buf, size, &mut dd.tail, path)?
+                }
+            }
+            d.dsize = d.dsize.max(end);
+        }
+        d.append = append;
         let new_size = size.max(end);
         self.size.store(new_size, Ordering::Release);
         self.mtime.store(now_ns(), Ordering::Release);
@@ -1361,6 +1398,41 @@ impl OpenInode {
                 w.data.truncate(usize::try_from(new - w.start).unwrap_or(0));
             }
         }
+    }
+
+    /// [`Self::write_clusters`] of a buffer the caller hands over: when it covers whole io
+    /// units it goes to the device as it is (no copy into a new I/O buffer), after zeroing a
+    /// gap from `size` as any write past the end does; otherwise it is written as bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn write_clusters_buf(
+        fs: &FsInner,
+        blob: &Blob,
+        off: u64,
+        buf: IoBuf,
+        size: u64,
+        tail: &mut Option<(u64, Vec<u8>)>,
+        path: &str,
+    ) -> Result<()> {
+        let unit = fs.io_unit;
+        let len = buf.len() as u64;
+        if off % unit != 0 || len % unit != 0 {
+            return Self::write_clusters(fs, blob, off, &buf, size, tail, path);
+        }
+        // The block memo may describe a block this write replaces.
+        *tail = None;
+        let bs = |e| FsError::from_bs(e, path);
+        let end = off + len;
+        let old_blob_bytes = blob.size_bytes();
+        let need = end.div_ceil(fs.cluster_size);
+        if need > blob.num_clusters() {
+            blob.resize(need).map_err(bs)?;
+        }
+        fs.with_channel(path, |ch| {
+            if off > size {
+                Self::zero_from(fs, blob, ch, size, off.min(old_blob_bytes), path)?;
+            }
+            blob.write_buf_within(ch, off, buf, size).map_err(bs)
+        })
     }
 
     /// Writes `data` at `off` (the device valid up to `size`): unaligned edges are
@@ -1629,6 +1701,19 @@ impl FileHandle {
         let off = (!self.flags.append).then_some(offset);
         self.inode
             .write(&self.fs, off, data, &self.path)
+            .map(|_| ())
+    }
+
+    /// [`FileHandle::write_at`] of bytes in an I/O buffer the caller hands over. On a mount
+    /// without a data cache, a write of whole io units at a whole io unit goes to the device
+    /// in this buffer, with no copy (a writer that gathers its bytes in an aligned buffer
+    /// anyway, such as the RocksDB plugin's append buffer, saves a copy of every byte);
+    /// otherwise it is the same as `write_at`.
+    pub fn write_buf_at(&self, offset: u64, buf: IoBuf) -> Result<()> {
+        self.check(true)?;
+        let off = (!self.flags.append).then_some(offset);
+        self.inode
+            .write_src(&self.fs, off, Src::Buf(buf), &self.path)
             .map(|_| ())
     }
 

@@ -10,7 +10,7 @@
 
 mod common;
 use common::*;
-use oxblob_bdev::BlockDevice;
+use oxblob_bdev::{BlockDevice, IoBuf};
 use oxblob_blobfs::{BlobFs, FsErrorKind, MountOptions, OpenFlags, DEFAULT_CACHE_BYTES};
 use oxblob_sim::{CrashDevice, CrashMode};
 use rand::{Rng, SeedableRng};
@@ -226,15 +226,26 @@ fn model_run(bound: u64, seed: u64, steps: usize) {
                 m.extend_from_slice(&data);
             }
             // Writes anywhere, sometimes past the end (a hole), sometimes large.
+            // A third of them whole 4 KiB blocks handed over in an I/O buffer
+            // (`write_buf_at`: with the cache off, written as it is).
             30..=49 => {
-                let off = rng.gen_range(0..m.len() as u64 + 100_000);
-                let n = if rng.gen_bool(0.1) {
+                let mut off = rng.gen_range(0..m.len() as u64 + 100_000);
+                let mut n: usize = if rng.gen_bool(0.1) {
                     rng.gen_range(60_000..400_000)
                 } else {
                     rng.gen_range(1..9000)
                 };
+                let owned = rng.gen_bool(0.33);
+                if owned {
+                    off = off / 4096 * 4096;
+                    n = n.div_ceil(4096) * 4096;
+                }
                 let data = pattern(rng.gen(), n);
-                h.write_at(off, &data).unwrap();
+                if owned {
+                    h.write_buf_at(off, IoBuf::from_slice(&data)).unwrap();
+                } else {
+                    h.write_at(off, &data).unwrap();
+                }
                 let end = off as usize + n;
                 if m.len() < end {
                     m.resize(end, 0);
@@ -242,9 +253,15 @@ fn model_run(bound: u64, seed: u64, steps: usize) {
                 m[off as usize..end].copy_from_slice(&data);
             }
             // Random reads.
+            // A third of them whole blocks (with the cache off, read straight into the
+            // caller's buffer).
             50..=69 => {
-                let off = rng.gen_range(0..m.len() as u64 + 10);
-                let n = rng.gen_range(0..70_000);
+                let mut off = rng.gen_range(0..m.len() as u64 + 10);
+                let mut n: usize = rng.gen_range(0..70_000);
+                if rng.gen_bool(0.33) {
+                    off = off / 4096 * 4096;
+                    n = n / 4096 * 4096;
+                }
                 let got = h.read_vec(off, n).unwrap();
                 let s = (off as usize).min(m.len());
                 assert_eq!(got, m[s..(s + n).min(m.len())], "{ctx}: read {n} at {off}");
