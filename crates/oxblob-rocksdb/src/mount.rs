@@ -10,11 +10,14 @@
 //! [`crate::uri::default_cache_bytes`], a quarter of the RAM). Writable files buffer appends
 //! once: with the cache on, appends go straight to blobfs, whose write-behind buffer holds
 //! them (no second copy here); with `cache=0` (no write-behind in blobfs) [`WFile`] buffers
-//! them itself, and data reaches blobfs every [`WRITE_CHUNK`] bytes and on `sync`, `fsync`,
-//! `truncate` and `close`. Either way only synced data is durable, against a process crash as
+//! them itself, in an aligned I/O buffer that blobfs writes to the device as it is
+//! (`FileHandle::write_buf_at`: one copy of each byte, into the buffer), and data reaches
+//! blobfs every [`WRITE_CHUNK`] bytes and on `sync`, `fsync`, `truncate` and `close`. If
+//! such a write fails, the handle fails every later operation (`EIO`). Either way only synced data is durable, against a process crash as
 //! against a power cut.
 
 use crate::uri::{Device, Uri};
+use oxblob_bdev::IoBuf;
 use oxblob_blobfs::{BlobFs, FileHandle, FsError, MkfsOptions, MountOptions};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
@@ -284,11 +287,38 @@ pub enum OpenMode {
     Append,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pending {
     /// File offset where `buf` starts.
     base: u64,
-    buf: Vec<u8>,
+    /// An aligned I/O buffer: [`WFile::drain`] hands it to blobfs, which writes whole blocks
+    /// of it to the device as they are (no second copy).
+    buf: IoBuf,
+    /// A write of the buffer to blobfs failed. What reached the device is unknown and the
+    /// bytes are gone from the buffer, so every later operation of the handle fails too,
+    /// rather than writing later bytes where the lost ones belong.
+    failed: bool,
+}
+
+impl Pending {
+    fn new(base: u64) -> Self {
+        Pending {
+            base,
+            buf: IoBuf::with_capacity(0),
+            failed: false,
+        }
+    }
+
+    /// `EIO` once a write of the buffer failed.
+    fn check(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::new(
+                libc::EIO,
+                "an earlier write of this file's buffered appends failed",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An open file: a blobfs handle and, for writers on a mount with the cache off, a buffer of
@@ -330,10 +360,7 @@ impl WFile {
         let base = h.len();
         Ok(WFile {
             h: Some(h),
-            pending: Mutex::new(Pending {
-                base,
-                buf: Vec::new(),
-            }),
+            pending: Mutex::new(Pending::new(base)),
             writable: mode != OpenMode::Read,
             buffered: m.fs().cache_stats().limit_bytes == 0,
         })
@@ -346,6 +373,7 @@ impl WFile {
     /// Writes the whole buffer (with `all`), or its prefix up to an io-unit boundary when at
     /// least [`WRITE_CHUNK`] bytes are pending.
     fn drain(&self, p: &mut Pending, all: bool) -> Result<()> {
+        p.check()?;
         if p.buf.is_empty() {
             return Ok(());
         }
@@ -362,8 +390,15 @@ impl WFile {
         if n == 0 {
             return Ok(());
         }
-        h.write_at(p.base, &p.buf[..n])?;
-        p.buf.drain(..n);
+        // The buffer itself goes to blobfs (a prefix of whole blocks; a short rest stays).
+        let mut rest = IoBuf::with_capacity(WRITE_CHUNK + 4096);
+        rest.extend_from_slice(&p.buf[n..]);
+        let mut head = std::mem::replace(&mut p.buf, rest);
+        head.resize(n);
+        if let Err(e) = h.write_buf_at(p.base, head) {
+            p.failed = true;
+            return Err(e.into());
+        }
         p.base += n as u64;
         Ok(())
     }
@@ -405,6 +440,7 @@ impl WFile {
             return Err(Error::new(libc::EBADF, "file is opened read-only"));
         }
         let mut p = lock(&self.pending);
+        p.check()?;
         if !self.buffered {
             // blobfs's write-behind buffers it (one copy, one buffer).
             self.handle()?.write_at(p.base, data)?;
@@ -447,13 +483,14 @@ impl WFile {
     /// `fdatasync`).
     pub fn datasync(&self) -> Result<()> {
         let mut p = lock(&self.pending);
+        p.check()?;
         if self.writable && !p.buf.is_empty() {
             let h = self.handle()?;
             if h.len() == p.base {
                 // A WAL: the appends and the size record in one device round trip.
                 h.append_fdatasync(&p.buf)?;
                 p.base += p.buf.len() as u64;
-                p.buf.clear();
+                p.buf.resize(0);
                 return Ok(());
             }
         }
@@ -686,6 +723,49 @@ mod tests {
         assert_eq!(n, 14);
         assert_eq!(&got[..10], &all[..10]);
         assert_eq!(&got[10..14], b"tail");
+        drop(r);
+        m.release().unwrap();
+    }
+
+    /// With the cache off, a full image fails the append that reaches blobfs (`ENOSPC`),
+    /// every later operation of the handle fails (`EIO`: its buffered bytes are gone), and
+    /// the file holds a prefix of what was appended, byte for byte — nothing written where
+    /// the lost bytes belong.
+    #[test]
+    fn a_failed_buffered_write_fails_the_handle_and_misplaces_nothing() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let uri = format!(
+            "oxblob://{}/m.img?mkfs=1&size=64MiB&cache=0",
+            dir.path().display()
+        );
+        let m = MountRef::mount(&uri).unwrap();
+        let mut w = WFile::open(&m, "/full", OpenMode::Truncate).unwrap();
+        let mut all = Vec::new();
+        let err = loop {
+            // Odd sizes, so the buffer keeps a short rest between drains.
+            let p = pattern(300_001, all.len() as u8);
+            match w.append(&p) {
+                Ok(()) => all.extend_from_slice(&p),
+                Err(e) => break e,
+            }
+            assert!(all.len() < 256 << 20, "a 64 MiB image never filled");
+        };
+        assert_eq!(err.errno, libc::ENOSPC, "{err:?}");
+        for (what, r) in [
+            ("append", w.append(b"more")),
+            ("flush", w.flush()),
+            ("datasync", w.datasync()),
+            ("sync", w.sync()),
+        ] {
+            assert_eq!(r.unwrap_err().errno, libc::EIO, "{what}");
+        }
+        assert_eq!(w.close().unwrap_err().errno, libc::EIO);
+        let r = WFile::open(&m, "/full", OpenMode::Read).unwrap();
+        let n = r.size() as usize;
+        assert!(n <= all.len(), "{n} bytes of {} appended", all.len());
+        let mut got = vec![0u8; n];
+        assert_eq!(r.read_at(0, &mut got).unwrap(), n);
+        assert!(got == all[..n], "the file is not a prefix of the appends");
         drop(r);
         m.release().unwrap();
     }
