@@ -13,7 +13,7 @@
 
 mod common;
 use common::*;
-use oxblob_bdev::BlockDevice;
+use oxblob_bdev::{BlockDevice, IoBuf};
 use oxblob_blobfs::{
     BlobFs, FsErrorKind, MkfsOptions, MountOptions, OpenFlags, DEFAULT_CACHE_BYTES,
 };
@@ -152,7 +152,12 @@ fn uncached_wal(
 
 /// Runs `op` after the setup on a crash device and checks every crash image.
 fn sweep(name: &str, op: impl FnOnce(&BlobFs)) {
-    let (crash, fs) = crash_fs(DEFAULT_CACHE_BYTES);
+    sweep_cache(DEFAULT_CACHE_BYTES, name, op);
+}
+
+/// [`sweep`] on a mount with a cache of `cache_bytes`.
+fn sweep_cache(cache_bytes: u64, name: &str, op: impl FnOnce(&BlobFs)) {
+    let (crash, fs) = crash_fs(cache_bytes);
     let before = snapshot(&fs);
     crash.mark();
     op(&fs);
@@ -196,6 +201,21 @@ fn crash_append_fsync_within_cluster() {
     sweep("append+fsync within cluster", |fs| {
         let h = fs.open("/d1/f", OpenFlags::read_write()).unwrap();
         h.append(&pattern(12, 20_000)).unwrap();
+        h.fsync().unwrap();
+        h.close().unwrap();
+    });
+}
+
+/// With the cache off, an I/O buffer handed over (`write_buf_at`, the RocksDB plugin's
+/// appends) goes to the device as it is: here past the end, over a gap that must read as
+/// zeroes, across two clusters.
+#[test]
+fn crash_write_buf_past_the_end_without_cache() {
+    sweep_cache(0, "write_buf past the end (cache off)", |fs| {
+        let h = fs.open("/d1/f", OpenFlags::read_write()).unwrap();
+        let at = h.len().div_ceil(4096) * 4096 + 8192;
+        h.write_buf_at(at, IoBuf::from_slice(&pattern(21, 3 * 65536)))
+            .unwrap();
         h.fsync().unwrap();
         h.close().unwrap();
     });
