@@ -1400,6 +1400,17 @@ impl OpenInode {
         }
     }
 
+    /// Gives the blob the clusters a write ending at `end` needs; returns its size in bytes
+    /// before (where a gap opened by the write starts needing no zeroes of its own).
+    fn grow_blob(fs: &FsInner, blob: &Blob, end: u64, path: &str) -> Result<u64> {
+        let old_blob_bytes = blob.size_bytes();
+        let need = end.div_ceil(fs.cluster_size);
+        if need > blob.num_clusters() {
+            blob.resize(need).map_err(|e| FsError::from_bs(e, path))?;
+        }
+        Ok(old_blob_bytes)
+    }
+
     /// [`Self::write_clusters`] of a buffer the caller hands over: when it covers whole io
     /// units it goes to the device as it is (no copy into a new I/O buffer), after zeroing a
     /// gap from `size` as any write past the end does; otherwise it is written as bytes.
@@ -1421,12 +1432,7 @@ impl OpenInode {
         // The block memo may describe a block this write replaces.
         *tail = None;
         let bs = |e| FsError::from_bs(e, path);
-        let end = off + len;
-        let old_blob_bytes = blob.size_bytes();
-        let need = end.div_ceil(fs.cluster_size);
-        if need > blob.num_clusters() {
-            blob.resize(need).map_err(bs)?;
-        }
+        let old_blob_bytes = Self::grow_blob(fs, blob, off + len, path)?;
         fs.with_channel(path, |ch| {
             if off > size {
                 Self::zero_from(fs, blob, ch, size, off.min(old_blob_bytes), path)?;
@@ -1457,11 +1463,7 @@ impl OpenInode {
         let bs = |e| FsError::from_bs(e, path);
         let (cs, unit) = (fs.cluster_size, fs.io_unit);
         let end = off + data.len() as u64;
-        let old_blob_bytes = blob.size_bytes();
-        let need = end.div_ceil(cs);
-        if need > blob.num_clusters() {
-            blob.resize(need).map_err(bs)?;
-        }
+        let old_blob_bytes = Self::grow_blob(fs, blob, end, path)?;
         fs.with_channel(path, |ch| {
             if off > size {
                 Self::zero_from(fs, blob, ch, size, off.min(old_blob_bytes), path)?;
