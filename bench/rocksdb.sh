@@ -8,7 +8,8 @@
 #   overwrite        N random overwrites of the existing DB
 #   overwrite-sync   N/100 random overwrites with --sync=1 (a WAL fsync per write)
 #   readrandom       N/4 random reads
-#   readwhilewriting 1 reader + 1 writer for a fixed --duration
+#   readwhilewriting 1 reader + 1 writer for a fixed --duration, the writer held to
+#                    OXBLOB_RDB_RWW_RATE bytes/s (--benchmark_write_rate_limit)
 # A workload whose database the next one reuses (fillrandom, overwrite, overwrite-sync) ends
 # with db_bench's `waitforcompaction`, outside its timed part: RocksDB cancels a running
 # compaction when the database closes, so without it whichever side happened to close with
@@ -22,9 +23,10 @@
 #             and blobfs's own data cache (cache=OXBLOB_RDB_FSCACHE): "ext4's page cache vs
 #             the oxblob cache", with no host page cache under oxblob.
 #   direct    ext4: --use_direct_reads --use_direct_io_for_flush_and_compaction.
-#             oxblob: the same flags (RocksDB's files in the plugin never report direct I/O,
-#             so RocksDB keeps its buffered code path), the image opened with O_DIRECT and
-#             cache=0: every blobfs read and write goes to the disk.
+#             oxblob: the same flags, the image opened with O_DIRECT and cache=0: every
+#             blobfs read and write goes to the disk. On such a mount the plugin's readable
+#             files report direct I/O to RocksDB (aligned reads into RocksDB's own aligned
+#             buffers, as on ext4); writes gather in an aligned buffer of the plugin's.
 # Memory budget ("same memory budget"): --cache_size (RocksDB's block cache) is the same for
 # both sides in both modes (OXBLOB_RDB_CACHE, default 64 MiB). Below it, in buffered mode,
 # ext4 may use the whole host page cache (all free RAM) and oxblob may use its blobfs cache,
@@ -46,10 +48,16 @@
 #   OXBLOB_RDB_FSCACHE   oxblob's blobfs cache in buffered mode, a size such as 256MiB
 #                        (default empty: the plugin's default, a quarter of the RAM)
 #   OXBLOB_RDB_MODES     "buffered direct" (default both)
-#   OXBLOB_RDB_ROUNDS    runs of every workload but readwhilewriting (one run: its writer grows
-#                        the database by over a GB per run), reported as the median (default 3:
-#                        one run of a workload on a virtual disk moves by 20-30% from one run to
-#                        the next). Each round runs on both file systems before the next.
+#   OXBLOB_RDB_ROUNDS    runs of every workload, reported as the median (default 3: one run of
+#                        a workload on a virtual disk moves by 20-30% from one run to the next).
+#                        Each round runs on both file systems before the next.
+#   OXBLOB_RDB_RWW_RATE  bytes/s the readwhilewriting writer may write (default 8388608, 8 MiB/s;
+#                        0: unbounded). RocksDB's own tools/benchmark.sh bounds it the same way
+#                        (--benchmark_write_rate_limit). Unbounded, the writer runs flat out
+#                        (over 100k puts/s, GBs of WAL and compaction in a 20 s run), and the
+#                        side whose writer is faster loads the disk more and slows its own
+#                        reader: the readers' figure then measures the writers inversely.
+#                        Bounded, both sides do the same writes and the reads compare.
 #   OXBLOB_RDB_SYNC_ROUNDS runs of overwrite-sync (default 7, at least OXBLOB_RDB_ROUNDS): a
 #                        synced run is short (N/100 writes) and the disk's flush latency
 #                        swings two- to threefold from one run to the next, on both sides
@@ -65,6 +73,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NUM=${OXBLOB_RDB_NUM:-500000}
 DURATION=${OXBLOB_RDB_DURATION:-20}
+RWW_RATE=${OXBLOB_RDB_RWW_RATE:-8388608}
 CACHE=${OXBLOB_RDB_CACHE:-67108864}
 FSCACHE=${OXBLOB_RDB_FSCACHE:-}
 MODES=${OXBLOB_RDB_MODES:-buffered direct}
@@ -82,6 +91,7 @@ for tool in db_bench python3 cargo; do
 done
 [[ $NUM =~ ^[0-9]+$ && $NUM -ge 1000 ]] || die "OXBLOB_RDB_NUM must be a whole number >= 1000"
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 ]] || die "OXBLOB_RDB_DURATION must be seconds > 0"
+[[ $RWW_RATE =~ ^[0-9]+$ ]] || die "OXBLOB_RDB_RWW_RATE must be bytes per second (0: unbounded)"
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "OXBLOB_RDB_ROUNDS must be a whole number > 0"
 [[ $SYNC_ROUNDS =~ ^[0-9]+$ && $SYNC_ROUNDS -gt 0 ]] \
     || die "OXBLOB_RDB_SYNC_ROUNDS must be a whole number > 0"
@@ -115,7 +125,8 @@ run() {
         overwrite) args=(--benchmarks=overwrite,waitforcompaction --num="$NUM" --use_existing_db=1) ;;
         overwrite-sync) args=(--benchmarks=overwrite,waitforcompaction --num="$NUM" --writes="$SYNC_N" --sync=1 --use_existing_db=1) ;;
         readrandom) args=(--benchmarks=readrandom --num="$NUM" --reads="$READS" --use_existing_db=1) ;;
-        readwhilewriting) args=(--benchmarks=readwhilewriting --num="$NUM" --duration="$DURATION" --use_existing_db=1) ;;
+        readwhilewriting) args=(--benchmarks=readwhilewriting --num="$NUM" --duration="$DURATION"
+                                --benchmark_write_rate_limit="$RWW_RATE" --use_existing_db=1) ;;
     esac
     if [[ $mode == direct ]]; then
         args+=(--use_direct_reads=1 --use_direct_io_for_flush_and_compaction=1)
@@ -145,9 +156,9 @@ for mode in $MODES; do
     i=0
     for w in "${WORKLOADS[@]}"; do
         n=$ROUNDS
-        # Each run's writer grows the database by as much as it writes in the duration
-        # (over a GB on the direct side): one run keeps the image and the disk use bounded.
-        [[ $w == readwhilewriting ]] && n=1
+        # An unbounded writer grows the database by over a GB per run: one run keeps the
+        # image and the disk use bounded.
+        [[ $w == readwhilewriting && $RWW_RATE == 0 ]] && n=1
         [[ $w == overwrite-sync ]] && n=$SYNC_ROUNDS
         for ((r = 1; r <= n; r++)); do
             if (( i % 2 == 0 )); then order=(ext4 oxblob); else order=(oxblob ext4); fi
@@ -165,9 +176,10 @@ for mode in $MODES; do
 done
 echo "== done in $(( $(date +%s) - START )) s"
 
-python3 - "$RAW" "$OUT" "$NUM" "$CACHE" "$DURATION" "$MODES" "$WARM" "$ROUNDS" "$SYNC_ROUNDS" <<'PY'
+python3 - "$RAW" "$OUT" "$NUM" "$CACHE" "$DURATION" "$MODES" "$WARM" "$ROUNDS" "$SYNC_ROUNDS" \
+    "$RWW_RATE" <<'PY'
 import glob, json, re, statistics, sys, os, html
-raw, out, num, cache, duration, modes, warm, rounds, sync_rounds = sys.argv[1:10]
+raw, out, num, cache, duration, modes, warm, rounds, sync_rounds, rww_rate = sys.argv[1:11]
 modes = modes.split()
 workloads = ["fillseq", "fillrandom", "overwrite", "overwrite-sync", "readrandom",
              "readwhilewriting"]
@@ -231,14 +243,16 @@ for r in rows:
           f(r["ratio_p99"], "%.2f")))
 print("(ratio = oxblob/ext4 of the median ops/s, higher is better for oxblob; paired = median of"
       " the per-round ratios\n (each round runs both back to back); P99 x = oxblob/ext4 P99 latency,"
-      " lower is better;\n medians of %s runs (overwrite-sync: %s; readwhilewriting: one), all runs"
-      " in the JSON;\n every run started %s)"
-      % (ROUNDS_SHOWN, SYNC_SHOWN,
+      " lower is better;\n medians of %s runs (overwrite-sync: %s; readwhilewriting: %s), all runs"
+      " in the JSON;\n readwhilewriting's writer %s;\n every run started %s)"
+      % (ROUNDS_SHOWN, SYNC_SHOWN, "one" if rww_rate == "0" else ROUNDS_SHOWN,
+         "unbounded" if rww_rate == "0" else "held to %d bytes/s" % int(rww_rate),
          "with the host page cache as the previous run left it" if warm == "1"
          else "cold: host page cache dropped, new oxblob process"))
 
 doc = {"num": int(num), "key_size": 16, "value_size": 1000, "cache_size": int(cache),
-       "readwhilewriting_seconds": int(duration), "cold_start": warm != "1",
+       "readwhilewriting_seconds": int(duration),
+       "readwhilewriting_write_rate_limit": int(rww_rate), "cold_start": warm != "1",
        "image": "preallocated", "rounds": int(rounds), "sync_rounds": int(sync_rounds),
        "results": rows}
 with open(out + ".json", "w") as fh:
