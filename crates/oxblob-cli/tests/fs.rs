@@ -678,7 +678,42 @@ fn bench_meta_and_fs_report_every_figure() {
     // directories, at most 1,000), and the root.
     let inodes: Vec<u64> = rs.iter().map(|r| r["inodes"].as_u64().unwrap()).collect();
     assert_eq!(inodes, [302, 602, 300 + 300 + 2, 600 + 600 + 2]);
-    assert_eq!(v["scaling"].as_array().unwrap().len(), 2);
+    let scaling = v["scaling"].as_array().unwrap();
+    assert_eq!(scaling.len(), 2);
+    // Each scaling entry: the ratio of the rates, and the time added per operation, both
+    // from the rates of the smallest and the largest count of its layout.
+    for s in scaling {
+        let of = |files: u64| {
+            rs.iter()
+                .find(|r| r["layout"] == s["layout"] && r["files"] == files)
+                .unwrap()
+        };
+        let (lo, hi) = (of(300), of(600));
+        assert_eq!(
+            (s["from_files"].as_u64(), s["to_files"].as_u64()),
+            (Some(300), Some(600))
+        );
+        for (k, rate) in [
+            ("create", "create_ops"),
+            ("stat", "stat_ops"),
+            ("readdir", "readdir_entries"),
+            ("rename", "rename_ops"),
+            ("delete", "delete_ops"),
+        ] {
+            let (l, h) = (lo[rate].as_f64().unwrap(), hi[rate].as_f64().unwrap());
+            let ratio = s[k].as_f64().unwrap();
+            assert!(
+                (ratio - h / l).abs() <= 1e-9 * ratio.abs().max(1.0),
+                "{k}: {s}"
+            );
+            let added = s["added_ns"][k].as_f64().unwrap();
+            let want = 1e9 / h - 1e9 / l;
+            assert!(
+                (added - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{k}: {s}"
+            );
+        }
+    }
 
     let v = json(&ok(&[
         "bench",

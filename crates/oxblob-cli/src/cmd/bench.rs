@@ -29,8 +29,9 @@ pub enum BenchTarget {
     /// second (--meta), or load time (--load). Re-initializes the device.
     Blob(super::bench_blob::BlobBenchArgs),
     /// File system metadata: create, stat, readdir, rename and delete per second with N files
-    /// (flat and in 1,000 directories), and mount time clean and after a crash. Re-formats
-    /// the device.
+    /// (flat and in 1,000 directories), and mount time clean and after a crash; per layout,
+    /// each rate at the largest N over the smallest, and the time each operation adds.
+    /// Re-formats the device.
     Meta(super::fs::bench::MetaBenchArgs),
     /// File system data: sequential and random I/O on a blobfs file vs the raw device range
     /// (ratio). Re-formats the device.
