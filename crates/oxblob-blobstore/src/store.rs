@@ -507,7 +507,7 @@ pub struct Inspection {
     pub packed: bool,
     /// Sequence number the next record would carry.
     pub next_seq: u64,
-    /// Why the log scan stopped.
+    /// Why the log scan stopped at `tail_offset` (the position is not repeated in it).
     pub stop_reason: String,
 }
 
@@ -678,14 +678,14 @@ fn inspect_with(ch: &mut dyn IoChannel, dev_size: u64) -> Result<Inspection> {
             }
             let (h, payload) = match record::decode_record(&data[off as usize..]) {
                 Ok(x) => x,
-                Err(e) => break 'outer (at, format!("byte {at} (md page {page}): {e}")),
+                Err(e) => break 'outer (at, e.to_string()),
             };
             if h.store_id != sb.store_id || h.epoch != sb.generation || h.seq != seq {
                 break 'outer (
                     at,
                     format!(
-                        "byte {at} (md page {page}): stale record (epoch {} seq {}, expected \
-                         epoch {} seq {seq})",
+                        "a stale record follows (epoch {} seq {}; epoch {} seq {seq} would \
+                         continue the log)",
                         h.epoch, h.seq, sb.generation
                     ),
                 );
