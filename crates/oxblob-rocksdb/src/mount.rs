@@ -12,19 +12,27 @@
 //! them (no second copy here); with `cache=0` (no write-behind in blobfs) [`WFile`] buffers
 //! them itself, in an aligned I/O buffer that blobfs writes to the device as it is
 //! (`FileHandle::write_buf_at`: one copy of each byte, into the buffer), and data reaches
-//! blobfs every [`WRITE_CHUNK`] bytes and on `sync`, `fsync`, `truncate` and `close`. If
-//! such a write fails, the handle fails every later operation (`EIO`). Either way only synced data is durable, against a process crash as
-//! against a power cut.
+//! blobfs every [`WRITE_CHUNK`] bytes and on `sync`, `fsync`, `truncate` and `close`. A full
+//! buffer is written by a short-lived thread of its own while appends go on into a fresh one
+//! (at most one such write in flight per file; every other operation waits for it first), so
+//! the appending thread — RocksDB's writer, on the WAL — does not wait for the device, as it
+//! would not on a kernel file system's page cache. A failed write is reported by the file's
+//! next operation, and the handle then fails every later one (`EIO`). Either way only synced
+//! data is durable, against a process crash as against a power cut.
 
 use crate::uri::{Device, Uri};
 use oxblob_bdev::IoBuf;
 use oxblob_blobfs::{BlobFs, FileHandle, FsError, MkfsOptions, MountOptions};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::thread::JoinHandle;
 
 /// With the blobfs cache off, buffered appends are written to blobfs once this many bytes
 /// are pending.
 pub const WRITE_CHUNK: usize = 1 << 20;
+
+/// Stack of the thread that writes a full buffer (it only calls into blobfs).
+const DRAIN_STACK: usize = 256 << 10;
 
 /// An error crossing the C ABI: an errno and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,6 +306,9 @@ struct Pending {
     /// bytes are gone from the buffer, so every later operation of the handle fails too,
     /// rather than writing later bytes where the lost ones belong.
     failed: bool,
+    /// The write of the previous full buffer (the bytes before `base`), running on a thread
+    /// of its own.
+    inflight: Option<JoinHandle<std::result::Result<(), FsError>>>,
 }
 
 impl Pending {
@@ -306,7 +317,30 @@ impl Pending {
             base,
             buf: IoBuf::with_capacity(0),
             failed: false,
+            inflight: None,
         }
+    }
+
+    /// Waits for the write in flight, if any (only if it is done, without `wait`); its
+    /// failure fails the handle and is returned here, once.
+    fn settle(&mut self, wait: bool) -> Result<()> {
+        if !wait && !self.inflight.as_ref().is_some_and(|j| j.is_finished()) {
+            return self.check();
+        }
+        let Some(j) = self.inflight.take() else {
+            return self.check();
+        };
+        let r = match j.join() {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::new(
+                libc::EIO,
+                "a buffered write of this file panicked",
+            )),
+        };
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
     }
 
     /// `EIO` once a write of the buffer failed.
@@ -325,7 +359,8 @@ impl Pending {
 /// appended bytes not yet written to blobfs.
 #[derive(Debug)]
 pub struct WFile {
-    h: Option<FileHandle>,
+    /// Shared with the thread writing a full buffer, while one runs.
+    h: Option<Arc<FileHandle>>,
     pending: Mutex<Pending>,
     writable: bool,
     /// Buffer appends here (the blobfs cache is off, so blobfs would write each one).
@@ -359,7 +394,7 @@ impl WFile {
         let h = m.fs().open(path, flags)?;
         let base = h.len();
         Ok(WFile {
-            h: Some(h),
+            h: Some(Arc::new(h)),
             pending: Mutex::new(Pending::new(base)),
             writable: mode != OpenMode::Read,
             buffered: m.fs().cache_stats().limit_bytes == 0,
@@ -367,40 +402,63 @@ impl WFile {
     }
 
     fn handle(&self) -> Result<&FileHandle> {
-        self.h.as_ref().ok_or_else(closed)
+        self.h.as_deref().ok_or_else(closed)
     }
 
-    /// Writes the whole buffer (with `all`), or its prefix up to an io-unit boundary when at
-    /// least [`WRITE_CHUNK`] bytes are pending.
+    /// Writes the whole buffer (with `all`: on this thread, after the write in flight), or,
+    /// when at least [`WRITE_CHUNK`] bytes are pending, its prefix up to an io-unit boundary
+    /// (on a thread of its own, once the previous such write is done).
     fn drain(&self, p: &mut Pending, all: bool) -> Result<()> {
-        p.check()?;
-        if p.buf.is_empty() {
+        p.settle(all)?;
+        if p.buf.is_empty() || (!all && p.buf.len() < WRITE_CHUNK) {
             return Ok(());
         }
-        let h = self.handle()?;
+        let h = self.h.as_ref().ok_or_else(closed)?;
         let n = if all {
             p.buf.len()
         } else {
-            if p.buf.len() < WRITE_CHUNK {
-                return Ok(());
-            }
             let end = (p.base + p.buf.len() as u64) / 4096 * 4096;
             usize::try_from(end.saturating_sub(p.base)).unwrap_or(p.buf.len())
         };
         if n == 0 {
             return Ok(());
         }
+        if !all {
+            // One write in flight per file: the previous one first.
+            p.settle(true)?;
+        }
         // The buffer itself goes to blobfs (a prefix of whole blocks; a short rest stays).
         let mut rest = IoBuf::with_capacity(WRITE_CHUNK + 4096);
         rest.extend_from_slice(&p.buf[n..]);
         let mut head = std::mem::replace(&mut p.buf, rest);
         head.resize(n);
-        if let Err(e) = h.write_buf_at(p.base, head) {
-            p.failed = true;
-            return Err(e.into());
-        }
+        let base = p.base;
         p.base += n as u64;
-        Ok(())
+        if all {
+            if let Err(e) = h.write_buf_at(base, head) {
+                p.failed = true;
+                return Err(e.into());
+            }
+            return Ok(());
+        }
+        let h = Arc::clone(h);
+        let spawned = std::thread::Builder::new()
+            .name("oxblob-wb".into())
+            .stack_size(DRAIN_STACK)
+            .spawn(move || h.write_buf_at(base, head));
+        match spawned {
+            Ok(j) => {
+                p.inflight = Some(j);
+                Ok(())
+            }
+            Err(e) => {
+                p.failed = true;
+                Err(Error::new(
+                    libc::EIO,
+                    format!("cannot start a buffered write: {e}"),
+                ))
+            }
+        }
     }
 
     /// Size including buffered bytes.
@@ -440,7 +498,7 @@ impl WFile {
             return Err(Error::new(libc::EBADF, "file is opened read-only"));
         }
         let mut p = lock(&self.pending);
-        p.check()?;
+        p.settle(false)?;
         if !self.buffered {
             // blobfs's write-behind buffers it (one copy, one buffer).
             self.handle()?.write_at(p.base, data)?;
@@ -450,7 +508,8 @@ impl WFile {
         if p.buf.is_empty() && data.len() >= WRITE_CHUNK {
             // A large append with nothing pending (RocksDB hands over its 1 MiB table buffer):
             // written from the caller's bytes up to an io-unit boundary, not copied into the
-            // buffer first; only the rest is buffered.
+            // buffer first; only the rest is buffered. After the write in flight: in order.
+            p.settle(true)?;
             let end = (p.base + data.len() as u64) / 4096 * 4096;
             let n = usize::try_from(end.saturating_sub(p.base)).unwrap_or(0);
             if n > 0 {
@@ -483,7 +542,7 @@ impl WFile {
     /// `fdatasync`).
     pub fn datasync(&self) -> Result<()> {
         let mut p = lock(&self.pending);
-        p.check()?;
+        p.settle(true)?;
         if self.writable && !p.buf.is_empty() {
             let h = self.handle()?;
             if h.len() == p.base {
@@ -544,8 +603,10 @@ impl WFile {
             let mut p = lock(&self.pending);
             self.drain(&mut p, true)
         };
-        let r2 = match self.h.take() {
-            Some(h) => h.close().map_err(Error::from),
+        // No write is in flight after `drain`, even a failed one: the handle is ours alone.
+        let r2 = match self.h.take().map(Arc::try_unwrap) {
+            Some(Ok(h)) => h.close().map_err(Error::from),
+            Some(Err(_)) => Err(Error::new(libc::EIO, "a buffered write is still running")),
             None => Ok(()),
         };
         r.and(r2)
