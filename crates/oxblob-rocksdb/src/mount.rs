@@ -505,20 +505,10 @@ impl WFile {
             p.base += data.len() as u64;
             return Ok(());
         }
-        if p.buf.is_empty() && data.len() >= WRITE_CHUNK {
-            // A large append with nothing pending (RocksDB hands over its 1 MiB table buffer):
-            // written from the caller's bytes up to an io-unit boundary, not copied into the
-            // buffer first; only the rest is buffered. After the write in flight: in order.
-            p.settle(true)?;
-            let end = (p.base + data.len() as u64) / 4096 * 4096;
-            let n = usize::try_from(end.saturating_sub(p.base)).unwrap_or(0);
-            if n > 0 {
-                self.handle()?.write_at(p.base, &data[..n])?;
-                p.base += n as u64;
-            }
-            p.buf.extend_from_slice(&data[n..]);
-            return Ok(());
-        }
+        // Large appends too (RocksDB hands flush and compaction output over in 1 MiB pieces):
+        // copying one into the buffer costs less than waiting for its write here. Written
+        // from the caller's bytes on this thread instead, a direct `overwrite` ran 8% slower
+        // (medians of ten alternating rounds).
         p.buf.extend_from_slice(data);
         self.drain(&mut p, false)
     }
@@ -731,7 +721,7 @@ mod tests {
         let mut w = WFile::open(&m, name, OpenMode::Truncate).unwrap();
         // Odd-sized appends across several WRITE_CHUNKs; the size includes the buffer. The
         // first, and the 1 MiB one after a flush emptied the buffer at an unaligned offset,
-        // are large appends with nothing pending (written from the caller's bytes).
+        // fill the buffer past WRITE_CHUNK in one call.
         let mut all = Vec::new();
         for (i, n) in [
             2_000_003usize,
