@@ -778,8 +778,9 @@ mod tests {
         m.release().unwrap();
     }
 
-    /// With the cache off, a full image fails the append that reaches blobfs (`ENOSPC`),
-    /// every later operation of the handle fails (`EIO`: its buffered bytes are gone), and
+    /// With the cache off, a full image fails a buffer's write to blobfs; the next operation
+    /// reports it (`ENOSPC`: an append, as the write runs in the background), every later
+    /// operation of the handle fails (`EIO`: its buffered bytes are gone), and
     /// the file holds a prefix of what was appended, byte for byte — nothing written where
     /// the lost bytes belong.
     #[test]
