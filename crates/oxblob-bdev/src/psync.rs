@@ -346,7 +346,8 @@ impl FileShared {
         Ok(true)
     }
 
-    fn execute(&self, op: &mut IoOp) -> io::Result<()> {
+    /// Carries out `op` with `pread`/`pwrite`/`fdatasync`/`fallocate` on the calling thread.
+    pub(crate) fn execute(&self, op: &mut IoOp) -> io::Result<()> {
         match op {
             IoOp::Read { offset, buf } => self.file.read_exact_at(buf, *offset),
             IoOp::Write { offset, buf } => self.file.write_all_at(buf, *offset),

@@ -707,16 +707,116 @@ fn io_errors_from_the_kernel_are_typed() {
             .expect("open")
             .set_len(8192)
             .expect("truncate");
+        let eof = |offset| BdevError::Io {
+            op: IoKind::Read,
+            offset,
+            errno: libc::EIO,
+        };
+        // Alone on the channel (for uring: one `pread` by the polling thread).
         let r = blocking::read(ch.as_mut(), 65536, 4096);
-        assert_eq!(
-            r.err(),
-            Some(BdevError::Io {
-                op: IoKind::Read,
-                offset: 65536,
-                errno: libc::EIO
-            }),
-            "{b:?}"
-        );
+        assert_eq!(r.err(), Some(eof(65536)), "{b:?}");
+        // Two at once (for uring: both through the ring): the one past the end fails, the
+        // other returns the file's bytes.
+        for (token, offset) in [(1u64, 131072u64), (2, 4096)] {
+            ch.submit(
+                token,
+                IoOp::Read {
+                    offset,
+                    buf: IoBuf::zeroed(4096),
+                },
+            )
+            .expect("submit");
+        }
+        let mut done = wait_all(ch.as_mut());
+        done.sort_by_key(|c| c.token);
+        assert_eq!(done.len(), 2, "{b:?}");
+        assert_eq!(done[0].result.clone().err(), Some(eof(131072)), "{b:?}");
+        assert_eq!(done[1].result, Ok(()), "{b:?}");
+        match &done[1].op {
+            IoOp::Read { buf, .. } => assert!(buf.iter().all(|&x| x == 0), "{b:?}"),
+            other => panic!("{b:?}: completion carries {other:?}"),
+        }
+    }
+}
+
+/// A read or write submitted to an idle uring channel is held back: the next waiting `poll`
+/// does it with one system call, anything else sends it to the ring. Every way is checked
+/// byte for byte.
+#[test]
+fn a_lone_request_is_done_by_the_poller_or_joins_the_ring() {
+    let dir = tmpdir();
+    let path = dir.path().join("lone.img");
+    let dev = open(Backend::Uring, &path, &create(4 * MIB));
+    let read_back = |block: u64| {
+        let mut ch = dev.channel().expect("channel");
+        blocking::read(ch.as_mut(), block * 65536, 65536).expect("read")
+    };
+    let write = |block: u64, round: u64| IoOp::Write {
+        offset: block * 65536,
+        buf: pattern(65536, block, round),
+    };
+    let mut ch = dev.channel().expect("channel");
+
+    // 1. Waited for alone: done by the poller.
+    ch.submit(1, write(0, 1)).expect("submit");
+    assert_eq!(ch.in_flight(), 1);
+    let done = wait_all(ch.as_mut());
+    assert_eq!(
+        (done.len(), done[0].token, &done[0].result),
+        (1, 1, &Ok(()))
+    );
+    assert_eq!(read_back(0), pattern(65536, 0, 1));
+
+    // 2. A poll that must not block sends it to the ring; a later wait reaps it.
+    ch.submit(2, write(1, 2)).expect("submit");
+    let mut out = Vec::new();
+    ch.poll(&mut out, 0).expect("poll");
+    let mut done = out;
+    done.extend(wait_all(ch.as_mut()));
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].token, &done[0].result), (2, &Ok(())));
+    assert_eq!(read_back(1), pattern(65536, 1, 2));
+
+    // 3. A second request joins it: both go through the ring.
+    ch.submit(3, write(2, 3)).expect("submit");
+    ch.submit(4, write(3, 3)).expect("submit");
+    assert_eq!(ch.in_flight(), 2);
+    let mut done = wait_all(ch.as_mut());
+    done.sort_by_key(|c| c.token);
+    let got: Vec<_> = done.iter().map(|c| (c.token, c.result.clone())).collect();
+    assert_eq!(got, vec![(3, Ok(())), (4, Ok(()))]);
+    assert_eq!(read_back(2), pattern(65536, 2, 3));
+    assert_eq!(read_back(3), pattern(65536, 3, 3));
+
+    // 4. A flush behind it: the write goes to the ring, the flush after it; both complete.
+    ch.submit(5, write(4, 4)).expect("submit");
+    ch.submit(6, IoOp::Flush).expect("submit");
+    let mut done = wait_all(ch.as_mut());
+    done.sort_by_key(|c| c.token);
+    let got: Vec<_> = done.iter().map(|c| (c.token, c.result.clone())).collect();
+    assert_eq!(got, vec![(5, Ok(())), (6, Ok(()))]);
+    assert_eq!(read_back(4), pattern(65536, 4, 4));
+
+    // 5. Never polled: dropping the channel still carries it out.
+    ch.submit(7, write(5, 5)).expect("submit");
+    drop(ch);
+    assert_eq!(read_back(5), pattern(65536, 5, 5));
+
+    // 6. A lone read returns the device's bytes into its own buffer.
+    let mut ch = dev.channel().expect("channel");
+    ch.submit(
+        8,
+        IoOp::Read {
+            offset: 3 * 65536,
+            buf: IoBuf::zeroed(65536),
+        },
+    )
+    .expect("submit");
+    let done = wait_all(ch.as_mut());
+    assert_eq!(done.len(), 1);
+    match &done[0].op {
+        IoOp::Read { buf, .. } => assert_eq!(buf, &pattern(65536, 3, 3)),
+        other => panic!("completion carries {other:?}"),
     }
 }
 
