@@ -258,37 +258,99 @@ doc = {"num": int(num), "key_size": 16, "value_size": 1000, "cache_size": int(ca
 with open(out + ".json", "w") as fh:
     json.dump(doc, fh, indent=2)
 
-# SVG: one group of bars per (mode, workload), log-scale ops/s.
+# SVG, two panels over the same columns (one per mode and workload): on top the ratio
+# oxblob/ext4 against the target (bar: ratio of medians, dot: paired ratio), below the
+# medians' ops/s of both on a log scale.
 import math
-W, H, left, top, bottom = 1000, 420, 70, 40, 120
+TARGET = {"overwrite-sync": 1.5}
+W, left, right, top = 1100, 80, 20, 56
+rh, gap, oh, lab = 230, 50, 230, 60
+H = top + rh + gap + oh + lab
 n = len(rows)
-gw = (W - left - 20) / max(n, 1)
-mx = max(max(r["ext4"]["ops_per_sec"], r["oxblob"]["ops_per_sec"]) for r in rows)
-lo, hi = 1.0, math.log10(mx) + 0.2
-def y(v):
-    v = max(v, 10)
-    return top + (H - top - bottom) * (1 - (math.log10(v) - lo) / (hi - lo))
+gw = (W - left - right) / max(n, 1)
+def esc(t):
+    return html.escape(str(t))
 s = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
      '<rect width="100%" height="100%" fill="white"/>',
-     '<text x="%d" y="20" font-size="14">db_bench ops/s (log scale): ext4 vs oxblob, %s keys x 1000 B, cache %d MiB</text>' % (left, num, int(cache) >> 20)]
-for e in range(1, int(hi) + 1):
-    yy = y(10 ** e)
-    s.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, W - 20, yy, yy))
-    s.append('<text x="%d" y="%.1f" text-anchor="end">1e%d</text>' % (left - 5, yy + 4, e))
+     '<text x="%d" y="20" font-size="15">db_bench on oxblob against ext4: %s keys x 1000 B, cache %d MiB, median of %s run%s (overwrite-sync: %s)</text>'
+     % (left, num, int(cache) >> 20, rounds, "" if rounds == "1" else "s", sync_rounds)]
+# Legend, inside the canvas.
+lx = left
+for col, txt, shape in (("#2a7", "ratio, target met", "rect"), ("#c33", "ratio, below target", "rect"),
+                        ("#000", "paired ratio", "dot"), ("#333", "target", "dash"),
+                        ("#888", "ext4 ops/s", "rect"),
+                        ("#c60", "oxblob ops/s", "rect")):
+    if shape == "rect":
+        s.append('<rect x="%d" y="30" width="10" height="10" fill="%s"/>' % (lx, col))
+    elif shape == "dash":
+        s.append('<line x1="%d" x2="%d" y1="35" y2="35" stroke="%s" stroke-dasharray="4,3"/>' % (lx - 4, lx + 12, col))
+    else:
+        s.append('<circle cx="%d" cy="35" r="4" fill="%s"/>' % (lx + 5, col))
+    s.append('<text x="%d" y="39">%s</text>' % (lx + 14, esc(txt)))
+    lx += 24 + 7 * len(txt)
+# Panel 1: ratios (linear).
+ratios = [v for r in rows for v in (r["ratio_ops"], r["ratio_paired"]) if v is not None]
+rmax = max([1.6] + ratios) * 1.1
+rmax = math.ceil(rmax * 2) / 2
+y0 = top + rh
+def yr(v):
+    return y0 - rh * min(v, rmax) / rmax
+t = 0.0
+while t <= rmax + 1e-9:
+    s.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/>' % (left, W - right, yr(t), yr(t)))
+    s.append('<text x="%d" y="%.1f" text-anchor="end">%.1f</text>' % (left - 5, yr(t) + 4, t))
+    t += 0.5
+s.append('<text transform="translate(20,%.1f) rotate(-90)" text-anchor="middle">oxblob / ext4 ops/s</text>' % (top + rh / 2))
+for i, r in enumerate(rows):
+    tgt = TARGET.get(r["workload"], 1.0)
+    x0 = left + i * gw
+    s.append('<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#333" stroke-dasharray="4,3"><title>target %.1f</title></line>'
+             % (x0 + 4, x0 + gw - 4, yr(tgt), yr(tgt), tgt))
+    v = r["ratio_ops"]
+    if v is not None:
+        col = "#2a7" if v >= tgt else "#c33"
+        s.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %.2f (target %.1f)</title></rect>'
+                 % (x0 + gw * 0.25, yr(v), gw * 0.5, y0 - yr(v), col, esc(r["mode"]), esc(r["workload"]), v, tgt))
+        pr = r["ratio_paired"] if r["ratio_paired"] is not None else v
+        s.append('<text x="%.1f" y="%.1f" text-anchor="middle">%.2f</text>' % (x0 + gw / 2, min(yr(v), yr(tgt), yr(pr)) - 7, v))
+    pr = r["ratio_paired"]
+    if pr is not None:
+        s.append('<circle cx="%.1f" cy="%.1f" r="4" fill="#000"><title>paired %.2f</title></circle>' % (x0 + gw / 2, yr(pr), pr))
+s.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#333"/>' % (left, W - right, y0, y0))
+# Panel 2: ops/s (log).
+o_top = y0 + gap
+vals = [r[k]["ops_per_sec"] for r in rows for k in ("ext4", "oxblob") if r[k]["ops_per_sec"] > 0]
+lo = math.floor(math.log10(min(vals))) if vals else 0
+hi = math.ceil(math.log10(max(vals)) + 0.05) if vals else 1
+yb = o_top + oh
+def yo(v):
+    v = max(v, 10 ** lo)
+    return yb - oh * (math.log10(v) - lo) / max(hi - lo, 1e-9)
+for e in range(lo, hi + 1):
+    s.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/>' % (left, W - right, yo(10 ** e), yo(10 ** e)))
+    s.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 5, yo(10 ** e) + 4, "{:,}".format(10 ** e)))
+s.append('<text transform="translate(20,%.1f) rotate(-90)" text-anchor="middle">ops/s (log)</text>' % (o_top + oh / 2))
 for i, r in enumerate(rows):
     x0 = left + i * gw + gw * 0.15
     bw = gw * 0.35
     for j, (k, col) in enumerate((("ext4", "#888"), ("oxblob", "#c60"))):
         v = r[k]["ops_per_sec"]
-        yy = y(v)
         s.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s %s: %d ops/s</title></rect>'
-                 % (x0 + j * bw, yy, bw, H - bottom - yy, col, r["mode"], r["workload"], k, v))
-    if r["ratio_ops"] is not None:
-        s.append('<text x="%.1f" y="%.1f" text-anchor="middle">%.2f</text>' % (x0 + bw, y(max(r["ext4"]["ops_per_sec"], r["oxblob"]["ops_per_sec"])) - 4, r["ratio_ops"]))
-    cx = x0 + bw
-    s.append('<text transform="translate(%.1f,%d) rotate(50)">%s</text>' % (cx - 4, H - bottom + 12, html.escape(r["mode"] + " " + r["workload"])))
-s.append('<rect x="%d" y="%d" width="10" height="10" fill="#888"/><text x="%d" y="%d">ext4</text>' % (W - 160, 12, W - 146, 21))
-s.append('<rect x="%d" y="%d" width="10" height="10" fill="#c60"/><text x="%d" y="%d">oxblob (label: ratio)</text>' % (W - 110, 12, W - 96, 21))
+                 % (x0 + j * bw, yo(v), bw, yb - yo(v), col, esc(r["mode"]), esc(r["workload"]), k, v))
+s.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#333"/>' % (left, W - right, yb, yb))
+# Column labels: the workload under each column, the mode under its group.
+for i, r in enumerate(rows):
+    cx = left + i * gw + gw / 2
+    s.append('<text x="%.1f" y="%.1f" text-anchor="middle" font-size="10">%s</text>' % (cx, yb + 15, esc(r["workload"])))
+start_i = 0
+for i in range(1, n + 1):
+    if i == n or rows[i]["mode"] != rows[start_i]["mode"]:
+        xa, xb = left + start_i * gw, left + i * gw
+        s.append('<text x="%.1f" y="%.1f" text-anchor="middle" font-size="13">%s mode</text>' % ((xa + xb) / 2, yb + 40, esc(rows[start_i]["mode"])))
+        if i < n:
+            for ya, yb2 in ((top, y0), (o_top, yb + 45)):
+                s.append('<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#999"/>' % (xb, xb, ya, yb2))
+        start_i = i
 s.append("</svg>")
 with open(out + ".svg", "w") as fh:
     fh.write("\n".join(s))
