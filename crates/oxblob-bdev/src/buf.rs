@@ -137,6 +137,16 @@ impl IoBuf {
         self.data.is_empty()
     }
 
+    /// Empties the buffer, keeping its memory (and alignment) for the bytes put in next.
+    pub fn clear(&mut self) {
+        self.data.clear();
+    }
+
+    /// Room in bytes: how long the buffer can grow without a new allocation.
+    pub fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
     /// Changes the length, filling new bytes with zero. Keeps the alignment.
     pub fn resize(&mut self, len: usize) {
         self.data.resize(len, 0);

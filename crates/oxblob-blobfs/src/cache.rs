@@ -32,7 +32,13 @@
 //!   fetches the whole window from the first missing chunk, every contiguous run submitted
 //!   at once on one [`oxblob_blobstore::BsChannel`] and reaped together.
 //!
-//! Global: [`Cache`] counts the bytes held (buffer capacities and chunks) in an atomic.
+//! - **Spare frames**: the buffers of chunks dropped because their bytes went away (a deleted
+//!   or truncated file, a failed write) are kept, up to a sixteenth of the bound (256 MiB at
+//!   most), for the next chunks, instead of being freed and the next chunks' memory faulted
+//!   in and cleared by the kernel again; see [`Cache::frame`].
+//!
+//! Global: [`Cache`] counts the bytes held (buffer capacities, chunks and spare frames) in an
+//! atomic. Spare frames are the first memory given up when room is needed.
 //! Going over the bound reclaims the mount's clean chunks not used lately first (open
 //! files' or not), then (for writers) other files' dirty buffers, each victim only if its
 //! lock is free right now (`try_lock`), so eviction never waits on another file's I/O — and
@@ -191,20 +197,16 @@ impl Clean {
         self.hand = 0;
     }
 
-    /// Removes chunk `c` of `ino`; returns the bytes it held.
-    fn remove(&mut self, ino: u64, c: u64) -> u64 {
-        let Some(f) = self.files.get_mut(&ino) else {
-            return 0;
-        };
-        let Some(ch) = f.remove(&c) else {
-            return 0;
-        };
+    /// Removes chunk `c` of `ino`; returns its buffer.
+    fn remove(&mut self, ino: u64, c: u64) -> Option<IoBuf> {
+        let f = self.files.get_mut(&ino)?;
+        let ch = f.remove(&c)?;
         if f.is_empty() {
             self.files.remove(&ino);
         }
         self.free_slot(ch.slot);
         self.maybe_compact();
-        ch.data.len() as u64
+        Some(ch.data)
     }
 
     /// Drops one chunk the CLOCK hand chooses; returns the bytes released (0 when the cache
@@ -226,23 +228,23 @@ impl Clean {
                 continue;
             }
             let (ino, c) = (s.ino, s.c);
-            return self.remove(ino, c);
+            return self.remove(ino, c).map_or(0, |b| b.len() as u64);
         }
         0
     }
 
-    /// Drops every chunk of `ino`; returns the bytes released.
-    fn drop_file(&mut self, ino: u64) -> u64 {
+    /// Removes every chunk of `ino`; returns their buffers.
+    fn drop_file(&mut self, ino: u64) -> Vec<IoBuf> {
         let Some(f) = self.files.remove(&ino) else {
-            return 0;
+            return Vec::new();
         };
-        let mut n = 0;
+        let mut bufs = Vec::with_capacity(f.len());
         for ch in f.into_values() {
             self.free_slot(ch.slot);
-            n += ch.data.len() as u64;
+            bufs.push(ch.data);
         }
         self.maybe_compact();
-        n
+        bufs
     }
 }
 
@@ -284,7 +286,17 @@ pub(crate) struct Cache {
     /// this.
     clean: RwLock<Clean>,
     files: Mutex<HashMap<u64, Weak<OpenInode>>>,
+    /// Spare frames: the buffers of chunks dropped because their bytes went away (a deleted
+    /// or truncated file, a failed write), kept for the next chunks instead of being freed.
+    /// Counted in `used`, and the first memory given up when room is needed. Lock order:
+    /// after `clean` (never the other way round).
+    spare: Mutex<Vec<IoBuf>>,
+    /// Most spare frames kept: [`SPARE_MAX_BYTES`] or a sixteenth of the bound.
+    spare_max: usize,
 }
+
+/// Most bytes of spare frames a mount keeps.
+const SPARE_MAX_BYTES: u64 = 256 << 20;
 
 impl Cache {
     pub(crate) fn new(limit: u64) -> Self {
@@ -293,7 +305,74 @@ impl Cache {
             used: AtomicU64::new(0),
             clean: RwLock::new(Clean::default()),
             files: Mutex::new(HashMap::new()),
+            spare: Mutex::new(Vec::new()),
+            spare_max: usize::try_from((limit / 16).min(SPARE_MAX_BYTES) / CHUNK).unwrap_or(0),
         }
+    }
+
+    fn spare(&self) -> std::sync::MutexGuard<'_, Vec<IoBuf>> {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An empty buffer with room for one chunk, for a new chunk: a spare frame when there is
+    /// one (memory already mapped: no page faults, no clearing by the kernel), else a new
+    /// buffer. Its bytes are no longer counted until the chunk is inserted.
+    ///
+    /// Why: a user-space cache that frees a deleted file's chunks and allocates new ones
+    /// pays the kernel to fault in and clear fresh pages for every chunk it fills — in a
+    /// RocksDB overwrite through the cache, `clear_page` and page-fault handling were ~10%
+    /// of the CPU time (compaction deletes its inputs as it writes its outputs). A page
+    /// cache recycles its pages; the spare frames do the same.
+    pub(crate) fn frame(&self) -> IoBuf {
+        let spare = self.spare().pop();
+        match spare {
+            Some(mut b) => {
+                self.release(CHUNK);
+                b.clear();
+                b
+            }
+            None => IoBuf::with_capacity(CHUNK as usize),
+        }
+    }
+
+    /// Takes back the buffers of dropped chunks: kept as spare frames while there is room
+    /// for them, freed (and uncounted) otherwise.
+    fn retire(&self, bufs: impl IntoIterator<Item = IoBuf>) {
+        let mut freed = 0;
+        {
+            let mut spare = self.spare();
+            for b in bufs {
+                let cap = b.capacity() as u64;
+                if spare.len() < self.spare_max
+                    && b.len() as u64 == CHUNK
+                    && (CHUNK..=2 * CHUNK).contains(&cap)
+                {
+                    spare.push(b);
+                } else {
+                    freed += b.len() as u64;
+                }
+            }
+        }
+        self.release(freed);
+    }
+
+    /// Frees spare frames until `want` more bytes fit under the bound or none are left;
+    /// true if they fit.
+    fn shed_spare(&self, want: u64) -> bool {
+        while self.used() + want > self.limit {
+            let Some(b) = self.spare().pop() else {
+                return false;
+            };
+            drop(b);
+            self.release(CHUNK);
+        }
+        true
+    }
+
+    /// Spare frames held now.
+    #[cfg(test)]
+    fn spares(&self) -> usize {
+        self.spare().len()
     }
 
     /// Whether the cache is on.
@@ -391,6 +470,7 @@ impl Cache {
                 continue;
             }
             let n = data.len() as u64;
+            self.shed_spare(n);
             let mut fits = true;
             while self.used() + n > self.limit {
                 let f = cl.evict_one();
@@ -422,7 +502,7 @@ impl Cache {
         if cl.contains(ino, c) {
             return true;
         }
-        if self.used() + n > self.limit {
+        if !self.shed_spare(n) {
             return false;
         }
         self.charge(n);
@@ -433,6 +513,9 @@ impl Cache {
     /// Drops the mount's clean chunks not used lately until `want` more bytes fit under
     /// the bound or none are left.
     fn evict_clean(&self, want: u64) {
+        if self.shed_spare(want) {
+            return;
+        }
         let mut cl = self.clean();
         while self.used() + want > self.limit {
             let f = cl.evict_one();
@@ -470,12 +553,13 @@ impl Cache {
         if len == 0 {
             return;
         }
-        let mut cl = self.clean();
-        let mut freed = 0;
-        for c in off / CHUNK..=(off + len - 1) / CHUNK {
-            freed += cl.remove(ino, c);
-        }
-        self.release(freed);
+        let gone: Vec<IoBuf> = {
+            let mut cl = self.clean();
+            (off / CHUNK..=(off + len - 1) / CHUNK)
+                .filter_map(|c| cl.remove(ino, c))
+                .collect()
+        };
+        self.retire(gone);
     }
 
     /// File `ino` is now `size` bytes long: chunks past it are dropped, and the bytes at or
@@ -488,10 +572,7 @@ impl Cache {
             .get(&ino)
             .map(|f| f.keys().copied().filter(|&c| c >= first).collect())
             .unwrap_or_default();
-        let mut freed = 0;
-        for c in gone {
-            freed += cl.remove(ino, c);
-        }
+        let gone: Vec<IoBuf> = gone.into_iter().filter_map(|c| cl.remove(ino, c)).collect();
         if size % CHUNK != 0 {
             if let Some(ch) = cl
                 .files
@@ -501,25 +582,30 @@ impl Cache {
                 ch.data[(size % CHUNK) as usize..].fill(0);
             }
         }
-        self.release(freed);
+        drop(cl);
+        self.retire(gone);
     }
 
-    /// Drops every chunk of `ino` (its blob is deleted).
+    /// Drops every chunk of `ino` (its blob is deleted); their buffers become spare frames.
     pub(crate) fn drop_file(&self, ino: u64) {
-        let freed = self.clean().drop_file(ino);
-        self.release(freed);
+        let gone = self.clean().drop_file(ino);
+        self.retire(gone);
     }
 
-    /// Drops every clean chunk (unmount).
+    /// Drops every clean chunk and spare frame (unmount).
     pub(crate) fn clear_clean(&self) {
         let mut cl = self.clean();
-        let freed: u64 = cl
+        let mut freed: u64 = cl
             .files
             .values()
             .flat_map(|f| f.values())
             .map(|ch| ch.data.len() as u64)
             .sum();
         *cl = Clean::default();
+        drop(cl);
+        let spare = std::mem::take(&mut *self.spare());
+        freed += spare.len() as u64 * CHUNK;
+        drop(spare);
         self.release(freed);
     }
 
@@ -572,8 +658,12 @@ impl Cache {
 pub struct CacheStats {
     /// The bound ([`crate::MountOptions::cache_bytes`]); 0 when the cache is off.
     pub limit_bytes: u64,
-    /// Bytes held now: write-behind buffer capacity plus clean chunks.
+    /// Bytes held now: write-behind buffer capacity, clean chunks and spare frames.
     pub used_bytes: u64,
+    /// Of `used_bytes`, the spare frames: memory of dropped chunks (a deleted or truncated
+    /// file's) kept for the next chunks, at most a sixteenth of the bound (256 MiB at
+    /// most), and the first memory given up when room is needed.
+    pub spare_bytes: u64,
 }
 
 impl crate::BlobFs {
@@ -582,9 +672,11 @@ impl crate::BlobFs {
     /// one thread it stays within it.
     pub fn cache_stats(&self) -> CacheStats {
         let c = &self.inner.cache;
+        let spare_bytes = c.spare().len() as u64 * CHUNK;
         CacheStats {
             limit_bytes: c.limit,
             used_bytes: c.used(),
+            spare_bytes,
         }
     }
 }
@@ -701,5 +793,72 @@ mod tests {
         }
         assert_eq!(freed, 8 * CHUNK);
         assert!(cl.files.is_empty());
+    }
+
+    /// Chunks dropped because their bytes went away become spare frames, up to a
+    /// sixteenth of the bound, still counted; a new chunk takes one (the same memory,
+    /// emptied); room needed for data sheds spares before any chunk is evicted.
+    #[test]
+    fn dropped_chunks_become_spare_frames_inside_the_bound() {
+        let c = Cache::new(64 * CHUNK); // at most 4 spare frames
+        c.insert(1, (0..8).map(|i| (i, chunk(i as u8 + 1))).collect());
+        let ptrs: Vec<usize> = {
+            let cl = c.clean();
+            cl.files[&1]
+                .values()
+                .map(|ch| ch.data.as_ptr() as usize)
+                .collect()
+        };
+        c.drop_file(1);
+        assert_eq!(c.spares(), 4);
+        assert_eq!(c.used(), 4 * CHUNK, "spares are counted, the rest freed");
+        // A new chunk's buffer is a spare frame, empty, and no longer counted.
+        let f = c.frame();
+        assert!(f.is_empty());
+        assert!(
+            ptrs.contains(&(f.as_ptr() as usize)),
+            "not a recycled frame"
+        );
+        assert_eq!((c.spares(), c.used()), (3, 3 * CHUNK));
+        drop(f);
+        // forget and cut retire their chunks the same way.
+        c.insert(2, (0..4).map(|i| (i, chunk(50 + i as u8))).collect());
+        c.forget(2, 0, 1);
+        c.cut(2, 3 * CHUNK);
+        assert_eq!(
+            c.spares(),
+            4,
+            "one more from forget (the fourth from cut is freed)"
+        );
+        assert_eq!(c.used(), 2 * CHUNK + 4 * CHUNK);
+        assert_eq!((cached(&c, 2, 1), cached(&c, 2, 2)), (Some(51), Some(52)));
+        // Fill to the bound: spares go first, every chunk stays.
+        c.insert(3, (0..62).map(|i| (i, chunk(100))).collect());
+        assert_eq!((c.spares(), c.used()), (0, 64 * CHUNK));
+        assert_eq!((cached(&c, 2, 1), cached(&c, 2, 2)), (Some(51), Some(52)));
+        assert_eq!(cached(&c, 3, 61), Some(100));
+        // insert_if_room sheds spares too, and refuses once none are left.
+        c.forget(3, 0, 2 * CHUNK);
+        assert_eq!((c.spares(), c.used()), (2, 64 * CHUNK));
+        assert!(c.insert_if_room(4, 0, chunk(8)));
+        assert!(c.insert_if_room(4, 1, chunk(9)));
+        assert_eq!((c.spares(), c.used()), (0, 64 * CHUNK));
+        assert!(!c.insert_if_room(4, 2, chunk(9)));
+        assert_eq!((cached(&c, 4, 0), cached(&c, 4, 1)), (Some(8), Some(9)));
+        assert_eq!(cached(&c, 3, 61), Some(100));
+        // Unmount drops all of it.
+        c.forget(4, 0, 2 * CHUNK);
+        assert_eq!(c.spares(), 2);
+        c.clear_clean();
+        assert_eq!((c.spares(), c.used()), (0, 0));
+    }
+
+    /// A small bound keeps no spare frames at all (a sixteenth of it is under a chunk).
+    #[test]
+    fn a_small_bound_keeps_no_spares() {
+        let c = Cache::new(8 * CHUNK);
+        c.insert(1, (0..8).map(|i| (i, chunk(1))).collect());
+        c.drop_file(1);
+        assert_eq!((c.spares(), c.used()), (0, 0));
     }
 }

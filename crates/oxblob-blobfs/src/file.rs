@@ -626,7 +626,7 @@ impl OpenInode {
                 break;
             }
             // The written bytes, then zeroes past the end of the file (each byte written once).
-            let mut chunk = IoBuf::with_capacity(CHUNK as usize);
+            let mut chunk = fs.cache.frame();
             chunk.extend_from_slice(&data[(base - off) as usize..(stop - off) as usize]);
             chunk.resize(CHUNK as usize);
             if !fs.cache.insert_if_room(self.ino, c, chunk) {
@@ -1027,7 +1027,8 @@ impl OpenInode {
         let mut reads: Vec<Piece> = Vec::new();
         for &c in fetch {
             let base = c * CHUNK;
-            let buf = IoBuf::zeroed(CHUNK as usize);
+            let mut buf = fs.cache.frame();
+            buf.resize(CHUNK as usize);
             if base >= blob_bytes {
                 zero.push((c, buf));
                 continue;

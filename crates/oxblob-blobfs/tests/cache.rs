@@ -38,6 +38,14 @@ fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(oxblob_sim::rng::seed_from_env(seed))
 }
 
+/// Bytes of file data the cache holds: all it holds but its spare frames (memory of
+/// dropped chunks kept for new ones).
+fn data_bytes(fs: &BlobFs) -> u64 {
+    let st = fs.cache_stats();
+    assert!(st.spare_bytes <= st.used_bytes, "{st:?}");
+    st.used_bytes - st.spare_bytes
+}
+
 /// Bounds tried by most tests: off, tiny, default.
 const BOUNDS: [u64; 3] = [0, TINY, DEFAULT_CACHE_BYTES];
 
@@ -200,7 +208,7 @@ fn appends_from_threads_and_concurrent_readers_see_exact_bytes() {
             fs.unlink(&format!("/t{t}")).unwrap();
         }
         fs.unlink("/shared").unwrap();
-        assert_eq!(fs.cache_stats().used_bytes, 0, "every file unlinked");
+        assert_eq!(data_bytes(&fs), 0, "every file unlinked");
     }
 }
 
@@ -510,7 +518,7 @@ fn unlink_and_rename_with_dirty_buffers() {
         assert_eq!(h.read_vec(0, data.len()).unwrap(), data, "bound {bound}");
         h.append(b"more").unwrap();
         h.close().unwrap();
-        assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}");
+        assert_eq!(data_bytes(&fs), 0, "bound {bound}");
         // The last close deletes the orphan with a deferred record: its clusters are free
         // once a flush makes the delete durable.
         fs.sync().unwrap();
@@ -584,7 +592,7 @@ fn memory_bound_holds_across_many_files() {
     for i in 0..models.len() {
         fs.unlink(&format!("/f{i}")).unwrap();
     }
-    assert_eq!(fs.cache_stats().used_bytes, 0);
+    assert_eq!(data_bytes(&fs), 0);
 }
 
 /// Crash sweep with the cache on. A durable 150,000-byte file gets 1,000-byte appends and an
@@ -782,7 +790,7 @@ fn flushed_writes_stay_cached_as_clean_chunks_within_the_bound() {
         assert_eq!(r.read_vec(0, full.len() + 10).unwrap(), full);
         drop(r);
         fs.unlink("/t.sst").unwrap();
-        assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}: unlinked");
+        assert_eq!(data_bytes(&fs), 0, "bound {bound}: unlinked");
     }
 }
 
@@ -890,7 +898,7 @@ fn deleting_a_file_releases_its_clean_chunks() {
             "bound {bound}: cached after close"
         );
         fs.unlink("/a").unwrap();
-        assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}: unlink");
+        assert_eq!(data_bytes(&fs), 0, "bound {bound}: unlink");
         // Rename over a closed file.
         fill("/b", 41);
         let c = fill("/c", 42);
@@ -899,14 +907,14 @@ fn deleting_a_file_releases_its_clean_chunks() {
         assert_eq!(r.read_vec(0, c.len() + 1).unwrap(), c, "bound {bound}");
         r.close().unwrap();
         fs.unlink("/b").unwrap();
-        assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}: rename over");
+        assert_eq!(data_bytes(&fs), 0, "bound {bound}: rename over");
         // Unlinked while open: the chunks go at its last close.
         let e = fill("/e", 43);
         let h = fs.open("/e", OpenFlags::read()).unwrap();
         fs.unlink("/e").unwrap();
         assert_eq!(h.read_vec(0, e.len()).unwrap(), e);
         h.close().unwrap();
-        assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}: orphan");
+        assert_eq!(data_bytes(&fs), 0, "bound {bound}: orphan");
         // A file created at the same path reads its own bytes.
         let f = fill("/e", 44);
         let r = fs.open("/e", OpenFlags::read()).unwrap();
@@ -915,7 +923,7 @@ fn deleting_a_file_releases_its_clean_chunks() {
         fs.unlink("/e").unwrap();
         fs.mkdir("/d").unwrap();
         fs.rmdir("/d").unwrap();
-        assert_eq!(fs.cache_stats().used_bytes, 0, "bound {bound}: end");
+        assert_eq!(data_bytes(&fs), 0, "bound {bound}: end");
     }
 }
 
@@ -964,4 +972,66 @@ fn no_reuse_files_keep_no_written_bytes_in_the_cache() {
             "{name} after remount"
         );
     }
+}
+
+/// A deleted file's chunks become spare frames, and the chunks made from them hold only
+/// their own file's bytes: a short write's chunk reads as zeroes past it (also after the
+/// file grows over it), and chunks filled by read misses and read-ahead read back exactly.
+#[test]
+fn recycled_frames_never_show_a_deleted_files_bytes() {
+    let (_d, fs) = fresh_with(32, DEFAULT_CACHE_BYTES);
+    let old = vec![0xAAu8; 2 << 20];
+    let h = fs.create("/old").unwrap();
+    h.write_at(0, &old).unwrap();
+    h.close().unwrap();
+    fs.unlink("/old").unwrap();
+    let spare0 = fs.cache_stats().spare_bytes;
+    assert!(spare0 >= 16 * 65_536, "{:?}", fs.cache_stats());
+    assert_eq!(data_bytes(&fs), 0);
+
+    // A file ending inside its second chunk (too long to live in its record): both
+    // chunks are recycled frames, the second zero past the end.
+    let short = pattern(7, 70_000);
+    let h = fs.create("/short").unwrap();
+    h.write_at(0, &short).unwrap();
+    h.close().unwrap();
+    let h = fs.open("/short", OpenFlags::read_write()).unwrap();
+    h.truncate(3 * 65_536 + 5).unwrap();
+    let mut want = short.clone();
+    want.resize(3 * 65_536 + 5, 0);
+    assert!(
+        h.read_vec(0, want.len() + 10).unwrap() == want,
+        "short file"
+    );
+    h.close().unwrap();
+
+    // Chunks filled by random misses (a chunk is cached at its second miss) and by
+    // read-ahead: the file is written as a log (`no_reuse`: its written bytes are not
+    // kept), so every chunk of it comes from a read.
+    let data = pattern(8, 700_000);
+    let log = OpenFlags {
+        no_reuse: true,
+        ..OpenFlags::create_truncate()
+    };
+    let h = fs.open("/data", log).unwrap();
+    h.write_at(0, &data).unwrap();
+    h.close().unwrap();
+    fs.unlink("/short").unwrap();
+    let before = data_bytes(&fs);
+    let r = fs.open("/data", OpenFlags::read()).unwrap();
+    for off in [300_001usize, 90_000, 300_001, 90_000, 650_000] {
+        assert!(r.read_vec(off as u64, 5_000).unwrap() == data[off..(off + 5_000).min(700_000)]);
+    }
+    assert!(r.read_vec(0, data.len() + 1).unwrap() == data, "whole file");
+    r.close().unwrap();
+    assert!(
+        data_bytes(&fs) >= before + 10 * 65_536,
+        "reads cached no chunks"
+    );
+    let st = fs.cache_stats();
+    assert!(
+        st.spare_bytes + 10 * 65_536 <= spare0,
+        "frames were not reused: {st:?}"
+    );
+    assert!(st.used_bytes <= st.limit_bytes, "{st:?}");
 }
