@@ -414,15 +414,7 @@ impl UringChannel {
         let mut n = 0;
         for idx in flushes {
             if let Err(e) = self.push(idx) {
-                let err = Err(BdevError::Io {
-                    op: IoKind::Flush,
-                    offset: 0,
-                    errno: e.raw_os_error().unwrap_or(libc::EIO),
-                });
-                if let Some(c) = self.finish(idx, err) {
-                    out.push(c);
-                    n += 1;
-                }
+                n += self.fail_slot(idx, &e, out);
             }
         }
         n
