@@ -6,7 +6,10 @@
 #   fillseq          fresh DB, N keys in order
 #   fillrandom       fresh DB, N keys in random order
 #   overwrite        N random overwrites of the existing DB
-#   overwrite-sync   N/100 random overwrites with --sync=1 (a WAL fsync per write)
+#   overwrite-sync   N/100 random overwrites with --sync=1 (a WAL fsync per write); after
+#                    each pair of runs, bench/sync-ceiling.sh measures the disk's own
+#                    ceiling for this ratio (the same synced appends without RocksDB, as ext4
+#                    and as oxblob issue them), reported beside it
 #   readrandom       N/4 random reads
 #   readwhilewriting 1 reader + 1 writer for a fixed --duration, the writer held to
 #                    OXBLOB_RDB_RWW_RATE bytes/s (--benchmark_write_rate_limit)
@@ -170,6 +173,14 @@ for mode in $MODES; do
                 fi
                 run "$fs" "$mode" "$w" "$r"
             done
+            # The disk's own ceiling for synced writes, measured right after the pair.
+            if [[ $w == overwrite-sync ]]; then
+                OXBLOB_SYNC_DIR=$DIR OXBLOB_SYNC_N=$SYNC_N OXBLOB_SYNC_ROUNDS=1 \
+                    OXBLOB_SYNC_JSON=$RAW/ceiling-$mode.$r.json \
+                    bash "$ROOT/bench/sync-ceiling.sh" >"$RAW/ceiling-$mode.$r.txt" 2>&1 \
+                    || { cat "$RAW/ceiling-$mode.$r.txt" >&2; die "bench/sync-ceiling.sh failed"; }
+                echo "   disk ceiling (run $r): $(tail -1 "$RAW/ceiling-$mode.$r.txt")"
+            fi
             i=$((i + 1))
         done
     done
@@ -220,6 +231,17 @@ def paired_ratio(e_runs, o_runs):
                 if e["ops_per_sec"])
     return statistics.median(rs) if rs else None
 
+def ceiling(mode):
+    """The disk's ceiling for the overwrite-sync ratio in this run (bench/sync-ceiling.sh,
+    one round after every overwrite-sync pair): the median ratio of the two bare loops."""
+    docs = [json.load(open(p)) for p in glob.glob(os.path.join(raw, "ceiling-%s.*.json" % mode))]
+    if not docs:
+        return None
+    return {"ratio": statistics.median(d["ratio"] for d in docs),
+            "ext4_per_s": statistics.median(v for d in docs for v in d["ext4_per_s"]),
+            "oxblob_per_s": statistics.median(v for d in docs for v in d["oxblob_per_s"]),
+            "runs_ratio": [d["ratio"] for d in docs]}
+
 rows = []
 ROUNDS_SHOWN, SYNC_SHOWN = rounds, sync_rounds
 for mode in modes:
@@ -230,6 +252,8 @@ for mode in modes:
                      "ratio_ops": o["ops_per_sec"] / e["ops_per_sec"] if e["ops_per_sec"] else None,
                      "ratio_paired": paired_ratio(e_runs, o_runs),
                      "ratio_p99": (o["p99_us"] / e["p99_us"]) if e["p99_us"] and o["p99_us"] else None})
+        if w == "overwrite-sync":
+            rows[-1]["disk_ceiling"] = ceiling(mode)
 
 hdr = "%-9s %-17s %12s %12s %7s %7s %11s %11s %7s" % ("mode", "workload", "ext4 ops/s",
       "oxblob ops/s", "ratio", "paired", "ext4 P99us", "oxb P99us", "P99 x")
@@ -249,6 +273,13 @@ print("(ratio = oxblob/ext4 of the median ops/s, higher is better for oxblob; pa
          "unbounded" if rww_rate == "0" else "held to %d bytes/s" % int(rww_rate),
          "with the host page cache as the previous run left it" if warm == "1"
          else "cold: host page cache dropped, new oxblob process"))
+
+for r in rows:
+    c = r.get("disk_ceiling")
+    if c:
+        print("%s overwrite-sync: the disk's own ceiling this run was %.2f (bare synced 1060-byte"
+              " appends, %.0f/s as ext4 does them against %.0f/s as oxblob does them;"
+              " bench/sync-ceiling.sh)" % (r["mode"], c["ratio"], c["ext4_per_s"], c["oxblob_per_s"]))
 
 doc = {"num": int(num), "key_size": 16, "value_size": 1000, "cache_size": int(cache),
        "readwhilewriting_seconds": int(duration),
@@ -278,10 +309,13 @@ s = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family
 lx = left
 for col, txt, shape in (("#2a7", "ratio, target met", "rect"), ("#c33", "ratio, below target", "rect"),
                         ("#000", "paired ratio", "dot"), ("#333", "target", "dash"),
+                        ("#36c", "disk ceiling (synced)", "line"),
                         ("#888", "ext4 ops/s", "rect"),
                         ("#c60", "oxblob ops/s", "rect")):
     if shape == "rect":
         s.append('<rect x="%d" y="30" width="10" height="10" fill="%s"/>' % (lx, col))
+    elif shape == "line":
+        s.append('<line x1="%d" x2="%d" y1="35" y2="35" stroke="%s" stroke-width="2"/>' % (lx - 4, lx + 12, col))
     elif shape == "dash":
         s.append('<line x1="%d" x2="%d" y1="35" y2="35" stroke="%s" stroke-dasharray="4,3"/>' % (lx - 4, lx + 12, col))
     else:
@@ -290,6 +324,7 @@ for col, txt, shape in (("#2a7", "ratio, target met", "rect"), ("#c33", "ratio, 
     lx += 24 + 7 * len(txt)
 # Panel 1: ratios (linear).
 ratios = [v for r in rows for v in (r["ratio_ops"], r["ratio_paired"]) if v is not None]
+ratios += [r["disk_ceiling"]["ratio"] for r in rows if r.get("disk_ceiling")]
 rmax = max([1.6] + ratios) * 1.1
 rmax = math.ceil(rmax * 2) / 2
 y0 = top + rh
@@ -313,6 +348,10 @@ for i, r in enumerate(rows):
                  % (x0 + gw * 0.25, yr(v), gw * 0.5, y0 - yr(v), col, esc(r["mode"]), esc(r["workload"]), v, tgt))
         pr = r["ratio_paired"] if r["ratio_paired"] is not None else v
         s.append('<text x="%.1f" y="%.1f" text-anchor="middle">%.2f</text>' % (x0 + gw / 2, min(yr(v), yr(tgt), yr(pr)) - 7, v))
+    c = r.get("disk_ceiling")
+    if c:
+        s.append('<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#36c" stroke-width="2"><title>disk ceiling %.2f</title></line>'
+                 % (x0 + gw * 0.15, x0 + gw * 0.85, yr(c["ratio"]), yr(c["ratio"]), c["ratio"]))
     pr = r["ratio_paired"]
     if pr is not None:
         s.append('<circle cx="%.1f" cy="%.1f" r="4" fill="#000"><title>paired %.2f</title></circle>' % (x0 + gw / 2, yr(pr), pr))
