@@ -234,7 +234,8 @@ def paired_ratio(e_runs, o_runs):
 def ceiling(mode):
     """The disk's ceiling for the overwrite-sync ratio in this run (bench/sync-ceiling.sh,
     one round after every overwrite-sync pair): the median ratio of the two bare loops."""
-    docs = [json.load(open(p)) for p in glob.glob(os.path.join(raw, "ceiling-%s.*.json" % mode))]
+    docs = [json.load(open(p)) for p in
+            sorted(glob.glob(os.path.join(raw, "ceiling-%s.*.json" % mode)), key=round_of)]
     if not docs:
         return None
     return {"ratio": statistics.median(d["ratio"] for d in docs),
