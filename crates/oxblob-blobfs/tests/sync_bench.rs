@@ -13,12 +13,17 @@ use oxblob_blobfs::{BlobFs, MountOptions};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Timed appends per configuration; `OXBLOB_SYNC_APPENDS` overrides (for a profiler).
 const APPENDS: usize = 50_000;
 const RECORD: usize = 1060;
 
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn synced_appends_cpu_cost() {
+    let appends = std::env::var("OXBLOB_SYNC_APPENDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(APPENDS);
     for cache in [0u64, 256 << 20] {
         let d = oxblob_bdev::spec::open("malloc:1GiB").unwrap();
         BlobFs::mkfs(Arc::clone(&d), Default::default()).unwrap();
@@ -46,20 +51,20 @@ fn synced_appends_cpu_cost() {
             h.append_fdatasync(&rec).unwrap();
         }
         let t = Instant::now();
-        for _ in 0..APPENDS {
+        for _ in 0..appends {
             h.append_fdatasync(&rec).unwrap();
         }
-        let per = t.elapsed().as_secs_f64() * 1e9 / APPENDS as f64;
+        let per = t.elapsed().as_secs_f64() * 1e9 / appends as f64;
         println!(
             "cache {:>4} MiB: {:>7.0} ns per synced {RECORD}-byte append ({:.0} appends/s)",
             cache >> 20,
             per,
             1e9 / per
         );
-        let n = (APPENDS + 1000) * RECORD;
+        let n = (appends + 1000) * RECORD;
         assert_eq!(h.len(), n as u64);
         let mut back = vec![0u8; RECORD];
-        for i in [0, 1, APPENDS / 2, APPENDS] {
+        for i in [0, 1, appends / 2, appends] {
             assert_eq!(h.read_at((i * RECORD) as u64, &mut back).unwrap(), RECORD);
             assert_eq!(back, rec, "append {i}");
         }

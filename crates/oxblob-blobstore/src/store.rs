@@ -4,7 +4,7 @@
 use crate::alloc::Allocator;
 use crate::blob::Blob;
 use crate::error::{BsError, Result};
-use crate::md::{clusters_of, MdState, PAGE};
+use crate::md::{clusters_of, merge_ranges, range_difference, ranges_of, MdState, PAGE};
 use crate::overlay::{Overlay, Pending};
 use crate::table::IdTable;
 use oxblob_bdev::{blocking, BlockDevice, IoChannel};
@@ -1540,19 +1540,20 @@ impl Txn {
         let orphan: Vec<(u64, u64)> = if runs_new.is_empty() {
             Vec::new()
         } else {
-            let named: BTreeSet<u64> = muts
-                .iter()
-                .filter_map(|m| match m {
-                    Mutation::PutBlob(r) => Some(r),
-                    _ => None,
-                })
-                .flat_map(|r| clusters_of(r))
-                .collect();
-            runs_new
-                .iter()
-                .flat_map(|&(p, k)| p..p + k)
-                .filter(|c| !named.contains(c))
-                .map(|c| (c, 1))
+            // As cluster ranges: the cost follows the extents, not the blobs' sizes.
+            let named = merge_ranges(
+                muts.iter()
+                    .filter_map(|m| match m {
+                        Mutation::PutBlob(r) => Some(r),
+                        _ => None,
+                    })
+                    .flat_map(|r| ranges_of(r))
+                    .collect(),
+            );
+            let new_runs = merge_ranges(runs_new.iter().map(|&(p, k)| (p, p + k)).collect());
+            range_difference(new_runs, &named)
+                .into_iter()
+                .map(|(a, b)| (a, b - a))
                 .collect()
         };
         if let Some(s) = sup {
