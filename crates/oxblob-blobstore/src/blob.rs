@@ -1,7 +1,7 @@
 //! Blob handles: size, thin allocation, xattrs, read-only, sync.
 
 use crate::error::{BsError, Result};
-use crate::md::{clusters_of, MdState};
+use crate::md::{merge_ranges, range_difference, ranges_of, MdState};
 use crate::store::{
     check_xattr, del_xattr, insert_extent, map_runs, put_xattr, release_runs, BlobEntry, Inner,
 };
@@ -9,7 +9,6 @@ use oxblob_bdev::{blocking, IoBuf};
 use oxblob_format::blob::FLAG_READ_ONLY;
 use oxblob_format::record::Mutation;
 use oxblob_format::Extent;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Whether inline data of the current log (see [`Blob::write_commit_inline`]) may lie in
@@ -134,23 +133,24 @@ impl Blob {
             }
         } else if num_clusters < old {
             let mut kept = Vec::new();
+            // Physical cluster ranges `[start, end)` the shrink drops.
             let mut dropped = Vec::new();
             for e in &st.current.extents {
                 if e.logical + e.count <= num_clusters {
                     kept.push(*e);
                 } else if e.logical >= num_clusters {
-                    dropped.extend(e.physical..e.physical + e.count);
+                    dropped.push((e.physical, e.physical + e.count));
                 } else {
                     let k = num_clusters - e.logical;
                     kept.push(Extent { count: k, ..*e });
-                    dropped.extend(e.physical + k..e.physical + e.count);
+                    dropped.push((e.physical + k, e.physical + e.count));
                 }
             }
             Arc::make_mut(&mut st.current).extents = kept;
             // Clusters no durable record names can be reused at once; the others wait.
-            let committed: BTreeSet<u64> = clusters_of(&st.committed).collect();
-            for c in dropped {
-                if !committed.contains(&c) {
+            let committed = merge_ranges(ranges_of(&st.committed).collect());
+            for (a, b) in range_difference(merge_ranges(dropped), &committed) {
+                for c in a..b {
                     md.alloc.release(c);
                 }
             }

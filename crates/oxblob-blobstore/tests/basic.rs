@@ -355,6 +355,15 @@ fn resize_grow_shrink_and_deferred_free() {
     b.resize(6).unwrap();
     b.resize(3).unwrap();
     assert_eq!(bs.free_clusters().unwrap(), free0 - 3);
+    // Grow, then shrink below the durable size: the never-durable clusters are freed at
+    // once, the one the durable record still names waits for the next sync.
+    b.resize(8).unwrap();
+    b.resize(2).unwrap();
+    assert_eq!(bs.free_clusters().unwrap(), free0 - 3);
+    b.sync_md().unwrap();
+    assert_eq!(bs.free_clusters().unwrap(), free0 - 2);
+    b.resize(3).unwrap();
+    b.sync_md().unwrap();
     b.resize(5).unwrap();
     drop(b); // not synced: the resize to 5 is lost on a crash
     drop(bs);
