@@ -348,7 +348,9 @@ for i, r in enumerate(rows):
         s.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %.2f (target %.1f)</title></rect>'
                  % (x0 + gw * 0.25, yr(v), gw * 0.5, y0 - yr(v), col, esc(r["mode"]), esc(r["workload"]), v, tgt))
         pr = r["ratio_paired"] if r["ratio_paired"] is not None else v
-        s.append('<text x="%.1f" y="%.1f" text-anchor="middle">%.2f</text>' % (x0 + gw / 2, min(yr(v), yr(tgt), yr(pr)) - 7, v))
+        c = r.get("disk_ceiling")
+        top_v = max(v, tgt, pr, c["ratio"] if c else 0.0)
+        s.append('<text x="%.1f" y="%.1f" text-anchor="middle">%.2f</text>' % (x0 + gw / 2, yr(top_v) - 7, v))
     c = r.get("disk_ceiling")
     if c:
         s.append('<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#36c" stroke-width="2"><title>disk ceiling %.2f</title></line>'
