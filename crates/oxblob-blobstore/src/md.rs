@@ -902,19 +902,28 @@ impl MdState {
 /// spent 30 µs here building three sets of its clusters).
 pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable: bool) {
     let mut old: Vec<(u64, u64)> = Vec::new();
-    let mut new: Vec<(u64, u64)> = Vec::new();
+    let mut new: Vec<Arc<BlobRecord>> = Vec::new();
     {
         let mut blobs = inner.blobs_write();
         for m in muts {
             match m {
                 Mutation::PutBlob(r) => {
-                    new.extend(ranges_of(r));
+                    new.push(Arc::clone(r));
                     let old_parent = match blobs.get(r.id) {
                         Some(e) => {
                             let mut st = e.write();
-                            old.extend(ranges_of(&st.committed));
-                            if !Arc::ptr_eq(&st.committed, &st.current) {
-                                old.extend(ranges_of(&st.current));
+                            // A blob that maps the same clusters before and after (a commit of
+                            // its size, times or inline bytes: most commits) frees none, and
+                            // leaving its clusters out of `old` changes no other blob's frees:
+                            // (A ∪ S) − (B ∪ S) = A − (B ∪ S), and S stays in the new side.
+                            let same = st.committed.extents == r.extents
+                                && (Arc::ptr_eq(&st.committed, &st.current)
+                                    || st.current.extents == r.extents);
+                            if !same {
+                                old.extend(ranges_of(&st.committed));
+                                if !Arc::ptr_eq(&st.committed, &st.current) {
+                                    old.extend(ranges_of(&st.current));
+                                }
                             }
                             let p = st.committed.parent;
                             st.committed = Arc::clone(r);
@@ -957,7 +966,8 @@ pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable:
     if old.is_empty() {
         return;
     }
-    let freed = range_difference(merge_ranges(old), &merge_ranges(new));
+    let new = merge_ranges(new.iter().flat_map(|r| ranges_of(r)).collect());
+    let freed = range_difference(merge_ranges(old), &new);
     if !freed.is_empty() {
         md.free_clusters(freed.into_iter().flat_map(|(a, b)| a..b), durable);
     }
