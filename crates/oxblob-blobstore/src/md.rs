@@ -898,8 +898,9 @@ impl MdState {
 /// clusters between blobs in one record; they must not be freed).
 ///
 /// The sets are kept as physical cluster ranges, not as one entry per cluster: a commit costs
-/// in proportion to the blobs' extents, not to their size (a synced append to a 400 MiB file
-/// spent 30 µs here building three sets of its clusters).
+/// in proportion to the blobs' extents, not to their size (with one entry per cluster, a
+/// synced append to a 400 MiB file cost 43 µs of CPU, most of it building three sets of the
+/// file's clusters; 5 µs with ranges).
 pub(crate) fn apply(md: &mut MdState, inner: &Inner, muts: &[Mutation], durable: bool) {
     let mut old: Vec<(u64, u64)> = Vec::new();
     let mut new: Vec<Arc<BlobRecord>> = Vec::new();
