@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use oxblob_blobfs::{BlobFs, MountOptions, OpenFlags};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -39,28 +41,14 @@ fn run(spec_create: &str, spec_open: &str, label: &str) {
             // RAM device: remount on the same device.
             fs.unmount().unwrap();
             drop(fs);
-            let fs = BlobFs::mount(
-                Arc::clone(&d),
-                MountOptions {
-                    cache_bytes: bound,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let fs = common::mount_cached(&d, bound);
             (fs, d)
         } else {
             fs.unmount().unwrap();
             drop(fs);
             drop(d);
             let d = oxblob_bdev::spec::open(spec_open).unwrap();
-            let fs = BlobFs::mount(
-                Arc::clone(&d),
-                MountOptions {
-                    cache_bytes: bound,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let fs = common::mount_cached(&d, bound);
             (fs, d)
         };
         let h = fs.open("/sst", OpenFlags::read()).unwrap();

@@ -9,7 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use oxblob_blobfs::{BlobFs, MountOptions};
+mod common;
+
+use oxblob_blobfs::BlobFs;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,14 +29,7 @@ fn synced_appends_cpu_cost() {
     for cache in [0u64, 256 << 20] {
         let d = oxblob_bdev::spec::open("malloc:1GiB").unwrap();
         BlobFs::mkfs(Arc::clone(&d), Default::default()).unwrap();
-        let fs = BlobFs::mount(
-            Arc::clone(&d),
-            MountOptions {
-                cache_bytes: cache,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let fs = common::mount_cached(&d, cache);
         // Touch the RAM device's pages first (a file over most of it, then deleted), so the
         // kernel's first-touch page faults are not counted as blobfs's cost.
         let big = fs.create("/fill").unwrap();

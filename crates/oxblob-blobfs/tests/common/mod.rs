@@ -33,6 +33,15 @@ pub fn mount(d: &Arc<dyn BlockDevice>) -> BlobFs {
     BlobFs::mount(Arc::clone(d), MountOptions::default()).unwrap()
 }
 
+/// Mounts `d` with a data cache of `cache_bytes` (0: none).
+pub fn mount_cached(d: &Arc<dyn BlockDevice>, cache_bytes: u64) -> BlobFs {
+    let opts = MountOptions {
+        cache_bytes,
+        ..Default::default()
+    };
+    BlobFs::mount(Arc::clone(d), opts).unwrap()
+}
+
 /// Deterministic pattern bytes.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
